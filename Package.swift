@@ -1,0 +1,42 @@
+// swift-tools-version: 6.1
+import PackageDescription
+
+/// Settings every target shares: Swift 6 language mode (strict concurrency) plus the upcoming
+/// features Hummingbird 2 adopts, so imports and existentials stay explicit.
+let swiftSettings: [SwiftSetting] = [
+    .enableUpcomingFeature("ExistentialAny"),
+    .enableUpcomingFeature("MemberImportVisibility"),
+]
+
+let package = Package(
+    name: "swarm-gateway",
+    platforms: [.macOS(.v15)],
+    products: [
+        .library(name: "SwarmCore", targets: ["SwarmCore"]),
+        .library(name: "SwarmSimulation", targets: ["SwarmSimulation"]),
+        .executable(name: "swarm-sim", targets: ["swarm-sim"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/x-sheep/swift-property-based.git", from: "2.0.1"),
+    ],
+    targets: [
+        // Pure protocol logic: ring, registry replica, tracker, handoff, groups, membership.
+        // No I/O, no clocks, no concurrency primitives.
+        .target(name: "SwarmCore", swiftSettings: swiftSettings),
+        // The seeded, deterministic many-node simulator built on SwarmCore.
+        .target(name: "SwarmSimulation", dependencies: ["SwarmCore"], swiftSettings: swiftSettings),
+        // CLI: run or replay simulator seeds, core micro-benchmarks.
+        .executableTarget(name: "swarm-sim", dependencies: ["SwarmCore", "SwarmSimulation"], swiftSettings: swiftSettings),
+        .testTarget(
+            name: "SwarmCoreTests",
+            dependencies: ["SwarmCore", .product(name: "PropertyBased", package: "swift-property-based")],
+            swiftSettings: swiftSettings
+        ),
+        .testTarget(
+            name: "SwarmSimulationTests",
+            dependencies: ["SwarmCore", "SwarmSimulation"],
+            swiftSettings: swiftSettings
+        ),
+    ],
+    swiftLanguageModes: [.v6]
+)
