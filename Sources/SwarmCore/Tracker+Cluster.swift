@@ -9,6 +9,10 @@ extension Tracker.Instance {
         if let known = connections[peer.name] {
             if known == peer {
                 lastHeard[peer.name] = now
+                if !reachable.contains(peer.name), selfRecordAllows(peer) {
+                    becameReachable(peer)
+                    updateRing()
+                }
                 return finish()
             }
             if known.incarnation > peer.incarnation { return finish() }  // a stale life
@@ -93,7 +97,7 @@ extension Tracker.Instance {
         case .conflictYieldReply(let name, let loser, let accepted):
             yieldAnswered(name: name, loser: loser, accepted: accepted)
         case .orphans(let entries):
-            receiveOrphans(entries)
+            receiveOrphans(entries, from: peer)
         case .checkpoint(let name, let pid, let version, let state):
             if let current = standby[name], current.pid == pid, current.version >= version { break }
             standby[name] = Tracker.Standby(pid: pid, version: version, state: state)
@@ -353,11 +357,28 @@ extension Tracker.Instance {
             for peer in connections.values.sorted() {
                 send(peer, .heartbeat(members: members, seq: log.lastSeq))
             }
-            // Dial members we know but are not connected to.
+            // Dial members we know but are not connected to, or whose connection went silent
+            // (it may have restarted behind a partition).
             for member in members where member.id.name != me.name && member.state != .gone {
-                if connections[member.id.name] == nil, (lastDial[member.id.name] ?? 0) + settings.failureTimeout <= now {
-                    lastDial[member.id.name] = now
-                    emit(.connect(name: member.id.name, address: member.address))
+                let name = member.id.name
+                if connections[name] == nil || !reachable.contains(name), (lastDial[name] ?? 0) + settings.failureTimeout <= now {
+                    lastDial[name] = now
+                    emit(.connect(name: name, address: member.address))
+                }
+            }
+            // Keep dialling seeds whose address no connected member has (a restarted node
+            // knows nobody else; a seed may be down or behind a partition for a while).
+            if !seeds.isEmpty {
+                var connectedAddresses = Set<String>()
+                for (name, id) in connections where reachable.contains(name) {
+                    if let member = membership[name], member.id == id { connectedAddresses.insert(member.address) }
+                }
+                for seed in seeds where !connectedAddresses.contains(seed) {
+                    let key = "seed:" + seed
+                    if (lastDial[key] ?? 0) + settings.failureTimeout <= now {
+                        lastDial[key] = now
+                        emit(.connect(name: "", address: seed))
+                    }
                 }
             }
         }
@@ -410,9 +431,11 @@ extension Tracker.Instance {
         return finish()
     }
 
-    /// Names still to be handed off before the drain completes.
+    /// Names still to be handed off before the drain completes: our factory processes, and
+    /// the ones we stopped for lack of an owner (quorum lost) until a new owner restarted them.
     public var drainRemaining: Int {
         localEntries.values.reduce(0) { $0 + ($1.factory != nil ? 1 : 0) }
+            + orphans.values.reduce(0) { $0 + ($1.stoppedByHost && $1.entry.pid.node == me ? 1 : 0) }
     }
 
     mutating func drainTick() {

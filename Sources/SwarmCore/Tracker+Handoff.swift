@@ -56,11 +56,14 @@ extension Tracker.Instance {
             backoff[name] == nil
         else { return }
         guard let owner = owner(of: name) else {
+            // Draining with no other node in reach: keep it running; the drain waits until a
+            // node is reachable again rather than losing the process.
+            if draining && ring.isEmpty { return }
             // No node may host it (quorum lost, or the last node drains): stop it, keep it as an
             // orphan here so that it comes back when an owner exists again.
             trace("no owner for \(name): stopping \(entry.pid)")
             unregisterLocal(name: name, entry: entry, stop: .die)
-            orphans[name] = Tracker.Orphan(entry: entry, nextAction: now, attempts: 0)
+            orphans[name] = Tracker.Orphan(entry: entry, nextAction: now, attempts: 0, stoppedByHost: true)
             return
         }
         if owner == me.name {
@@ -158,6 +161,12 @@ extension Tracker.Instance {
             return
         }
         if let pending = pendingStarts[offer.name], pending.handoff == key { return }  // starting
+        if draining || yields[offer.name] != nil || handoffs[offer.name] != nil {
+            // Our copy is leaving (drain, handoff or a conflict yield in flight): accepting would
+            // hand the name to a process about to stop.
+            send(peer, .handoffRejected(id: offer.id, name: offer.name, reason: "\(me.name) cannot take it now"))
+            return
+        }
         if let existing = localEntries[offer.name] {
             // We already host a copy (a concurrent registration, a partition leftover): it stays
             // and merges what the old one knew.
@@ -167,7 +176,7 @@ extension Tracker.Instance {
             send(peer, .handoffAccepted(id: offer.id, name: offer.name, pid: existing.pid))
             return
         }
-        guard !draining, owner(of: offer.name) == me.name else {
+        guard owner(of: offer.name) == me.name else {
             send(peer, .handoffRejected(id: offer.id, name: offer.name, reason: "\(me.name) is not the owner by its ring"))
             return
         }

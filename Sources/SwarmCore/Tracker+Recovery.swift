@@ -59,7 +59,7 @@ extension Tracker.Instance {
             send(peer, .conflictYieldReply(name: name, loser: loser, accepted: true))
             return
         }
-        guard localEntries[name]?.pid == winner else {
+        guard localEntries[name]?.pid == winner, handoffs[name] == nil else {
             send(peer, .conflictYieldReply(name: name, loser: loser, accepted: false))
             return
         }
@@ -101,11 +101,14 @@ extension Tracker.Instance {
         }
     }
 
-    mutating func receiveOrphans(_ entries: [RegistryEntry]) {
+    mutating func receiveOrphans(_ entries: [RegistryEntry], from peer: NodeID) {
         for entry in entries where entry.factory != nil && registry.view[entry.name] == nil && orphans[entry.name] == nil {
-            if entry.pid.node.name == me.name { continue }
-            if reachable.contains(entry.host), connections[entry.host] == entry.pid.node { continue }
-            orphans[entry.name] = Tracker.Orphan(entry: entry, nextAction: now, attempts: 0)
+            if entry.pid.node == me { continue }
+            // A live host's entries are not orphans, unless the host itself says so (it stopped
+            // them when it lost its quorum).
+            let stoppedByHost = entry.pid.node == peer
+            if !stoppedByHost, reachable.contains(entry.host), connections[entry.host] == entry.pid.node { continue }
+            orphans[entry.name] = Tracker.Orphan(entry: entry, nextAction: now, attempts: 0, stoppedByHost: stoppedByHost)
         }
         reconcileOrphans()
     }
@@ -122,7 +125,7 @@ extension Tracker.Instance {
             guard var orphan = orphans[name] else { continue }
             let entry = orphan.entry
             if registry.view[name] != nil
-                || (entry.host != me.name && reachable.contains(entry.host) && connections[entry.host] == entry.pid.node)
+                || (!orphan.stoppedByHost && reachable.contains(entry.host) && connections[entry.host] == entry.pid.node)
             {
                 orphans[name] = nil
                 continue

@@ -206,6 +206,8 @@ extension Tracker {
         var entry: RegistryEntry
         var nextAction: Instant
         var attempts: Int
+        /// Its host itself stopped it (quorum lost), so the host being alive proves nothing.
+        var stoppedByHost = false
     }
 
     struct Standby: Sendable {
@@ -236,6 +238,9 @@ extension Tracker {
         public let address: String
         public let strategy: any PlacementStrategy
         public let filter: NodeFilter
+        /// Seed addresses (`host:port`) dialled until a member with that address is connected.
+        /// Update with ``onSeeds(_:now:)`` (for example after a DNS lookup).
+        public internal(set) var seeds: [String]
         /// True when the node was configured with peers to find (seeds or DNS names).
         public let expectsPeers: Bool
 
@@ -293,14 +298,15 @@ extension Tracker {
         public init(
             me: NodeID, address: String, settings: Settings = Settings(),
             strategy: any PlacementStrategy = RingStrategy(), filter: NodeFilter = .default,
-            expectsPeers: Bool, now: Instant
+            seeds: [String], expectsPeers: Bool? = nil, now: Instant
         ) {
+            self.seeds = seeds.filter { $0 != address }
             self.me = me
             self.address = address
             self.settings = settings
             self.strategy = strategy
             self.filter = filter
-            self.expectsPeers = expectsPeers
+            self.expectsPeers = expectsPeers ?? !seeds.filter { $0 != address }.isEmpty
             self.startedAt = now
             self.now = now
             self.log = ChangeLog(capacity: settings.changeLogCapacity)
@@ -331,6 +337,26 @@ extension Tracker {
 
         public func isReachable(_ name: String) -> Bool { reachable.contains(name) }
 
+        /// The incarnation behind the current connection to `name`, if connected.
+        public func connection(to name: String) -> NodeID? { connections[name] }
+
+        /// True while `name` is an orphan here (its host was lost; a restart is being arranged).
+        public func hasOrphan(_ name: String) -> Bool { orphans[name] != nil }
+
+        /// True while a factory start for `name` is in flight here.
+        public func isStarting(_ name: String) -> Bool { pendingStarts[name] != nil }
+
+        /// What is in flight, for diagnostics.
+        public var inFlightDescription: String {
+            "starts=\(pendingStarts.keys.sorted()) requests=\(outstanding.count) handoffs=\(handoffs.keys.sorted()) yields=\(yields.keys.sorted()) orphans=\(orphans.keys.sorted()) contested=\(registry.contested.keys.sorted())"
+        }
+
+        /// Work still in flight: starts, requests, handoffs, yields, orphans. Zero when settled.
+        public var inFlight: Int {
+            pendingStarts.count + outstanding.count + handoffs.count + yields.count + orphans.count
+                + registry.contested.count
+        }
+
         // MARK: - Lifecycle
 
         /// Call once after creation: announces the node and arms the first tick.
@@ -338,6 +364,13 @@ extension Tracker {
             begin(now)
             if !expectsPeers { setSelfState(.up) }
             emit(.scheduleTick(after: settings.tickInterval))
+            return finish()
+        }
+
+        /// New seed addresses (a DNS name re-resolved): dialled from the next heartbeat on.
+        public mutating func onSeeds(_ addresses: [String], now: Instant) -> [Directive] {
+            begin(now)
+            seeds = addresses.filter { $0 != address }
             return finish()
         }
 
