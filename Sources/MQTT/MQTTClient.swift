@@ -347,10 +347,13 @@ public final class MQTTClient: Sendable {
     /// Publishes and waits: for QoS 1/2 until the broker acknowledges (PUBACK/PUBCOMP), for QoS 0
     /// until the message has been written to the socket.
     ///
-    /// QoS 1/2 messages published while disconnected are queued by libmosquitto and sent after
-    /// the reconnect (waiting up to ``Settings/operationTimeout``); QoS 0 fails with
-    /// `.notConnected`. Throws `.publishRejected` when the broker answers with a failure reason
-    /// code (for example 0x87 not authorized by the ACL).
+    /// While the connection is down (between reconnects), a QoS 0 publish fails at once with
+    /// `.notConnected`. A QoS 1/2 message is kept in libmosquitto's outgoing queue and sent after
+    /// the reconnect (libmosquitto 2.0.11 reports `MOSQ_ERR_NO_CONN` for it but queues it anyway
+    /// — measured — so this wrapper treats that as "queued"); the call waits for its PUBACK up to
+    /// ``Settings/operationTimeout``. A timed-out QoS 1/2 message may still be delivered later.
+    /// Throws `.notConnected` before the first ``connect()``, `.publishRejected` when the broker
+    /// answers with a failure reason code (for example 0x87 not authorized by the ACL).
     @discardableResult
     public func publish(_ message: MQTTMessage) async throws -> MQTTPublishResult {
         let mid = try send(message)
@@ -387,7 +390,11 @@ public final class MQTTClient: Sendable {
 
     /// Hands a PUBLISH to libmosquitto and returns its message id.
     private func send(_ message: MQTTMessage) throws -> Int32 {
-        if lifecycle.withLock({ $0.phase == .closed }) { throw MQTTError.closed("publish") }
+        switch lifecycle.withLock({ $0.phase }) {
+        case .closed: throw MQTTError.closed("publish")
+        case .idle: throw MQTTError(code: .notConnected, message: "publish to \(message.topic): connect() first")
+        case .connecting, .running: break
+        }
         var properties = try PropertyList.make(message.properties)
         defer { mosquitto_property_free_all(&properties) }
         var mid: Int32 = 0
@@ -397,7 +404,9 @@ public final class MQTTClient: Sendable {
                 message.qos.rawValue, message.retain, properties
             )
         }
-        guard rc == MOSQ_ERR_SUCCESS.rawValue else { throw MQTTError.mosquitto(rc, "publish to \(message.topic)") }
+        // QoS 1/2 without a connection: queued for the reconnect despite the error code.
+        let queued = rc == MOSQ_ERR_NO_CONN.rawValue && message.qos != .atMostOnce
+        guard rc == MOSQ_ERR_SUCCESS.rawValue || queued else { throw MQTTError.mosquitto(rc, "publish to \(message.topic)") }
         return mid
     }
 
