@@ -1,5 +1,13 @@
+import FoundationEssentials
 @testable import MQTT
 import Testing
+
+/// The lines of config/mosquitto.acl.example in this repository.
+func exampleACL() -> [String] {
+    let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+    let text = (try? String(contentsOfFile: root.appendingPathComponent("config/mosquitto.acl.example").path, encoding: .utf8)) ?? ""
+    return text.split(separator: "\n", omittingEmptySubsequences: false).map(String.init)
+}
 
 /// MQTTClient against a real Mosquitto started per test on a free loopback port.
 @Suite("MQTTClient against a real broker", .timeLimit(.minutes(1)))
@@ -199,13 +207,10 @@ struct MQTTClientTests {
         try await withBroker({ settings in
             settings.allowAnonymous = false
             settings.users = [.init("gateway", password: "gw-secret"), .init("dev1", password: "dev1-pw")]
-            settings.aclRules = [
-                "user gateway",
-                "topic readwrite devices/#",
-                "",
-                "pattern readwrite devices/%u/#",
-            ]
+            // The ACL shipped as config/mosquitto.acl.example.
+            settings.aclRules = exampleACL()
         }) { broker in
+            #expect(exampleACL().contains("pattern readwrite devices/%u/#"))
             var wrong = testSettings(broker, "intruder")
             wrong.username = "gateway"
             wrong.password = "not-the-password"
@@ -238,8 +243,10 @@ struct MQTTClientTests {
                     }
                     #expect(denied.code == .publishRejected)
                     #expect(denied.reasonCode == 0x87)
+                    // Command replies go to a response topic inside the device's own subtree.
+                    try await device.client.publish(topic: "devices/dev1/replies/node1", string: "reply", qos: .atLeastOnce)
                 }
-                #expect(await gateway.messages.wait { $0.payloadStrings.contains("ok") })
+                #expect(await gateway.messages.wait { $0.payloadStrings.contains("ok") && $0.payloadStrings.contains("reply") })
                 #expect(!gateway.messages.all.payloadStrings.contains("spoof"))
             }
         }
