@@ -31,6 +31,10 @@ final class CallbackContext: Sendable {
         var subscriptions: [SubscriptionRecord] = []
         var acks = AckTable()
         var connack = ConnackWait.idle
+        /// SUBSCRIBEs renewing the recorded subscriptions after the latest (re)connect, by id.
+        var renewals: [Int32: String] = [:]
+        var renewalCount = 0
+        var renewalRefused: [String] = []
     }
 
     let logger: Logger
@@ -117,13 +121,21 @@ final class CallbackContext: Sendable {
         logger.debug("MQTT connected", metadata: ["sessionPresent": "\(sessionPresent)", "renewing": "\(subscriptions.count)"])
         eventsContinuation.yield(.connected(sessionPresent: sessionPresent))
         // Renew the subscriptions (clean start forgets them). Calling subscribe from a callback is
-        // allowed; the SUBACK is handled later on this same thread, so marking the id as ignored
-        // right after the call cannot race with it.
+        // allowed; the SUBACKs are handled later on this same thread, so recording the ids right
+        // after each call cannot race with them. The last SUBACK emits `.subscriptionsRenewed`.
+        state.withLock { state in
+            state.renewals = [:]
+            state.renewalCount = 0
+            state.renewalRefused = []
+        }
         for record in subscriptions {
             var mid: Int32 = 0
             let rc = mosquitto_subscribe_v5(mosq, &mid, record.filter, record.qos.rawValue, record.options.mosquittoOptions, nil)
             if rc == MOSQ_ERR_SUCCESS.rawValue {
-                state.withLock { $0.acks.ignore(mid, survivesReconnect: false) }
+                state.withLock { state in
+                    state.renewals[mid] = record.filter
+                    state.renewalCount += 1
+                }
             } else {
                 logger.warning("MQTT resubscribe failed", metadata: ["filter": "\(record.filter)", "error": "\(mosquittoErrorString(rc))"])
             }
@@ -148,6 +160,7 @@ final class CallbackContext: Sendable {
     private func onDisconnect(_ rc: Int32) {
         let waiters = state.withLock { state in
             state.connected = false
+            state.renewals = [:]
             return state.acks.connectionLost()
         }
         let description: String
@@ -166,8 +179,28 @@ final class CallbackContext: Sendable {
     }
 
     private func onAcknowledge(_ mid: Int32, reasonCode: Int32) {
-        let waiter = state.withLock { $0.acks.acknowledge(mid, reasonCode: reasonCode) }
-        waiter?.resume(returning: reasonCode)
+        enum Outcome {
+            case waiter(AckTable.Waiter?)
+            case renewal(filter: String, finished: (count: Int, refused: [String])?)
+        }
+        let outcome = state.withLock { state -> Outcome in
+            guard let filter = state.renewals.removeValue(forKey: mid) else {
+                return .waiter(state.acks.acknowledge(mid, reasonCode: reasonCode))
+            }
+            if reasonCode >= 0x80 { state.renewalRefused.append(filter) }
+            return .renewal(filter: filter, finished: state.renewals.isEmpty ? (state.renewalCount, state.renewalRefused) : nil)
+        }
+        switch outcome {
+        case .waiter(let waiter):
+            waiter?.resume(returning: reasonCode)
+        case .renewal(let filter, let finished):
+            if reasonCode >= 0x80 {
+                logger.warning("MQTT resubscribe refused", metadata: ["filter": "\(filter)", "reason": "\(reasonCode) \(mqttReasonString(reasonCode))"])
+            }
+            if let finished {
+                eventsContinuation.yield(.subscriptionsRenewed(count: finished.count, refused: finished.refused))
+            }
+        }
     }
 
     private func onMessage(_ raw: mosquitto_message, _ properties: OpaquePointer?) {

@@ -11,7 +11,8 @@ import Synchronization
 ///   on ``events``, acknowledgements to the `async` calls waiting for them.
 /// - ``connect()`` waits for the first CONNACK. After that the network thread reconnects on its
 ///   own with backoff (`mosquitto_reconnect_delay_set`), and on every reconnect the client renews
-///   the subscriptions made through ``subscribe(_:qos:options:)`` (clean start forgets them).
+///   the subscriptions made through ``subscribe(_:qos:options:)`` (clean start forgets them);
+///   ``events`` reports `.connected`, then `.subscriptionsRenewed` once every renewal is acked.
 /// - ``close(publishWill:)`` sends DISCONNECT, joins the network thread, fails pending waiters
 ///   and finishes both streams. Dropping the last reference without `close` does the same
 ///   (blocking the releasing thread for the join).

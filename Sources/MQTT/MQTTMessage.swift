@@ -158,6 +158,10 @@ public enum MQTTConnectionEvent: Sendable, Hashable {
     /// CONNACK with a failure reason code; the client keeps retrying with backoff unless this was
     /// the first `connect()`, which then throws `.connectionRefused`.
     case connectionRefused(reasonCode: Int32, description: String)
+    /// After a reconnect: the broker answered every SUBSCRIBE that renewed the recorded
+    /// subscriptions (`count` of them); `refused` lists the filters it refused. From here on
+    /// messages for those subscriptions flow again. Not sent when there was nothing to renew.
+    case subscriptionsRenewed(count: Int, refused: [String])
     /// The connection was lost or closed. The client reconnects on its own unless it was closed.
     case disconnected(reasonCode: Int32, description: String)
 }

@@ -308,16 +308,14 @@ struct MQTTClientTests {
                 #expect(node.client.connectionCount == 2)
                 #expect(node.client.subscriptions == ["re/#"])
 
-                // The renewed subscription delivers again (retry briefly: the SUBSCRIBE renewal
-                // races with the first publish after the reconnect).
+                // Once the renewal is acknowledged, messages flow again.
+                #expect(await node.events.wait { _ in !node.renewals.isEmpty })
+                #expect(node.renewals.first?.count == 1)
+                #expect(node.renewals.first?.refused == [])
                 try await withClient(testSettings(broker, "after")) { pub in
-                    let delivered = await node.messages.wait(timeout: .seconds(10)) { messages in
-                        if messages.payloadStrings.contains("after") { return true }
-                        _ = try? pub.client.publishWithoutWaiting(MQTTMessage(topic: "re/b", string: "after", qos: .atLeastOnce))
-                        return false
-                    }
-                    #expect(delivered)
+                    try await pub.client.publish(topic: "re/b", string: "after", qos: .atLeastOnce)
                 }
+                #expect(await node.messages.wait { $0.payloadStrings == ["before", "after"] })
             }
         }
     }
@@ -352,13 +350,10 @@ struct MQTTClientTests {
                     #expect(publisher.connectedCount >= 2)
                     // The subscription made while down was kept and renewed on reconnect.
                     #expect(publisher.client.subscriptions == ["later/#"])
-                    #expect(await watcher.events.wait { _ in watcher.connectedCount >= 2 })
-                    let delivered = await watcher.messages.wait(timeout: .seconds(10)) { messages in
-                        if messages.payloadStrings.contains("after") { return true }
-                        _ = try? publisher.client.publishWithoutWaiting(MQTTMessage(topic: "queued/z", string: "after", qos: .atLeastOnce))
-                        return false
-                    }
-                    #expect(delivered)
+                    #expect(await publisher.events.wait { _ in !publisher.renewals.isEmpty })
+                    #expect(await watcher.events.wait { _ in !watcher.renewals.isEmpty })
+                    try await publisher.client.publish(topic: "queued/z", string: "after", qos: .atLeastOnce)
+                    #expect(await watcher.messages.wait { $0.payloadStrings.contains("after") })
                     #expect(!watcher.messages.all.payloadStrings.contains("qos0 while down"))
                 }
             }

@@ -56,6 +56,10 @@ struct ClientHarness: Sendable {
     var connectedCount: Int {
         events.all.filter { if case .connected = $0 { return true } else { return false } }.count
     }
+    /// The `.subscriptionsRenewed` events so far.
+    var renewals: [(count: Int, refused: [String])] {
+        events.all.compactMap { if case .subscriptionsRenewed(let count, let refused) = $0 { return (count, refused) } else { return nil } }
+    }
     var disconnectedCount: Int {
         events.all.filter { if case .disconnected = $0 { return true } else { return false } }.count
     }
