@@ -24,6 +24,23 @@ struct LifecycleTests {
         #expect(!client.isConnected)
     }
 
+    @Test("close() while reconnecting (broker gone, long backoff) returns promptly")
+    func closeWhileReconnecting() async throws {
+        try await withBroker { broker in
+            var settings = testSettings(broker, "backoff")
+            settings.reconnectDelay = .seconds(20)
+            settings.maxReconnectDelay = .seconds(20)
+            try await withClient(settings) { client in
+                await broker.stop()
+                #expect(await client.events.wait { _ in client.disconnectedCount >= 1 })
+                try await Task.sleep(for: .milliseconds(200))  // now in the 20 s reconnect sleep
+                let started = ContinuousClock.now
+                await client.client.close()
+                #expect(ContinuousClock.now - started < .seconds(2))
+            }
+        }
+    }
+
     @Test("clients dropped without close() stop their network thread and free everything")
     func dropWithoutClose() async throws {
         try await withBroker { broker in
