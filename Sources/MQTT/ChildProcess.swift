@@ -25,7 +25,10 @@ final class ChildProcess: Sendable {
         posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
         posix_spawn_file_actions_addopen(&actions, 1, outputPath ?? "/dev/null", O_WRONLY | O_CREAT | O_APPEND, 0o644)
         posix_spawn_file_actions_adddup2(&actions, 1, 2)
-        posix_spawn_file_actions_addclosefrom_np(&actions, 3)
+        let closeFrom = posix_spawn_file_actions_addclosefrom_np(&actions, 3)
+        guard closeFrom == 0 else {
+            throw MQTTError(code: .broker, message: "posix_spawn_file_actions_addclosefrom_np: \(String(cString: strerror(closeFrom)))")
+        }
 
         // The spawning thread may block or ignore signals (Swift's and Dispatch's worker threads
         // do); the child would inherit that and ignore SIGTERM. Reset mask and dispositions.

@@ -1,5 +1,24 @@
+import FoundationEssentials
+import Glibc
 @testable import MQTT
 import Testing
+
+/// Socket inodes (`socket:[N]`) open in process `pid`.
+func socketInodes(of pid: String) throws -> Set<String> {
+    let directory = "/proc/\(pid)/fd"
+    var sockets = Set<String>()
+    for entry in try FileManager.default.contentsOfDirectory(atPath: directory) {
+        if let target = try? FileManager.default.destinationOfSymbolicLink(atPath: directory + "/" + entry), target.hasPrefix("socket:") {
+            sockets.insert(target)
+        }
+    }
+    return sockets
+}
+
+/// Sockets the child `pid` shares with this test process: inherited descriptors.
+func inheritedSockets(of pid: Int32) throws -> Set<String> {
+    try socketInodes(of: String(pid)).intersection(socketInodes(of: "self"))
+}
 
 @Suite("EmbeddedBroker", .timeLimit(.minutes(1)))
 struct EmbeddedBrokerTests {
@@ -44,8 +63,21 @@ struct EmbeddedBrokerTests {
         #expect(!broker.isRunning)
         #expect(!EmbeddedBroker.accepts(host: "127.0.0.1", port: port))
 
+        // Started while this process holds a live MQTT connection: the broker inherits only
+        // stdin/stdout/stderr, never a client socket (libmosquitto's are not close-on-exec).
+        let other = try EmbeddedBroker(logger: testLogger)
+        try await other.start()
+        var clientSettings = other.clientSettings()
+        clientSettings.connectTimeout = .seconds(5)
+        let client = try MQTTClient(settings: clientSettings, logger: testLogger)
+        try await client.connect()
         try await broker.start()
         #expect(broker.port == port)
+        let pid = try #require(broker.processID)
+        let inherited = try inheritedSockets(of: pid)
+        #expect(inherited.isEmpty, "broker holds sockets it did not open: \(inherited)")
+        await client.close()
+        await other.stop()
         #expect(broker.log().contains("Opening ipv4 listen socket on port \(port)"))
         await broker.kill()
         #expect(!broker.isRunning)
