@@ -15,9 +15,11 @@ let package = Package(
         .library(name: "SwarmCore", targets: ["SwarmCore"]),
         .library(name: "SwarmSimulation", targets: ["SwarmSimulation"]),
         .executable(name: "swarm-sim", targets: ["swarm-sim"]),
+        .library(name: "MQTT", targets: ["MQTT"]),
     ],
     dependencies: [
         .package(url: "https://github.com/x-sheep/swift-property-based.git", from: "2.0.1"),
+        .package(url: "https://github.com/apple/swift-log.git", from: "1.6.0"),
     ],
     targets: [
         // Pure protocol logic: ring, registry replica, tracker, handoff, groups, membership.
@@ -35,6 +37,25 @@ let package = Package(
         .testTarget(
             name: "SwarmSimulationTests",
             dependencies: ["SwarmCore", "SwarmSimulation"],
+            swiftSettings: swiftSettings
+        ),
+        // libmosquitto (Debian libmosquitto-dev, see scripts/install-deps.sh).
+        .systemLibrary(
+            name: "CMosquitto",
+            path: "Sources/CMosquitto",
+            pkgConfig: "libmosquitto",
+            providers: [.apt(["libmosquitto-dev"])]
+        ),
+        // The safe Swift wrapper over libmosquitto (MQTTClient) and the child-process broker
+        // (EmbeddedBroker) used by tests and by the gateway's first-run mode.
+        .target(
+            name: "MQTT",
+            dependencies: ["CMosquitto", .product(name: "Logging", package: "swift-log")],
+            swiftSettings: swiftSettings
+        ),
+        .testTarget(
+            name: "MQTTTests",
+            dependencies: ["MQTT"],
             swiftSettings: swiftSettings
         ),
     ],

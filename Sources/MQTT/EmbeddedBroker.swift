@@ -1,0 +1,358 @@
+import FoundationEssentials
+import Glibc
+import Logging
+import Synchronization
+
+/// A Mosquitto broker run as a child process on a loopback port, with a generated configuration.
+///
+/// Used by the tests (one broker per test, on a free port) and by the gateway's first-run mode,
+/// which starts a local broker next to itself. The broker is configured for the gateway's needs:
+/// `set_tcp_nodelay` (request/response latency), raised queue limits (Mosquitto silently drops
+/// messages, even QoS 0, for a subscriber that exceeds `max_queued_messages`, default 1000), no
+/// persistence, and optionally a password file (built with `mosquitto_passwd -b`) and an ACL file.
+///
+/// Every wait is bounded: ``start()`` waits at most ``Settings/startTimeout`` for the port to
+/// accept connections, ``stop()`` sends SIGTERM and escalates to SIGKILL after
+/// ``Settings/stopTimeout``. Dropping the last reference kills a still-running broker and removes
+/// a temporary directory the broker created.
+///
+/// Started as root, Mosquitto drops privileges to the `mosquitto` user before it opens its log and
+/// reads its password and ACL files, so the working directory is handed to that user (or, where
+/// no such user exists, the configuration says `user root`).
+public final class EmbeddedBroker: Sendable {
+    /// Broker settings. Every property has a documented default.
+    public struct Settings: Sendable {
+        /// A user for the password file.
+        public struct User: Sendable, Hashable {
+            public var name: String
+            public var password: String
+            public init(_ name: String, password: String) {
+                self.name = name
+                self.password = password
+            }
+        }
+
+        /// Path of the `mosquitto` binary. Default nil: `/usr/sbin/mosquitto`, then other usual
+        /// places.
+        public var executable: String? = nil
+        /// IPv4 address to listen on. Default `"127.0.0.1"` (loopback only).
+        public var host: String = "127.0.0.1"
+        /// Port. Default 0: pick a free port at the first start and keep it for restarts.
+        public var port: Int = 0
+        /// Allow clients without a user name. Default true.
+        public var allowAnonymous: Bool = true
+        /// Users written to the password file. Default empty (no password file).
+        public var users: [User] = []
+        /// Lines of the ACL file (`user`, `topic`, `pattern` lines, see mosquitto.conf(5)).
+        /// Default nil (no ACL file: everyone may use every topic).
+        public var aclRules: [String]? = nil
+        /// `set_tcp_nodelay`. Default true.
+        public var tcpNoDelay: Bool = true
+        /// `max_queued_messages` per client. Default 10 000 (Mosquitto's default is 1000).
+        public var maxQueuedMessages: Int = 10_000
+        /// `max_inflight_messages` (for v3 clients, and the Receive Maximum advertised to
+        /// publishers). Default 1000 (Mosquitto's default is 20).
+        public var maxInflightMessages: Int = 1000
+        /// Working directory for the configuration, password, ACL and log files. Default nil: a
+        /// new temporary directory, removed when the broker object goes away.
+        public var directory: String? = nil
+        /// Extra configuration lines appended verbatim. Default empty.
+        public var extraConfiguration: [String] = []
+        /// How long ``start()`` waits for the port to accept connections. Default 10 s.
+        public var startTimeout: Duration = .seconds(10)
+        /// How long ``stop()`` waits after SIGTERM before SIGKILL. Default 5 s.
+        public var stopTimeout: Duration = .seconds(5)
+
+        public init() {}
+    }
+
+    private struct State {
+        var process: ChildProcess?
+        var port: Int
+        var prepared = false
+    }
+
+    /// The settings the broker was created with.
+    public let settings: Settings
+    /// The working directory (configuration, password file, ACL, log).
+    public let directory: String
+    private let ownsDirectory: Bool
+    private let state: Mutex<State>
+    private let logger: Logger
+
+    /// Prepares the working directory; nothing runs until ``start()``.
+    public init(settings: Settings = Settings(), logger: Logger = Logger(label: "swarm.mqtt.broker")) throws {
+        guard Self.ipv4Address(settings.host) != nil else {
+            throw MQTTError.invalid("EmbeddedBroker host must be an IPv4 address, got \(settings.host)")
+        }
+        self.settings = settings
+        self.logger = logger
+        if let directory = settings.directory {
+            try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+            self.directory = directory
+            self.ownsDirectory = false
+        } else {
+            var template = Array("/tmp/swarm-mosquitto-XXXXXX".utf8CString)
+            guard let created = template.withUnsafeMutableBufferPointer({ mkdtemp($0.baseAddress!) }) else {
+                throw MQTTError(code: .broker, message: "mkdtemp failed: \(String(cString: strerror(errno)))")
+            }
+            self.directory = String(cString: created)
+            self.ownsDirectory = true
+        }
+        self.state = Mutex(State(port: settings.port))
+    }
+
+    deinit {
+        if let process = state.withLock({ $0.process }) {
+            process.killAndReapBlocking()
+        }
+        if ownsDirectory {
+            try? FileManager.default.removeItem(atPath: directory)
+        }
+    }
+
+    /// The listening port (0 until the first start when the settings asked for a free port).
+    public var port: Int { state.withLock { $0.port } }
+
+    /// The broker's address as `host`.
+    public var host: String { settings.host }
+
+    /// True while the broker process runs.
+    public var isRunning: Bool { state.withLock { $0.process?.isRunning ?? false } }
+
+    /// The process id while running.
+    public var processID: Int32? { state.withLock { $0.process?.pid } }
+
+    public var configurationPath: String { directory + "/mosquitto.conf" }
+    public var logPath: String { directory + "/mosquitto.log" }
+    var passwordPath: String { directory + "/passwd" }
+    var aclPath: String { directory + "/acl" }
+
+    /// The broker's log so far (empty if none).
+    public func log() -> String {
+        (try? String(contentsOfFile: logPath, encoding: .utf8)) ?? ""
+    }
+
+    /// Client settings pointing at this broker.
+    public func clientSettings() -> MQTTClient.Settings {
+        MQTTClient.Settings(host: settings.host, port: port)
+    }
+
+    /// The generated configuration for `port`.
+    public func configuration(port: Int) -> String {
+        var lines = [
+            "# Generated by EmbeddedBroker (swarm-gateway). See config/mosquitto.conf for the annotated version.",
+            "per_listener_settings false",
+            "listener \(port) \(settings.host)",
+            "allow_anonymous \(settings.allowAnonymous)",
+            "set_tcp_nodelay \(settings.tcpNoDelay)",
+            "max_queued_messages \(settings.maxQueuedMessages)",
+            "max_inflight_messages \(settings.maxInflightMessages)",
+            "persistence false",
+            "log_dest file \(logPath)",
+            "log_type error",
+            "log_type warning",
+            "log_type notice",
+            "log_type information",
+            "connection_messages true",
+        ]
+        if !settings.users.isEmpty { lines.append("password_file \(passwordPath)") }
+        if settings.aclRules != nil { lines.append("acl_file \(aclPath)") }
+        if geteuid() == 0 && getpwnam("mosquitto") == nil { lines.append("user root") }
+        lines += settings.extraConfiguration
+        return lines.joined(separator: "\n") + "\n"
+    }
+
+    // MARK: Start and stop
+
+    /// Starts the broker and waits until its port accepts TCP connections. When the port was
+    /// chosen automatically and turns out to be taken, retries twice with a new one. Throws
+    /// `.broker` with the end of the broker's log when it exits or does not become ready.
+    public func start() async throws {
+        if state.withLock({ $0.process?.isRunning ?? false }) {
+            throw MQTTError(code: .broker, message: "broker already running on port \(port)")
+        }
+        try await prepareFilesOnce()
+        let automaticPort = settings.port == 0
+        var attempt = 0
+        while true {
+            attempt += 1
+            let port = try state.withLock { state -> Int in
+                if state.port == 0 { state.port = try Self.freePort(host: settings.host) }
+                return state.port
+            }
+            do {
+                try await launch(port: port)
+                return
+            } catch let error as MQTTError where automaticPort && attempt < 3 && error.message.contains("Address already in use") {
+                logger.debug("embedded broker port taken, retrying", metadata: ["port": "\(port)"])
+                state.withLock { $0.port = 0 }
+            }
+        }
+    }
+
+    private func launch(port: Int) async throws {
+        try write(configuration(port: port), to: configurationPath)
+        try handOverToBrokerUser()
+        let executable = try Self.findExecutable(settings.executable)
+        let logOffset = log().utf8.count
+        let process = try ChildProcess.spawn(
+            executable: executable,
+            arguments: ["-c", configurationPath],
+            outputPath: directory + "/mosquitto.stdout"
+        )
+        state.withLock { $0.process = process }
+
+        let deadline = ContinuousClock.now + settings.startTimeout
+        while true {
+            if !process.isRunning {
+                state.withLock { if $0.process === process { $0.process = nil } }
+                throw MQTTError(code: .broker, message: "mosquitto exited during start-up: \(startupDiagnostics(since: logOffset))")
+            }
+            if Self.accepts(host: settings.host, port: port) {
+                logger.debug("embedded broker ready", metadata: ["port": "\(port)", "pid": "\(process.pid)"])
+                return
+            }
+            if ContinuousClock.now >= deadline {
+                await process.terminate(grace: .seconds(1))
+                state.withLock { if $0.process === process { $0.process = nil } }
+                throw MQTTError(code: .broker, message: "mosquitto did not accept connections on \(settings.host):\(port) within \(settings.startTimeout): \(startupDiagnostics(since: logOffset))")
+            }
+            try? await Task.sleep(for: .milliseconds(20))
+        }
+    }
+
+    /// Stops the broker: SIGTERM, then SIGKILL after ``Settings/stopTimeout``. Idempotent.
+    /// The port and files are kept, so ``start()`` brings it back on the same port.
+    public func stop() async {
+        guard let process = state.withLock({ state -> ChildProcess? in
+            defer { state.process = nil }
+            return state.process
+        }) else { return }
+        await process.terminate(grace: settings.stopTimeout)
+    }
+
+    /// Kills the broker with SIGKILL (a crash, for tests). The port is kept for ``start()``.
+    public func kill() async {
+        guard let process = state.withLock({ state -> ChildProcess? in
+            defer { state.process = nil }
+            return state.process
+        }) else { return }
+        process.signal(SIGKILL)
+        _ = await process.waitForExit(timeout: .seconds(5))
+    }
+
+    // MARK: Files
+
+    private func prepareFilesOnce() async throws {
+        if state.withLock({ $0.prepared }) { return }
+        if let rules = settings.aclRules {
+            try write(rules.joined(separator: "\n") + "\n", to: aclPath)
+        }
+        if !settings.users.isEmpty {
+            try? FileManager.default.removeItem(atPath: passwordPath)
+            let passwd = try Self.findExecutable("mosquitto_passwd")
+            for (index, user) in settings.users.enumerated() {
+                let arguments = (index == 0 ? ["-c"] : []) + ["-b", passwordPath, user.name, user.password]
+                let code = try await ChildProcess.run(
+                    executable: passwd, arguments: arguments,
+                    outputPath: directory + "/mosquitto_passwd.out", timeout: .seconds(10)
+                )
+                guard code == 0 else {
+                    throw MQTTError(code: .broker, message: "mosquitto_passwd failed for user \(user.name) (exit \(code.map(String.init) ?? "signal"))")
+                }
+            }
+        }
+        state.withLock { $0.prepared = true }
+    }
+
+    private func write(_ text: String, to path: String) throws {
+        do {
+            try Data(text.utf8).write(to: URL(fileURLWithPath: path))
+        } catch {
+            throw MQTTError(code: .broker, message: "cannot write \(path): \(error)")
+        }
+    }
+
+    /// As root, gives the working directory and its files to the `mosquitto` user, which the
+    /// broker switches to before opening them.
+    private func handOverToBrokerUser() throws {
+        guard geteuid() == 0, let user = getpwnam("mosquitto") else { return }
+        let uid = user.pointee.pw_uid
+        let gid = user.pointee.pw_gid
+        let files = (try? FileManager.default.contentsOfDirectory(atPath: directory)) ?? []
+        for path in [directory] + files.map({ directory + "/" + $0 }) where chown(path, uid, gid) != 0 {
+            throw MQTTError(code: .broker, message: "chown \(path) to mosquitto failed: \(String(cString: strerror(errno)))")
+        }
+    }
+
+    private func startupDiagnostics(since logOffset: Int) -> String {
+        let logText = String(log().utf8.dropFirst(logOffset)).map { String($0) } ?? ""
+        let stdout = (try? String(contentsOfFile: directory + "/mosquitto.stdout", encoding: .utf8)) ?? ""
+        let text = (stdout + logText).split(separator: "\n").suffix(8).joined(separator: " | ")
+        return text.isEmpty ? "(no output)" : text
+    }
+
+    // MARK: Helpers
+
+    /// Resolves a program name to an absolute path (sbin directories first, then PATH).
+    static func findExecutable(_ name: String?) throws -> String {
+        let program = name ?? "mosquitto"
+        if program.hasPrefix("/") {
+            guard access(program, X_OK) == 0 else { throw MQTTError(code: .broker, message: "\(program) is not executable") }
+            return program
+        }
+        var directories = ["/usr/sbin", "/usr/local/sbin", "/usr/bin", "/usr/local/bin", "/sbin", "/bin"]
+        if let path = getenv("PATH") {
+            directories += String(cString: path).split(separator: ":").map(String.init)
+        }
+        for directory in directories where access(directory + "/" + program, X_OK) == 0 {
+            return directory + "/" + program
+        }
+        throw MQTTError(code: .broker, message: "\(program) not found; install it with scripts/install-deps.sh (Debian package mosquitto / mosquitto-clients)")
+    }
+
+    static func ipv4Address(_ host: String) -> in_addr? {
+        var address = in_addr()
+        let literal = host == "localhost" ? "127.0.0.1" : host
+        return inet_pton(AF_INET, literal, &address) == 1 ? address : nil
+    }
+
+    private static func socketAddress(host: String, port: Int) -> sockaddr_in {
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_port = in_port_t(UInt16(port).bigEndian)
+        address.sin_addr = ipv4Address(host) ?? in_addr()
+        return address
+    }
+
+    /// A port that was free on `host` a moment ago (bind to port 0, read it back, close).
+    static func freePort(host: String) throws -> Int {
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        guard fd >= 0 else { throw MQTTError(code: .broker, message: "socket: \(String(cString: strerror(errno)))") }
+        defer { close(fd) }
+        var address = socketAddress(host: host, port: 0)
+        let bound = withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+        }
+        guard bound == 0 else { throw MQTTError(code: .broker, message: "bind: \(String(cString: strerror(errno)))") }
+        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+        let named = withUnsafeMutablePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &length) }
+        }
+        guard named == 0 else { throw MQTTError(code: .broker, message: "getsockname: \(String(cString: strerror(errno)))") }
+        return Int(UInt16(bigEndian: address.sin_port))
+    }
+
+    /// True if a TCP connection to host:port succeeds now (loopback: answers at once).
+    static func accepts(host: String, port: Int) -> Bool {
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        guard fd >= 0 else { return false }
+        defer { close(fd) }
+        var address = socketAddress(host: host, port: port)
+        let rc = withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+        }
+        return rc == 0
+    }
+}
