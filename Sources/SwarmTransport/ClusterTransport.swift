@@ -167,6 +167,9 @@ public final class ClusterTransport: Sendable {
     /// Peers with an authenticated connection now.
     public var connectedPeers: [NodeID] { self.state.withLockedValue { $0.peers.values.map(\.peer) } }
 
+    /// Channels open now, handshaking or authenticated (for tests and metrics).
+    var openChannels: Int { self.state.withLockedValue { $0.channels.count } }
+
     /// The current connection to the peer named `name`, if any. Cache it for the fast path; it
     /// answers ``SendResult/notConnected`` once closed or replaced.
     public func connection(to name: String) -> PeerConnection? {

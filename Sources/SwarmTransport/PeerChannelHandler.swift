@@ -77,14 +77,18 @@ final class PeerChannelHandler: ChannelInboundHandler {
         case .handshaking, .established: break
         case .idle, .closed: return
         }
-        if self.cumulation == nil || self.cumulation!.readableBytes == 0 {
-            self.cumulation = buffer
+        // Decode from a local buffer: closing the channel below re-enters this handler.
+        var cumulation: ByteBuffer
+        if var existing = self.cumulation, existing.readableBytes > 0 {
+            self.cumulation = nil  // keep `existing` uniquely referenced: append without a copy
+            existing.discardReadBytes()
+            existing.writeBuffer(&buffer)
+            cumulation = existing
         } else {
-            self.cumulation!.discardReadBytes()
-            self.cumulation!.writeBuffer(&buffer)
+            cumulation = buffer
         }
         do {
-            while let frame = try self.decoder.decode(buffer: &self.cumulation!) {
+            decoding: while let frame = try self.decoder.decode(buffer: &cumulation) {
                 switch self.state {
                 case .established:
                     guard !Frame.reservedTypes.contains(frame.type) else {
@@ -103,12 +107,14 @@ final class PeerChannelHandler: ChannelInboundHandler {
                     self.state = .handshaking(handshake)
                     try self.perform(action, context: context)
                 case .idle, .closed:
-                    return
+                    break decoding
                 }
             }
         } catch {
             self.fail(context: context, error: error)
         }
+        if case .closed = self.state { return }
+        self.cumulation = cumulation
     }
 
     private func perform(_ action: Handshake.Action, context: ChannelHandlerContext) throws {
