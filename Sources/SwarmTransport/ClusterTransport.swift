@@ -97,6 +97,11 @@ public final class ClusterTransport: Sendable {
         /// The current authenticated connection of each peer, by peer name.
         var peers: [String: PeerConnection] = [:]
         var dialTargets: [String: DialTarget] = [:]
+        /// Handshakes past the hello, by peer: a connection about to replace the current one.
+        var handshakesInProgress: [NodeID: Int] = [:]
+        /// A peer whose current connection closed while another handshake with the same
+        /// incarnation was in progress: its `peerDown` waits for that handshake's outcome.
+        var deferredDowns: [String: NodeID] = [:]
         /// Every open channel (handshaking or not), to close them on shutdown.
         var channels: [ObjectIdentifier: any Channel] = [:]
     }
@@ -342,10 +347,18 @@ public final class ClusterTransport: Sendable {
             var events: [TransportEvent] = []
             let name = connection.peer.name
             let accepted = self.state.withLockedValue { state -> Bool in
+                Self.endHandshake(with: connection.peer, in: &state)
+                defer { events.append(contentsOf: Self.flushDeferredDown(of: name, in: &state)) }
                 guard state.lifecycle == .running else { return false }
                 guard let existing = state.peers[name] else {
                     state.peers[name] = connection
-                    events = [.peerUp(connection.peer)]
+                    if let deferred = state.deferredDowns.removeValue(forKey: name) {
+                        // The previous connection of this peer closed while this one was in its
+                        // handshake: same incarnation means a seamless switch, no events.
+                        if deferred != connection.peer { events = [.peerDown(deferred), .peerUp(connection.peer)] }
+                    } else {
+                        events = [.peerUp(connection.peer)]
+                    }
                     return true
                 }
                 if existing.peer.incarnation == connection.peer.incarnation {
@@ -374,14 +387,31 @@ public final class ClusterTransport: Sendable {
     }
 
     /// A channel with this handler closed. `connection` is set if it was authenticated and accepted.
-    func connectionClosed(connection: PeerConnection?, dialKey: String?, peerName: String?) {
+    /// `abandonedHandshakeWith` is set if it closed after ``handshakeStarted(with:)`` and before
+    /// ``connectionAuthenticated(_:)``.
+    func connectionClosed(
+        connection: PeerConnection?,
+        dialKey: String?,
+        peerName: String?,
+        abandonedHandshakeWith abandoned: NodeID?
+    ) {
         var redials: [(key: String, reset: Bool)] = []
         self.eventLock.withLock {
             var events: [TransportEvent] = []
             self.state.withLockedValue { state in
+                if let abandoned {
+                    Self.endHandshake(with: abandoned, in: &state)
+                    events.append(contentsOf: Self.flushDeferredDown(of: abandoned.name, in: &state))
+                }
                 if let connection, let current = state.peers[connection.peer.name], current === connection {
                     state.peers[connection.peer.name] = nil
-                    events.append(.peerDown(connection.peer))
+                    if state.handshakesInProgress[connection.peer, default: 0] > 0 {
+                        // Another connection to the same incarnation is finishing its handshake
+                        // (both nodes dialed): report down only if it fails.
+                        state.deferredDowns[connection.peer.name] = connection.peer
+                    } else {
+                        events.append(.peerDown(connection.peer))
+                    }
                     for (key, target) in state.dialTargets where target.peerName == connection.peer.name {
                         if case .satisfied = target.phase { redials.append((key, true)) }
                     }
@@ -400,6 +430,25 @@ public final class ClusterTransport: Sendable {
             for event in events { self.emitLifecycle(event) }
         }
         for redial in redials { self.scheduleRedial(redial.key, resetBackoff: redial.reset) }
+    }
+
+    /// A connection accepted the peer's hello and is about to exchange proofs.
+    func handshakeStarted(with peer: NodeID) {
+        self.state.withLockedValue { $0.handshakesInProgress[peer, default: 0] += 1 }
+    }
+
+    private static func endHandshake(with peer: NodeID, in state: inout State) {
+        let remaining = state.handshakesInProgress[peer, default: 0] - 1
+        state.handshakesInProgress[peer] = remaining > 0 ? remaining : nil
+    }
+
+    /// The deferred `peerDown` of `name`, once no handshake can replace the lost connection.
+    private static func flushDeferredDown(of name: String, in state: inout State) -> [TransportEvent] {
+        guard let deferred = state.deferredDowns[name], state.peers[name] == nil,
+            state.handshakesInProgress[deferred, default: 0] == 0
+        else { return [] }
+        state.deferredDowns[name] = nil
+        return [.peerDown(deferred)]
     }
 
     private func emitLifecycle(_ event: TransportEvent) {

@@ -29,8 +29,10 @@ final class PeerChannelHandler: ChannelInboundHandler {
     private var cumulation: ByteBuffer?
     private var inbound: [Frame] = []
     private var timeout: Scheduled<Void>?
-    /// The peer name once its hello was accepted (for reconnect bookkeeping).
-    private var peerName: String?
+    /// The peer once its hello was accepted (for reconnect bookkeeping).
+    private var helloPeer: NodeID?
+    /// True while the transport counts this connection as a handshake in progress to `helloPeer`.
+    private var handshakeRegistered = false
     /// The connection once authenticated and accepted by the transport.
     private var connection: PeerConnection?
 
@@ -121,7 +123,9 @@ final class PeerChannelHandler: ChannelInboundHandler {
         switch action {
         case .sendProof(let proof):
             if case .handshaking(let handshake) = self.state, case .awaitingProof(let peer, _) = handshake.state {
-                self.peerName = peer.name
+                self.helloPeer = peer
+                self.handshakeRegistered = true
+                self.transport.handshakeStarted(with: peer)
             }
             var frame = context.channel.allocator.buffer(capacity: Frame.headerLength + proof.readableBytes)
             Frame.write(type: Handshake.proofType, payload: proof, to: &frame)
@@ -137,6 +141,7 @@ final class PeerChannelHandler: ChannelInboundHandler {
                 settings: self.transport.settings
             )
             self.state = .established(connection)
+            self.handshakeRegistered = false  // connectionAuthenticated ends the registration
             self.decoder.maximumFrameLength = self.transport.settings.maximumFrameLength
             guard self.transport.connectionAuthenticated(connection) else {
                 // A duplicate or stale connection: closed quietly, not an error.
@@ -190,8 +195,10 @@ final class PeerChannelHandler: ChannelInboundHandler {
         self.transport.connectionClosed(
             connection: self.connection,
             dialKey: self.dialKey,
-            peerName: self.peerName
+            peerName: self.helloPeer?.name,
+            abandonedHandshakeWith: self.handshakeRegistered ? self.helloPeer : nil
         )
+        self.handshakeRegistered = false
         context.fireChannelInactive()
     }
 
