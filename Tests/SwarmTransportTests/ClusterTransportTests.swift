@@ -111,7 +111,7 @@ struct ClusterTransportTests {
         }
     }
 
-    @Test("simultaneous dials leave exactly one connection, dialed by the smaller name", arguments: 0..<3)
+    @Test("simultaneous dials leave exactly one connection, dialed by the smaller name", arguments: 0..<5)
     func simultaneousDial(round: Int) async throws {
         try await withFixture { fixture in
             let (a, aEvents) = try await fixture.node("gw-a")
