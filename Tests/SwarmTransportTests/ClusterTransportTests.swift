@@ -95,6 +95,24 @@ struct ClusterTransportTests {
         }
     }
 
+    @Test("an authenticated peer sending an oversize frame is disconnected, then reconnects")
+    func oversizeFrameAfterHandshake() async throws {
+        try await withFixture { fixture in
+            let (a, aEvents) = try await fixture.node("gw-a")
+            let (b, bEvents) = try await fixture.node("gw-b") { $0.maximumFrameLength = 1024 }
+            a.connect(host: "127.0.0.1", port: try #require(b.boundPort))
+            #expect(try await eventually { aEvents.log.ups.count == 1 && bEvents.log.ups.count == 1 })
+            #expect(a.send(to: b.localNode, type: 1, payload: self.payload(1)) == .enqueued)
+            #expect(a.send(to: b.localNode, type: 1, payload: ByteBuffer(repeating: 0, count: 2000)) == .enqueued)
+            #expect(try await eventually { aEvents.log.downs.count == 1 && bEvents.log.downs.count == 1 })
+            #expect(bEvents.log.frames.count == 1)  // the valid frame before the oversize one
+            // The dialer comes back and the node keeps serving.
+            #expect(try await eventually { aEvents.log.ups.count == 2 && bEvents.log.ups.count == 2 })
+            #expect(a.send(to: b.localNode, type: 1, payload: self.payload(2)) == .enqueued)
+            #expect(try await eventually { bEvents.frameCount == 2 })
+        }
+    }
+
     @Test("a half-written frame followed by silence is closed after the handshake timeout")
     func halfWrittenFrameTimesOut() async throws {
         try await withFixture { fixture in
