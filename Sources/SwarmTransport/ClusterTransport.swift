@@ -42,7 +42,9 @@ public enum TransportError: Error, Equatable, Sendable {
 /// There is one connection per peer name. When a second authenticated connection to the same
 /// peer appears:
 /// - same incarnation (both nodes dialed each other): the connection dialed by the node with the
-///   smaller name wins, on both ends; the other is closed. No up/down event is emitted. Frames
+///   smaller name wins, on both ends; the other is closed. No up/down event is emitted (if the
+///   current connection closes while the winner is still in its handshake, `peerDown` waits for
+///   that handshake and is only emitted if it fails). Frames
 ///   written on the loser in the instant before it closes may be lost (the upper layer's
 ///   sequence numbers and catch-up cover that, as for any connection loss).
 /// - newer incarnation: the peer restarted; the old connection is closed and ``TransportEvent``
@@ -71,7 +73,16 @@ public enum TransportError: Error, Equatable, Sendable {
 public final class ClusterTransport: Sendable {
     /// Lifecycle states; see the type documentation.
     public enum Lifecycle: Sendable, Equatable {
-        case idle, starting, running, shuttingDown, stopped
+        /// Created, not started.
+        case idle
+        /// ``start()`` is binding the listener.
+        case starting
+        /// Listening, dialing, connected.
+        case running
+        /// ``shutdown()`` is closing everything.
+        case shuttingDown
+        /// Done; make a new transport to run again.
+        case stopped
     }
 
     /// This node's identity (name and incarnation), sent in every handshake.

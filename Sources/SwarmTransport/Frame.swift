@@ -48,6 +48,7 @@ public enum FrameError: Error, Equatable, CustomStringConvertible {
     /// The length field exceeds the configured maximum.
     case frameTooLarge(length: UInt32, maximum: Int)
 
+    /// A log-ready explanation.
     public var description: String {
         switch self {
         case .malformedLength(let length):
@@ -65,6 +66,7 @@ public enum FrameError: Error, Equatable, CustomStringConvertible {
 /// driven directly through ``decode(buffer:)`` (the transport does this to avoid a pipeline hop
 /// per frame).
 public struct FrameDecoder: NIOSingleStepByteToMessageDecoder, Sendable {
+    /// Decodes into ``Frame``s.
     public typealias InboundOut = Frame
 
     /// Largest accepted value of the length field (type + payload), in bytes.
@@ -103,11 +105,13 @@ public struct FrameDecoder: NIOSingleStepByteToMessageDecoder, Sendable {
 /// The transport itself does not use it on the hot path: it appends frames to one batch buffer
 /// per peer (see ``PeerConnection``), which coalesces writes and avoids an allocation per frame.
 public struct FrameEncoder: MessageToByteEncoder, Sendable {
+    /// Encodes ``Frame``s.
     public typealias OutboundIn = Frame
 
     /// Creates an encoder.
     public init() {}
 
+    /// Appends the wire encoding of `data` to `out`.
     public func encode(data: Frame, out: inout ByteBuffer) throws {
         Frame.write(type: data.type, payload: data.payload, to: &out)
     }

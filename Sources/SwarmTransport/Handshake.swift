@@ -4,9 +4,12 @@ import SwarmCore
 
 /// Which end of a TCP connection a node is: the one that dialed or the one that accepted.
 public enum ConnectionRole: UInt8, Sendable, CustomStringConvertible {
+    /// This node opened the connection.
     case dialer = 0
+    /// This node accepted the connection on its listener.
     case acceptor = 1
 
+    /// `dialer` or `acceptor`.
     public var description: String { self == .dialer ? "dialer" : "acceptor" }
 
     var opposite: ConnectionRole { self == .dialer ? .acceptor : .dialer }
@@ -35,6 +38,7 @@ public enum HandshakeError: Error, Equatable, Sendable, CustomStringConvertible 
     /// The handshake did not complete within ``TransportSettings/handshakeTimeout``.
     case timeout
 
+    /// A log-ready explanation (never contains the secret).
     public var description: String {
         switch self {
         case .badMagic: return "bad magic in hello (not a Swarm node)"

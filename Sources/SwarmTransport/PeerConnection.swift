@@ -56,6 +56,7 @@ public final class PeerConnection: Sendable, CustomStringConvertible {
         self.outbox = NIOLockedValueBox(Outbox(buffer: channel.allocator.buffer(capacity: 1024)))
     }
 
+    /// The peer and this node's role, for logs.
     public var description: String { "PeerConnection(\(self.peer), \(self.role))" }
 
     /// Bytes queued but not yet handed to NIO.

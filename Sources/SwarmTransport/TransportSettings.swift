@@ -17,7 +17,9 @@ public struct ClusterSecret: Sendable, CustomStringConvertible, CustomDebugStrin
         self.init(bytes: Array(string.utf8))
     }
 
+    /// Always `ClusterSecret(<redacted>)`.
     public var description: String { "ClusterSecret(<redacted>)" }
+    /// Always `ClusterSecret(<redacted>)`.
     public var debugDescription: String { self.description }
 }
 
