@@ -257,6 +257,13 @@ public final class Simulation {
                 lostWithHost.insert(process.name)
             }
         }
+        // Names only this node still knew (an orphan it kept after stopping it for lack of a
+        // quorum) are lost with it: that is the static-quorum trade-off, not a protocol bug.
+        for started in everStarted.sorted() where node.tracker.hasOrphan(started) {
+            if !liveNodes.contains(where: { $0.name != name && ($0.tracker.whereis(started) != nil || $0.tracker.hasOrphan(started) || $0.tracker.isStarting(started)) }) {
+                lostWithHost.insert(started)
+            }
+        }
         for other in liveNodes where other.tracker.connection(to: name) == node.id {
             if !blocked.contains([name, other.name]) {
                 queue.push(now + latency(), .disconnect(at: other.id, peer: node.id))

@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# The whole test suite, as CI runs it (.ci/run calls this): installs missing system packages,
+# builds, and runs every test target. Works on a fresh Debian machine with the Swift toolchain.
+#
+#   SWARM_SIM_SEEDS=N   seeds for the cluster simulation test (default 1000)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+bash scripts/install-deps.sh
+
+echo "== build (debug, with tests)"
+swift build --build-tests
+
+echo "== tests"
+# Swift Testing prints its own closing line; the simulation test prints
+# "simulation: <S> seeds, <O> operations, <F> faults, <V> violations".
+swift test --skip-build
