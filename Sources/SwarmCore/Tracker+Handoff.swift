@@ -52,9 +52,13 @@ extension Tracker.Instance {
 
     /// Starts a handoff if one of our factory names now belongs to another node.
     mutating func checkOwnership(_ name: String) {
-        guard let entry = localEntries[name], entry.factory != nil, handoffs[name] == nil, yields[name] == nil,
-            backoff[name] == nil
+        guard let entry = localEntries[name], entry.factory != nil, handoffs[name] == nil, backoff[name] == nil
         else { return }
+        if yields[name] != nil {
+            // A conflict is being settled first; look again afterwards.
+            scheduleRetry(name)
+            return
+        }
         guard let owner = owner(of: name) else {
             // Draining with no other node in reach: keep it running; the drain waits until a
             // node is reachable again rather than losing the process.

@@ -77,6 +77,7 @@ extension Tracker.Instance {
         trace("\(name): \(winner) wins over \(loser)")
         if let state { emit(.resolveConflict(winner, state: state)) }
         send(peer, .conflictYieldReply(name: name, loser: loser, accepted: true))
+        enqueueHandoffCheck(name)
     }
 
     mutating func yieldAnswered(name: String, loser: ProcessID, accepted: Bool) {

@@ -137,6 +137,8 @@ public final class Simulation {
         for i in 0..<80 { names.append("name-\(i)") }
     }
 
+    var seedNames: [String] { (0..<initialCount).map { "node-\($0)" } }
+
     var strategy: any PlacementStrategy {
         strategyIsQuorum ? StaticQuorumRingStrategy(quorumSize: initialCount / 2 + 1) : RingStrategy()
     }
@@ -231,13 +233,13 @@ public final class Simulation {
         let id = NodeID(name: name, incarnation: incarnations)
         var tracker = Tracker.Instance(
             me: id, address: name, settings: settings.tracker, strategy: strategy, filter: .default,
-            seeds: ["node-0", "node-1"], expectsPeers: true, now: time)
+            seeds: seedNames, expectsPeers: true, now: time)
         nodes[name] = Node(name: name, id: id, alive: true, tracker: tracker)
         let directives = tracker.onStart(now: time)
         nodes[name]!.tracker = tracker
         trace("start \(id)")
-        // Dial the seeds (the first two nodes) and, as a real node would after gossip, nothing else.
-        for seed in ["node-0", "node-1"] where seed != name {
+        // Dial the seeds (every initial node, as a headless-service DNS name would list them).
+        for seed in seedNames where seed != name {
             queue.push(time + latency(), .connect(from: id, to: seed))
         }
         let saved = now
