@@ -5,9 +5,9 @@
 /// (``Registry/prefers(_:over:owner:)``). Only the *loser's host* acts: it collects the loser's
 /// state, offers it to the winner's host in a `conflictYield`, and once the winner accepted
 /// (delivering `resolveConflict(state)` to the winning process) it unregisters the loser and
-/// stops it with `die`. Waiting for acceptance means two nodes whose rings briefly disagree can
-/// never both give up: if each yields to the other, the yield towards the smaller process id
-/// wins and the other is rejected.
+/// stops it with `die`. Waiting for acceptance, and never accepting while yielding, means nodes
+/// whose views briefly disagree (a cycle A→B→C→A of "the other one wins") can never all give
+/// up: every death is accepted by a copy that is not dying.
 ///
 /// **Orphans.** When a peer is lost (crash, partition, new incarnation, drain), its factory
 /// entries leave the view and become orphans here. The orphan's ring owner restarts it with its
@@ -55,7 +55,7 @@ extension Tracker.Instance {
     }
 
     mutating func receiveYield(name: String, loser: ProcessID, winner: ProcessID, state: [UInt8]?, from peer: NodeID) {
-        if acceptedYields[name + "\u{0}" + loser.description] == winner {
+        if acceptedYields[name + "\u{0}" + loser.description] == winner, localEntries[name]?.pid == winner {
             send(peer, .conflictYieldReply(name: name, loser: loser, accepted: true))
             return
         }
@@ -63,14 +63,13 @@ extension Tracker.Instance {
             send(peer, .conflictYieldReply(name: name, loser: loser, accepted: false))
             return
         }
-        if let mine = yields[name], mine.winner == loser {
-            // Both sides yield to each other: the side with the smaller pid survives.
-            guard winner < loser else {
-                send(peer, .conflictYieldReply(name: name, loser: loser, accepted: false))
-                return
-            }
-            yields[name] = nil
-            yieldTokens[mine.token] = nil
+        if yields[name] != nil {
+            // Our copy is itself yielding (views still disagree: two or more nodes may each
+            // think another one wins). A yielding copy never accepts, so every process that
+            // dies was accepted by a copy that was not dying: one copy always survives. The
+            // rejected side retries after a backoff, when the views have converged.
+            send(peer, .conflictYieldReply(name: name, loser: loser, accepted: false))
+            return
         }
         acceptedYields.remember(name + "\u{0}" + loser.description, winner)
         stats.conflictsWon += 1
