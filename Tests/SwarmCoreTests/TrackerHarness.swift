@@ -38,6 +38,7 @@ struct Cluster {
     }
 
     var settings = Tracker.Settings()
+    var strategy: any PlacementStrategy = RingStrategy()
     var nodes: [String: Tracker.Instance] = [:]
     var now: Instant = .seconds(100)
     var queue: [Pending] = []
@@ -59,6 +60,10 @@ struct Cluster {
     var asked: [AskedHandoff] = []
     var nextLocal: [String: UInt64] = [:]
     var nextEnvelope: UInt64 = 1
+    /// Processes whose first message must be `endHandoff(state)`, until it arrived.
+    var expectFirst: [ProcessID: [UInt8]] = [:]
+    /// Broken invariants seen while carrying out directives.
+    var violations: [String] = []
     /// What a conflict loser answers to `collectState`.
     var conflictState: [UInt8]?
 
@@ -80,7 +85,7 @@ struct Cluster {
     mutating func addNode(_ name: String, incarnation: UInt64 = 1) {
         var instance = Tracker.Instance(
             me: NodeID(name: name, incarnation: incarnation), address: name + ":7946", settings: settings,
-            seeds: [], expectsPeers: false, now: now)
+            strategy: strategy, seeds: [], expectsPeers: false, now: now)
         let directives = instance.onStart(now: now)
         nodes[name] = instance
         feed(name, directives)
@@ -129,8 +134,14 @@ struct Cluster {
             case .collectState(let token, _, _):
                 queue.append(.state(node: node, token: token, conflictState))
             case .deliver(let pid, let envelopes):
+                if expectFirst[pid] != nil { violations.append("\(pid) got \(envelopes.map(\.id)) before endHandoff") }
                 inbox[pid, default: []].append(contentsOf: envelopes.map { .message($0.id) })
             case .endHandoff(let pid, let state):
+                if let expected = expectFirst.removeValue(forKey: pid), expected != state {
+                    violations.append("\(pid) endHandoff \(state), expected \(expected)")
+                } else if inbox[pid] != nil {
+                    violations.append("\(pid) endHandoff after other messages")
+                }
                 inbox[pid, default: []].append(.endHandoff(state))
             case .resolveConflict(let pid, let state):
                 inbox[pid, default: []].append(.resolveConflict(state))
@@ -154,6 +165,10 @@ struct Cluster {
         guard factories.contains(order.factory.kind) else { return .failure(.unknownFactory(order.factory.kind)) }
         let pid = newPid(on: node)
         running[pid] = order.name
+        switch order.reason {
+        case .handoff(let state?), .recover(let state): expectFirst[pid] = state
+        case .handoff(nil), .register, .restart: break
+        }
         return .success(pid)
     }
 

@@ -294,6 +294,23 @@ let three = ["gw-1", "gw-2", "gw-3"]
         #expect(cluster.undelivered.isEmpty)
     }
 
+    /// A message routed on a stale view to a node that no longer has the name comes back to
+    /// the sending node as undeliverable (the caller sees the error).
+    @Test func staleRouteComesBackAsUndeliverable() {
+        var cluster = Cluster(two)
+        let name = nameOwned(by: "gw-2", among: two)
+        _ = cluster.register(name, from: "gw-2", request: 1)
+        cluster.on("gw-2") { $0.onUnregister(name: name, request: 2, now: $1) }
+        let call = Envelope(id: 900, sender: cluster.id("gw-1"), callID: 5, payload: [1])
+        cluster.on("gw-1") { $0.onSend(to: name, call, now: $1) }  // gw-1 has not heard yet
+        cluster.settle()
+        #expect(cluster.undelivered["gw-1"]?.count == 1)
+        #expect(cluster.undelivered["gw-1"]?.first?.0.id == 900)
+        #expect(cluster.undelivered["gw-1"]?.first?.0.callID == 5)
+        #expect(cluster.undelivered["gw-1"]?.first?.1 == .unknownName(name))
+        #expect(cluster.undelivered["gw-2"] == nil, "reported on the caller's node only")
+    }
+
     @Test func joinAndLeaveUpdateMembers() {
         var cluster = Cluster(two)
         let local = cluster.newPid(on: "gw-1")
@@ -787,6 +804,45 @@ let three = ["gw-1", "gw-2", "gw-3"]
         #expect(names.filter { cluster.nodes["gw-1"]!.whereis($0)?.node == NodeID(name: "gw-1", incarnation: 2) }.count == 2)
     }
 
+    /// Static quorum (SPEC A3): the minority side stops its processes and refuses
+    /// registrations; the majority restarts them; after healing one copy runs on the owner.
+    @Test func minorityStopsItsProcessesUnderStaticQuorum() {
+        var cluster = Cluster()
+        cluster.strategy = StaticQuorumRingStrategy(quorumSize: 2)
+        cluster.handoffPolicy = .restart
+        cluster.addNode("gw-1")
+        let alone = cluster.register("early", from: "gw-1", request: 1)
+        #expect(alone == .failed(.noNodeAvailable), "one node is below the quorum")
+        cluster.addNode("gw-2")
+        cluster.addNode("gw-3")
+        cluster.connect("gw-1", "gw-2")
+        cluster.connect("gw-1", "gw-3")
+        cluster.connect("gw-2", "gw-3")
+        let name = nameOwned(by: "gw-1", among: three)
+        let pid = cluster.register(name, from: "gw-2", request: 2)!.pid!
+        #expect(pid.node == cluster.id("gw-1"))
+        // gw-1 is cut off from both others (their connections close on both sides).
+        let gw1 = cluster.id("gw-1")
+        for other in ["gw-2", "gw-3"] {
+            let peer = cluster.id(other)
+            cluster.on("gw-1") { $0.onPeerDisconnected(peer, now: $1) }
+            cluster.on(other) { $0.onPeerDisconnected(gw1, now: $1) }
+        }
+        cluster.settle()
+        for _ in 0..<3 { cluster.tick() }
+        #expect(cluster.stops[pid] == .die, "the minority stops it")
+        #expect(cluster.nodes["gw-1"]!.whereis(name) == nil)
+        #expect(cluster.register("late", from: "gw-1", request: 3) == .failed(.noNodeAvailable))
+        let restarted = cluster.nodes["gw-2"]!.whereis(name)
+        #expect(restarted != nil && restarted != pid, "the majority restarts it")
+        #expect(restarted?.node.name == HashRing(nodes: ["gw-2", "gw-3"]).owner(of: name))
+        // Healing: one copy, on the owner of the full ring.
+        cluster.connect("gw-1", "gw-2")
+        cluster.connect("gw-1", "gw-3")
+        for _ in 0..<20 { cluster.tick(.ms(100)) }
+        checkConverged(cluster, names: [name])
+    }
+
     @Test func silentPeerIsDeclaredDownAfterTheFailureTimeout() {
         var cluster = Cluster(two)
         let name = nameOwned(by: "gw-2", among: two)
@@ -859,6 +915,7 @@ let three = ["gw-1", "gw-2", "gw-3"]
 /// Convergence (SPEC A4): every node has the same ring and view, and every factory name runs
 /// exactly once, on its ring owner.
 func checkConverged(_ cluster: Cluster, names: [String], sourceLocation: SourceLocation = #_sourceLocation) {
+    #expect(cluster.violations.isEmpty, "\(cluster.violations)", sourceLocation: sourceLocation)
     let nodes = cluster.nodes.values.sorted { $0.me < $1.me }
     let ring = nodes[0].ring
     for node in nodes {
