@@ -59,6 +59,8 @@ struct Cluster {
     var handoffPolicy: HandoffAnswer?
     var asked: [AskedHandoff] = []
     var nextLocal: [String: UInt64] = [:]
+    /// Nodes cut off from every other node (messages to and from them are lost).
+    var isolated: Set<String> = []
     var nextEnvelope: UInt64 = 1
     /// Processes whose first message must be `endHandoff(state)`, until it arrived.
     var expectFirst: [ProcessID: [UInt8]] = [:]
@@ -197,7 +199,9 @@ struct Cluster {
     mutating func step() {
         switch queue.removeFirst() {
         case .message(let from, let to, let message):
-            guard let target = nodes[to.name], target.me == to, nodes[from.name]?.me == from else { return }
+            guard let target = nodes[to.name], target.me == to, nodes[from.name]?.me == from,
+                !isolated.contains(from.name), !isolated.contains(to.name)
+            else { return }
             on(to.name) { $0.onPeerMessage(message, from: from, now: $1) }
         case .started(let node, let token, let result):
             guard nodes[node] != nil else { return }
@@ -218,13 +222,38 @@ struct Cluster {
         settle()
     }
 
-    /// The node dies: its connections reset on every peer.
-    mutating func crash(_ node: String) {
+    /// The node dies: its connections reset on every peer (unless `silently`: then only the
+    /// heartbeat timeout tells).
+    mutating func crash(_ node: String, silently: Bool = false) {
         let dead = id(node)
         nodes[node] = nil
+        isolated.remove(node)
         for pid in running.keys where pid.node == dead { running[pid] = nil }  // its processes die with it
-        for other in nodes.keys.sorted() { on(other) { $0.onPeerDisconnected(dead, now: $1) } }
+        if !silently {
+            for other in nodes.keys.sorted() { on(other) { $0.onPeerDisconnected(dead, now: $1) } }
+        }
         settle()
+    }
+
+    /// Cuts `node` off from every other node; the connections reset on both sides.
+    mutating func isolate(_ node: String) {
+        isolated.insert(node)
+        let cut = id(node)
+        for other in nodes.keys.sorted() where other != node {
+            let peer = id(other)
+            on(node) { $0.onPeerDisconnected(peer, now: $1) }
+            on(other) { $0.onPeerDisconnected(cut, now: $1) }
+        }
+        settle()
+    }
+
+    /// Ends every isolation: the nodes connect again.
+    mutating func heal() {
+        let cut = isolated.sorted()
+        isolated = []
+        for node in cut where nodes[node] != nil {
+            for other in nodes.keys.sorted() where other != node { connect(node, other) }
+        }
     }
 
     mutating func envelope(from node: String) -> Envelope {

@@ -23,7 +23,7 @@ import Testing
                 let node = live.randomElement(using: &rng)!
                 let name = pool.randomElement(using: &rng)!
                 request += 1
-                switch Int.random(in: 0..<13, using: &rng) {
+                switch Int.random(in: 0..<14, using: &rng) {
                 case 0..<5:
                     let groups = ["a", "b"].filter { _ in rng.chance(0.5) }
                     log.append("register \(name) from \(node)")
@@ -54,15 +54,24 @@ import Testing
                     }
                 case 11:
                     if staying.count >= 2 || !staying.contains(node) {
-                        log.append("crash \(node)")
-                        cluster.crash(node)
+                        let silently = rng.chance(0.3)
+                        log.append("crash \(node)\(silently ? " silently" : "")")
+                        cluster.crash(node, silently: silently)
+                    }
+                case 12:
+                    if cluster.isolated.isEmpty, staying.count >= 2, staying.contains(node) {
+                        log.append("isolate \(node)")
+                        cluster.isolate(node)
+                    } else if !cluster.isolated.isEmpty {
+                        log.append("heal")
+                        cluster.heal()
                     }
                 default:
                     if let dead = three.first(where: { cluster.nodes[$0] == nil }) {
                         incarnations[dead]! += 1
                         log.append("restart \(dead)/\(incarnations[dead]!)")
                         cluster.addNode(dead, incarnation: incarnations[dead]!)
-                        for other in live { cluster.connect(dead, other) }
+                        for other in live where !cluster.isolated.contains(other) { cluster.connect(dead, other) }
                     }
                 }
                 // Often let several operations overlap before delivering anything.
@@ -70,6 +79,10 @@ import Testing
                 if rng.chance(0.3) { cluster.tick(.ms(100)) }
                 Self.answerSome(&cluster, rng: &rng)
                 Self.exitDrained(&cluster, log: &log)
+            }
+            if !cluster.isolated.isEmpty {
+                log.append("heal")
+                cluster.heal()
             }
             for _ in 0..<60 {  // past the 5 s request timeout
                 cluster.tick(.ms(100))
