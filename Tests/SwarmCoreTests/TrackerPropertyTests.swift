@@ -97,6 +97,64 @@ import Testing
         }
     }
 
+    /// SPEC A8: a drain under steady traffic loses no message and delivers none twice; every
+    /// moved process gets `endHandoff` first.
+    @Test func drainUnderTrafficLosesNoMessage() async {
+        await propertyCheck(count: 40, input: Gen.uint64(in: 0...UInt64.max)) { seed in
+            var rng = SplitMix(seed: seed)
+            var cluster = Cluster(three)
+            var names: [String] = []
+            for i in 0..<9 {
+                names.append("t\(i)")
+                _ = cluster.register("t\(i)", from: three[i % 3], request: RequestID(i + 1))
+            }
+            let drained = three.randomElement(using: &rng)!
+            let senders = three.filter { $0 != drained }
+            cluster.on(drained) { $0.onDrain(now: $1) }
+            var sent: [UInt64] = []
+            var rounds = 0
+            while !cluster.nodes[drained]!.drainComplete, rounds < 200 {
+                rounds += 1
+                for name in names {
+                    let from = rng.chance(0.3) ? drained : senders.randomElement(using: &rng)!
+                    let envelope = cluster.envelope(from: from)
+                    sent.append(envelope.id)
+                    cluster.on(from) { $0.onSend(to: name, envelope, now: $1) }
+                    if rng.chance(0.3), !cluster.queue.isEmpty { cluster.step() }
+                }
+                Self.answerSome(&cluster, rng: &rng)
+                if rng.chance(0.5) { cluster.settle() }
+                if rng.chance(0.4) { cluster.tick(.ms(50)) }
+            }
+            cluster.settle()
+            #expect(cluster.nodes[drained]!.drainComplete, "seed \(seed): drain did not complete")
+            // The drained node exits; traffic goes on.
+            cluster.crash(drained)
+            for _ in 0..<3 {
+                for name in names {
+                    let envelope = cluster.envelope(from: senders.randomElement(using: &rng)!)
+                    sent.append(envelope.id)
+                    cluster.on(envelope.sender.name) { $0.onSend(to: name, envelope, now: $1) }
+                }
+                cluster.tick()
+            }
+            var received: [UInt64: Int] = [:]
+            for events in cluster.inbox.values {
+                for case .message(let id) in events { received[id, default: 0] += 1 }
+            }
+            let lost = sent.filter { received[$0] == nil }
+            let twice = received.filter { $0.value > 1 }.map(\.key)
+            #expect(lost.isEmpty, "seed \(seed): \(lost.count) of \(sent.count) lost")
+            #expect(twice.isEmpty, "seed \(seed): delivered twice: \(twice)")
+            #expect(cluster.undelivered.isEmpty, "seed \(seed): \(cluster.undelivered.values.flatMap { $0 }.map(\.1))")
+            #expect(cluster.violations.isEmpty, "seed \(seed): \(cluster.violations)")
+            for name in names {
+                #expect(cluster.whereis(name).count == 1)
+                #expect(cluster.nodes[senders[0]]!.whereis(name)?.node.name != drained)
+            }
+        }
+    }
+
     /// Answers pending `beginHandoff`s: restart, resume or failed; `all` answers every one.
     static func answerSome(_ cluster: inout Cluster, rng: inout SplitMix, all: Bool = false) {
         var pending = cluster.asked

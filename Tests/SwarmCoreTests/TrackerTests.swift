@@ -311,6 +311,22 @@ let three = ["gw-1", "gw-2", "gw-3"]
         #expect(cluster.undelivered["gw-2"] == nil, "reported on the caller's node only")
     }
 
+    /// Multi-call / publish to a process on a node we are not connected to: that one comes
+    /// back as undeliverable, the others are sent.
+    @Test func sendToProcessesOnAnUnreachableNode() {
+        var cluster = Cluster(two)
+        let here = cluster.newPid(on: "gw-1")
+        let there = cluster.newPid(on: "gw-2")
+        let lost = ProcessID(node: NodeID(name: "gw-9", incarnation: 1), local: 1)
+        let envelope = Envelope(id: 500, sender: cluster.id("gw-1"), callID: 1, payload: [])
+        let directives = cluster.on("gw-1") { $0.onSend(toProcesses: [there, lost, here], envelope, now: $1) }
+        #expect(directives.contains(.deliver(here, [envelope])))
+        #expect(directives.contains(.send(to: cluster.id("gw-2"), .toProcesses(pids: [there], envelope: envelope))))
+        #expect(directives.contains { if case .undeliverable([envelope], .unknownName) = $0 { return true } else { return false } })
+        cluster.settle()
+        #expect(cluster.inbox[there] == [.message(500)])
+    }
+
     @Test func joinAndLeaveUpdateMembers() {
         var cluster = Cluster(two)
         let local = cluster.newPid(on: "gw-1")
@@ -517,6 +533,40 @@ let three = ["gw-1", "gw-2", "gw-3"]
         #expect(cluster.inbox[oldPid] == [.message(e1.id)])
         #expect(cluster.undelivered.isEmpty)
         #expect(cluster.nodes["gw-1"]!.dump().handoffs.isEmpty)
+    }
+
+    /// Swarm's `Tracker.handoff(name, state)`: hand over now, with the given state, without
+    /// asking the process.
+    @Test func explicitHandoffWithState() {
+        var cluster = Cluster(["gw-1"])
+        let moving = nameOwned(by: "gw-2", among: two)
+        let staying = nameOwned(by: "gw-1", among: two)
+        let oldPid = cluster.register(moving, from: "gw-1", request: 1)!.pid!
+        let stayPid = cluster.register(staying, from: "gw-1", request: 2)!.pid!
+        let plain = cluster.newPid(on: "gw-1")
+        cluster.on("gw-1") { $0.onRegisterExisting(name: "plain", pid: plain, request: 3, now: $1) }
+        cluster.addNode("gw-2")
+        cluster.connect("gw-1", "gw-2")  // no tick yet: no beginHandoff was asked
+        let directives = cluster.on("gw-1") { $0.onHandoff(name: moving, state: [3, 1, 4], request: 10, now: $1) }
+        #expect(!directives.contains { if case .beginHandoff = $0 { return true } else { return false } })
+        #expect(cluster.done("gw-1", 10) == .some(nil))
+        cluster.settle()
+        let newPid = cluster.nodes["gw-2"]!.whereis(moving)
+        #expect(newPid?.node == cluster.id("gw-2"))
+        #expect(cluster.inbox[newPid!] == [.endHandoff([3, 1, 4])])
+        #expect(cluster.stops[oldPid] == .handedOff)
+        // A process already on its owner stays; unknown and non-factory names are errors.
+        cluster.on("gw-1") { $0.onHandoff(name: staying, state: [1], request: 11, now: $1) }
+        #expect(cluster.done("gw-1", 11) == .some(nil))
+        cluster.on("gw-1") { $0.onHandoff(name: "nobody", state: [1], request: 12, now: $1) }
+        #expect(cluster.done("gw-1", 12) == .some(.unknownName("nobody")))
+        cluster.on("gw-1") { $0.onHandoff(name: "plain", state: [1], request: 13, now: $1) }
+        #expect(cluster.done("gw-1", 13) == .some(.unknownName("plain")))
+        cluster.settle()
+        for _ in 0..<5 { cluster.tick() }
+        #expect(cluster.whereis(staying) == [stayPid])
+        #expect(cluster.stops[stayPid] == nil)
+        #expect(cluster.asked.isEmpty)
     }
 
     /// The name is unregistered while its handoff offer is in flight: it must stay
