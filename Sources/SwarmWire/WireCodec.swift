@@ -27,15 +27,24 @@ public enum WireMessage: Hashable, Sendable {
 ///
 /// Decoding never traps on input: every length and count is checked against the remaining
 /// bytes before anything is read or reserved, strings are validated as UTF-8, unknown types
-/// and tags and trailing bytes throw ``WireError``. When decoding throws, the reader index of
-/// `payload` is left somewhere inside the payload; discard the buffer.
+/// and tags and trailing bytes throw ``WireError``. A successful decode consumes every readable
+/// byte of `payload`; a failed one leaves its reader index unchanged.
+///
+/// Both directions work on raw pointers into the buffer's storage, taken once per message
+/// (bounds-checked cursors), and encoding writes exactly ``payloadSize(_:)`` bytes after a
+/// single capacity check, so a message costs one buffer access, not one per field.
 public enum WireCodec {
     // MARK: PeerMessage
 
     /// Appends the payload of `message` to `buffer` and returns its frame type.
     @discardableResult
     public static func encode(_ message: PeerMessage, into buffer: inout ByteBuffer) -> UInt16 {
-        buffer.reserveCapacity(minimumWritableBytes: Self.estimatedPayloadSize(message))
+        buffer.wireWrite(size: Self.payloadSize(message)) { writer in Self.write(message, to: &writer) }
+        return WireMessageType(message).rawValue
+    }
+
+    /// Writes the payload fields of `message`; exactly ``payloadSize(_:)`` bytes.
+    static func write(_ message: PeerMessage, to buffer: inout WireWriter) {
         switch message {
         case .heartbeat(let members, let seq):
             buffer.wireWrite(members)
@@ -108,7 +117,6 @@ public enum WireCodec {
         case .goodbye:
             break
         }
-        return WireMessageType(message).rawValue
     }
 
     /// Encodes `message` into a new buffer: its frame type and payload.
@@ -116,7 +124,7 @@ public enum WireCodec {
         _ message: PeerMessage,
         allocator: ByteBufferAllocator = ByteBufferAllocator()
     ) -> (type: UInt16, payload: ByteBuffer) {
-        var buffer = allocator.buffer(capacity: Self.estimatedPayloadSize(message))
+        var buffer = allocator.buffer(capacity: Self.payloadSize(message))
         let type = Self.encode(message, into: &buffer)
         return (type, buffer)
     }
@@ -130,6 +138,14 @@ public enum WireCodec {
         guard let known = WireMessageType(rawValue: type), known.isPeerMessage else {
             throw .unknownMessageType(type)
         }
+        return try payload.wireRead { (reader: inout WireReader) throws(WireError) in
+            try Self.read(known, from: &reader)
+        }
+    }
+
+    /// Reads the fields of a `known` peer message, which must fill the reader exactly.
+    static func read(_ known: WireMessageType, from payload: inout WireReader) throws(WireError) -> PeerMessage {
+        let type = known.rawValue
         let message: PeerMessage
         switch known {
         case .heartbeat:
@@ -236,14 +252,17 @@ public enum WireCodec {
         case .callReply(let callID, let result):
             switch result {
             case .success(let bytes):
-                buffer.reserveCapacity(minimumWritableBytes: 8 + 1 + 4 + bytes.count)
-                buffer.wireWrite(callID)
-                buffer.wireWrite(0 as UInt8)
-                buffer.wireWriteBytes(bytes)
+                buffer.wireWrite(size: 8 + 1 + wireSize(bytes: bytes)) { writer in
+                    writer.wireWrite(callID)
+                    writer.wireWrite(0 as UInt8)
+                    writer.wireWriteBytes(bytes)
+                }
             case .failure(let error):
-                buffer.wireWrite(callID)
-                buffer.wireWrite(1 as UInt8)
-                error.wireWrite(to: &buffer)
+                buffer.wireWrite(size: 8 + 1 + error.wireSize) { writer in
+                    writer.wireWrite(callID)
+                    writer.wireWrite(1 as UInt8)
+                    error.wireWrite(to: &writer)
+                }
             }
         }
         return WireMessageType(message).rawValue
@@ -257,6 +276,14 @@ public enum WireCodec {
         guard let known = WireMessageType(rawValue: type), !known.isPeerMessage else {
             throw .unknownMessageType(type)
         }
+        return try payload.wireRead { (payload: inout WireReader) throws(WireError) in
+            try Self.readNodeMessage(known, from: &payload)
+        }
+    }
+
+    /// Reads the fields of a `known` runtime message, which must fill the reader exactly.
+    static func readNodeMessage(_ known: WireMessageType, from payload: inout WireReader) throws(WireError) -> NodeWireMessage {
+        let type = known.rawValue
         let message: NodeWireMessage
         switch known {
         case .callReply:
@@ -293,50 +320,51 @@ public enum WireCodec {
     /// Appends the encoding of one ``Envelope`` (the same layout it has inside messages):
     /// id u64, sender NodeID, callID u64?, payload bytes, hops u8.
     public static func encode(_ envelope: Envelope, into buffer: inout ByteBuffer) {
-        buffer.reserveCapacity(minimumWritableBytes: Envelope.minimumWireBytes + envelope.sender.name.utf8.count + 8 + envelope.payload.count)
-        envelope.wireWrite(to: &buffer)
+        buffer.wireWrite(size: envelope.wireSize) { writer in envelope.wireWrite(to: &writer) }
     }
 
     /// Decodes exactly one ``Envelope`` filling the readable bytes of `buffer`.
     /// - Throws: ``WireError`` when malformed or followed by trailing bytes.
     public static func decodeEnvelope(from buffer: inout ByteBuffer) throws(WireError) -> Envelope {
-        let envelope = try Envelope.wireRead(from: &buffer)
-        guard buffer.readableBytes == 0 else { throw .trailingBytes(type: 0, count: buffer.readableBytes) }
-        return envelope
+        try buffer.wireRead { (reader: inout WireReader) throws(WireError) in
+            let envelope = try Envelope.wireRead(from: &reader)
+            guard reader.remaining == 0 else { throw .trailingBytes(type: 0, count: reader.remaining) }
+            return envelope
+        }
     }
 
     // MARK: Helpers
 
-    private static func expectEnd(of payload: ByteBuffer, type: UInt16) throws(WireError) {
-        guard payload.readableBytes == 0 else { throw .trailingBytes(type: type, count: payload.readableBytes) }
+    private static func expectEnd(of payload: WireReader, type: UInt16) throws(WireError) {
+        guard payload.remaining == 0 else { throw .trailingBytes(type: type, count: payload.remaining) }
     }
 
-    /// A cheap upper-ish guess of the payload size so that encoding grows the buffer at most
-    /// once or twice. Exactness does not matter; it only sizes `reserveCapacity`.
-    static func estimatedPayloadSize(_ message: PeerMessage) -> Int {
+    /// The exact payload size of `message` in bytes.
+    public static func payloadSize(_ message: PeerMessage) -> Int {
         switch message {
-        case .heartbeat(let members, _): return 12 + members.count * 80
-        case .replicate(let changes): return 4 + changes.count * 128
-        case .snapshot(_, let entries), .orphans(let entries): return 12 + entries.count * 128
-        case .named(let name, let envelopes):
-            var size = 8 + name.utf8.count
-            for envelope in envelopes { size += 64 + envelope.payload.count }
-            return size
-        case .toProcesses(let pids, let envelope): return 72 + pids.count * 56 + envelope.payload.count
-        case .undeliverable(let envelopes, _):
-            var size = 72
-            for envelope in envelopes { size += 64 + envelope.payload.count }
-            return size
-        case .checkpoint(let name, _, _, let state): return 80 + name.utf8.count + state.count
-        case .conflictYield(let name, _, _, let state): return 136 + name.utf8.count + (state?.count ?? 0)
-        case .handoffOffer(let offer):
-            return 160 + offer.name.utf8.count + offer.factory.arguments.count + offer.groups.count * 24
-                + (offer.state?.count ?? 0)
+        case .heartbeat(let members, _): return members.wireSize + 8
+        case .replicate(let changes): return changes.wireSize
+        case .catchUp: return 8
+        case .snapshot(_, let entries): return 8 + entries.wireSize
         case .registerRequest(_, let name, let factory, let groups, _):
-            return 64 + name.utf8.count + factory.arguments.count + groups.count * 24
-        case .catchUp, .registerReply, .notOwner, .unregisterRequest, .groupRequest, .requestDone,
-            .handoffAccepted, .handoffRejected, .conflictYieldReply, .goodbye:
-            return 128
+            return 8 + wireSize(name) + factory.wireSize + groups.wireSize + 1
+        case .registerReply(_, let result): return 8 + result.wireSize
+        case .notOwner(_, let owner): return 8 + owner.wireSize
+        case .unregisterRequest(_, let name): return 8 + wireSize(name)
+        case .groupRequest(_, let group, let pid, _): return 8 + wireSize(group) + pid.wireSize + 1
+        case .requestDone(_, let error): return 8 + error.wireSize
+        case .handoffOffer(let offer): return offer.wireSize
+        case .handoffAccepted(_, let name, let pid): return 8 + wireSize(name) + pid.wireSize
+        case .handoffRejected(_, let name, let reason): return 8 + wireSize(name) + wireSize(reason)
+        case .conflictYield(let name, let loser, let winner, let state):
+            return wireSize(name) + loser.wireSize + winner.wireSize + wireSize(optionalBytes: state)
+        case .conflictYieldReply(let name, let loser, _): return wireSize(name) + loser.wireSize + 1
+        case .orphans(let entries): return entries.wireSize
+        case .checkpoint(let name, let pid, _, let state): return wireSize(name) + pid.wireSize + 8 + wireSize(bytes: state)
+        case .named(let name, let envelopes): return wireSize(name) + envelopes.wireSize
+        case .toProcesses(let pids, let envelope): return pids.wireSize + envelope.wireSize
+        case .undeliverable(let envelopes, let error): return envelopes.wireSize + error.wireSize
+        case .goodbye: return 0
         }
     }
 }

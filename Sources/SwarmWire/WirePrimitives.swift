@@ -9,73 +9,41 @@ import NIOCore
 //   [T]        UInt32 element count + elements
 //   enums      UInt8 tag + the case's fields
 //
+// Encoding and decoding work on raw pointers into the ByteBuffer's storage, obtained once per
+// message: every individual ByteBuffer read or write costs a call into NIOCore with
+// exclusivity and uniqueness checks, which dominated the profile of the field-by-field version.
+// Both cursors are bounds-checked on every access: the reader throws, the writer traps (the
+// writer's size is computed by `wireSize` first, so a trap there is a codec bug, never input).
+//
 // Readers take the field name as a `StaticString` and only turn it into a `String` on the error
 // path, so the happy path does no allocation beyond the decoded values themselves.
 
-extension ByteBuffer {
-    // MARK: Writing
+/// A bounds-checked cursor over a payload's bytes. Only valid inside the closure that lent `bytes`.
+struct WireReader {
+    let bytes: UnsafeRawBufferPointer
+    private(set) var offset: Int = 0
 
-    @inline(__always)
-    mutating func wireWrite(_ value: UInt8) { self.writeInteger(value) }
+    init(bytes: UnsafeRawBufferPointer) { self.bytes = bytes }
 
-    @inline(__always)
-    mutating func wireWrite(_ value: UInt64) { self.writeInteger(value) }
-
-    @inline(__always)
-    mutating func wireWrite(_ value: Bool) { self.writeInteger(value ? 1 as UInt8 : 0) }
-
-    /// UInt32 length + UTF-8 bytes.
-    /// - Precondition: the string is shorter than 4 GiB.
-    @inline(__always)
-    mutating func wireWrite(_ string: String) {
-        let length = string.utf8.count
-        let prefix = UInt32(length)
-        // One buffer access for prefix and bytes (each ByteBuffer write call costs an
-        // exclusivity check and a uniqueness check).
-        let written: Int? = string.utf8.withContiguousStorageIfAvailable { utf8 in
-            self.writeWithUnsafeMutableBytes(minimumWritableBytes: 4 + length) { target in
-                target.storeBytes(of: prefix.bigEndian, as: UInt32.self)
-                if length > 0, let base = utf8.baseAddress {
-                    UnsafeMutableRawBufferPointer(rebasing: target[4...]).copyMemory(from: UnsafeRawBufferPointer(start: base, count: length))
-                }
-                return 4 + length
-            }
-        }
-        if written == nil {
-            // Not contiguous UTF-8 (a lazily bridged string): the slow path.
-            self.reserveCapacity(minimumWritableBytes: 4 + length)
-            self.writeInteger(prefix)
-            self.writeString(string)
-        }
-    }
-
-    /// UInt32 length + bytes.
-    /// - Precondition: fewer than 4 GiB.
-    @inline(__always)
-    mutating func wireWriteBytes(_ bytes: [UInt8]) {
-        self.reserveCapacity(minimumWritableBytes: 4 + bytes.count)
-        self.writeInteger(UInt32(bytes.count))
-        self.writeBytes(bytes)
-    }
-
-    /// UInt32 element count.
-    /// - Precondition: fewer than 2^32 elements.
-    @inline(__always)
-    mutating func wireWriteCount(_ count: Int) { self.writeInteger(UInt32(count)) }
-
-    // MARK: Reading
+    var remaining: Int { self.bytes.count &- self.offset }
 
     @inline(__always)
     mutating func wireReadInteger<I: FixedWidthInteger>(_ field: StaticString, as: I.Type = I.self) throws(WireError) -> I {
-        guard let value = self.readInteger(endianness: .big, as: I.self) else {
-            throw .truncated(field: "\(field)", needed: MemoryLayout<I>.size, available: self.readableBytes)
+        let size = MemoryLayout<I>.size
+        guard size <= self.remaining else {
+            throw .truncated(field: "\(field)", needed: size, available: self.remaining)
         }
-        return value
+        let value = self.bytes.loadUnaligned(fromByteOffset: self.offset, as: I.self)
+        self.offset &+= size
+        return I(bigEndian: value)
     }
 
     @inline(__always)
     mutating func wireReadUInt8(_ field: StaticString) throws(WireError) -> UInt8 {
-        try self.wireReadInteger(field, as: UInt8.self)
+        guard self.remaining >= 1 else { throw .truncated(field: "\(field)", needed: 1, available: 0) }
+        let value = self.bytes[self.offset]
+        self.offset &+= 1
+        return value
     }
 
     @inline(__always)
@@ -95,19 +63,15 @@ extension ByteBuffer {
     /// Reads the tag of an optional: false for nil, true when a value follows.
     @inline(__always)
     mutating func wireReadOptionalTag(_ field: StaticString) throws(WireError) -> Bool {
-        switch try self.wireReadUInt8(field) {
-        case 0: return false
-        case 1: return true
-        case let tag: throw .unknownTag(field: "\(field)", tag: tag)
-        }
+        try self.wireReadBool(field)
     }
 
     /// Reads a UInt32 byte length and checks it against the remaining bytes.
     @inline(__always)
     mutating func wireReadLength(_ field: StaticString) throws(WireError) -> Int {
         let length = try self.wireReadInteger(field, as: UInt32.self)
-        guard Int(length) <= self.readableBytes else {
-            throw .lengthExceedsPayload(field: "\(field)", length: length, available: self.readableBytes)
+        guard Int(length) <= self.remaining else {
+            throw .lengthExceedsPayload(field: "\(field)", length: length, available: self.remaining)
         }
         return Int(length)
     }
@@ -119,32 +83,34 @@ extension ByteBuffer {
     mutating func wireReadCount(_ field: StaticString, minimumElementBytes: Int) throws(WireError) -> Int {
         let count = try self.wireReadInteger(field, as: UInt32.self)
         // Int is at least 64 bits on every platform NIO supports, so this cannot overflow.
-        guard Int(count) * minimumElementBytes <= self.readableBytes else {
+        guard Int(count) * minimumElementBytes <= self.remaining else {
             throw .countExceedsPayload(
                 field: "\(field)", count: count, minimumElementBytes: minimumElementBytes,
-                available: self.readableBytes
+                available: self.remaining
             )
         }
         return Int(count)
+    }
+
+    /// The next `length` bytes, which the caller checked against `remaining`.
+    @inline(__always)
+    private mutating func take(_ length: Int) -> UnsafeRawBufferPointer {
+        let slice = UnsafeRawBufferPointer(rebasing: self.bytes[self.offset..<(self.offset + length)])
+        self.offset &+= length
+        return slice
     }
 
     /// UInt32 length + UTF-8 bytes, validated.
     @inline(__always)
     mutating func wireReadString(_ field: StaticString) throws(WireError) -> String {
         let length = try self.wireReadLength(field)
-        let string: String? = self.withUnsafeReadableBytes { raw in
-            // `length <= readableBytes` was checked above.
-            let bytes = UnsafeRawBufferPointer(rebasing: raw[..<length])
-            return bytes.withMemoryRebound(to: UInt8.self) { utf8 in
-                // ASCII is valid UTF-8, and `String(decoding:)` on an UnsafeBufferPointer is a
-                // specialised fast path; `String(validating:)` (generic, slower) handles the rest.
-                isASCII(UnsafeRawBufferPointer(utf8))
-                    ? String(decoding: utf8, as: UTF8.self)
-                    : String(validating: utf8, as: UTF8.self)
-            }
+        let slice = self.take(length)
+        let string: String? = slice.withMemoryRebound(to: UInt8.self) { utf8 in
+            // ASCII is valid UTF-8, and `String(decoding:)` on an UnsafeBufferPointer is a
+            // specialised fast path; `String(validating:)` (generic, slower) handles the rest.
+            isASCII(slice) ? String(decoding: utf8, as: UTF8.self) : String(validating: utf8, as: UTF8.self)
         }
         guard let string else { throw .invalidUTF8(field: "\(field)") }
-        self.moveReaderIndex(forwardBy: length)
         return string
     }
 
@@ -152,11 +118,118 @@ extension ByteBuffer {
     @inline(__always)
     mutating func wireReadBytes(_ field: StaticString) throws(WireError) -> [UInt8] {
         let length = try self.wireReadLength(field)
-        guard let bytes = self.readBytes(length: length) else {
-            // Unreachable: the length was checked against the readable bytes.
-            throw .truncated(field: "\(field)", needed: length, available: self.readableBytes)
+        return [UInt8](self.take(length))
+    }
+}
+
+/// A cursor writing into memory sized by `wireSize`; every write is bounds-checked.
+struct WireWriter {
+    let bytes: UnsafeMutableRawBufferPointer
+    private(set) var offset: Int = 0
+
+    init(bytes: UnsafeMutableRawBufferPointer) { self.bytes = bytes }
+
+    @inline(__always)
+    private mutating func claim(_ size: Int) -> Int {
+        let start = self.offset
+        precondition(size <= self.bytes.count &- start, "SwarmWire: encoded size exceeds the computed wireSize (codec bug)")
+        self.offset = start &+ size
+        return start
+    }
+
+    @inline(__always)
+    mutating func wireWriteInteger<I: FixedWidthInteger>(_ value: I) {
+        let at = self.claim(MemoryLayout<I>.size)
+        self.bytes.storeBytes(of: value.bigEndian, toByteOffset: at, as: I.self)
+    }
+
+    @inline(__always)
+    mutating func wireWrite(_ value: UInt8) {
+        let at = self.claim(1)
+        self.bytes[at] = value
+    }
+
+    @inline(__always)
+    mutating func wireWrite(_ value: UInt64) { self.wireWriteInteger(value) }
+
+    @inline(__always)
+    mutating func wireWrite(_ value: Bool) { self.wireWrite(value ? 1 as UInt8 : 0) }
+
+    /// UInt32 element count.
+    /// - Precondition: fewer than 2^32 elements.
+    @inline(__always)
+    mutating func wireWriteCount(_ count: Int) { self.wireWriteInteger(UInt32(count)) }
+
+    @inline(__always)
+    private mutating func copy(_ source: UnsafeRawBufferPointer) {
+        let at = self.claim(source.count)
+        if source.count > 0 {
+            UnsafeMutableRawBufferPointer(rebasing: self.bytes[at..<(at + source.count)]).copyMemory(from: source)
         }
-        return bytes
+    }
+
+    /// UInt32 length + UTF-8 bytes.
+    /// - Precondition: the string is shorter than 4 GiB.
+    @inline(__always)
+    mutating func wireWrite(_ string: String) {
+        let utf8 = string.utf8
+        self.wireWriteInteger(UInt32(utf8.count))
+        let copied: Void? = utf8.withContiguousStorageIfAvailable { self.copy(UnsafeRawBufferPointer($0)) }
+        if copied == nil {
+            // Not contiguous UTF-8 (a lazily bridged string): byte by byte.
+            let at = self.claim(utf8.count)
+            for (index, byte) in utf8.enumerated() { self.bytes[at + index] = byte }
+        }
+    }
+
+    /// UInt32 length + bytes.
+    /// - Precondition: fewer than 4 GiB.
+    @inline(__always)
+    mutating func wireWriteBytes(_ bytes: [UInt8]) {
+        self.wireWriteInteger(UInt32(bytes.count))
+        bytes.withUnsafeBytes { self.copy($0) }
+    }
+}
+
+/// Encoded size of a `String`: UInt32 length + UTF-8 bytes.
+@inline(__always)
+func wireSize(_ string: String) -> Int { 4 + string.utf8.count }
+
+/// Encoded size of a byte array: UInt32 length + bytes.
+@inline(__always)
+func wireSize(bytes: [UInt8]) -> Int { 4 + bytes.count }
+
+/// Encoded size of an optional byte array: tag + (length + bytes).
+@inline(__always)
+func wireSize(optionalBytes bytes: [UInt8]?) -> Int { 1 + (bytes.map { 4 + $0.count } ?? 0) }
+
+extension ByteBuffer {
+    /// Appends exactly `size` bytes written by `body` through a bounds-checked cursor.
+    @inline(__always)
+    mutating func wireWrite(size: Int, _ body: (inout WireWriter) -> Void) {
+        self.writeWithUnsafeMutableBytes(minimumWritableBytes: size) { target in
+            var writer = WireWriter(bytes: UnsafeMutableRawBufferPointer(rebasing: target[..<size]))
+            body(&writer)
+            precondition(writer.offset == size, "SwarmWire: encoded \(writer.offset) bytes, computed wireSize \(size) (codec bug)")
+            return size
+        }
+    }
+
+    /// Runs `body` over all readable bytes; on success consumes them all, on failure leaves
+    /// the reader index where it was.
+    @inline(__always)
+    mutating func wireRead<T>(_ body: (inout WireReader) throws(WireError) -> T) throws(WireError) -> T {
+        let result: Result<T, WireError> = self.withUnsafeReadableBytes { raw in
+            var reader = WireReader(bytes: raw)
+            do throws(WireError) {
+                return .success(try body(&reader))
+            } catch {
+                return .failure(error)
+            }
+        }
+        let value = try result.get()
+        self.moveReaderIndex(to: self.writerIndex)
+        return value
     }
 }
 

@@ -1,4 +1,3 @@
-import NIOCore
 import SwarmCore
 
 /// A value with a fixed wire layout (see docs/wire-format.md, "Value layouts").
@@ -9,13 +8,31 @@ protocol WireValue {
     /// The fewest bytes any value of this type encodes to. Array decoding rejects element
     /// counts that could not fit in the remaining payload at this size.
     static var minimumWireBytes: Int { get }
+    /// The exact number of bytes `wireWrite(to:)` writes.
+    var wireSize: Int { get }
     /// Appends the encoding of `self`.
-    func wireWrite(to buffer: inout ByteBuffer)
-    /// Reads one value, advancing the reader index.
-    static func wireRead(from buffer: inout ByteBuffer) throws(WireError) -> Self
+    func wireWrite(to writer: inout WireWriter)
+    /// Reads one value, advancing the reader.
+    static func wireRead(from reader: inout WireReader) throws(WireError) -> Self
 }
 
-extension ByteBuffer {
+extension Array where Element: WireValue {
+    /// UInt32 count + elements.
+    @inline(__always)
+    var wireSize: Int {
+        var size = 4
+        for element in self { size &+= element.wireSize }
+        return size
+    }
+}
+
+extension Optional where Wrapped: WireValue {
+    /// UInt8 tag + the value.
+    @inline(__always)
+    var wireSize: Int { 1 + (self?.wireSize ?? 0) }
+}
+
+extension WireWriter {
     /// UInt32 count + elements.
     @inline(__always)
     mutating func wireWrite<T: WireValue>(_ values: [T]) {
@@ -44,12 +61,9 @@ extension ByteBuffer {
             self.wireWrite(0 as UInt8)
         }
     }
+}
 
-    @inline(__always)
-    mutating func wireRead<T: WireValue>(_ type: T.Type = T.self) throws(WireError) -> T {
-        try T.wireRead(from: &self)
-    }
-
+extension WireReader {
     @inline(__always)
     mutating func wireReadArray<T: WireValue>(_ field: StaticString, of type: T.Type = T.self) throws(WireError) -> [T] {
         let count = try self.wireReadCount(field, minimumElementBytes: T.minimumWireBytes)
@@ -74,8 +88,9 @@ extension ByteBuffer {
 
 extension String: WireValue {
     static var minimumWireBytes: Int { 4 }
-    func wireWrite(to buffer: inout ByteBuffer) { buffer.wireWrite(self) }
-    static func wireRead(from buffer: inout ByteBuffer) throws(WireError) -> String {
+    var wireSize: Int { SwarmWire.wireSize(self) }
+    func wireWrite(to buffer: inout WireWriter) { buffer.wireWrite(self) }
+    static func wireRead(from buffer: inout WireReader) throws(WireError) -> String {
         try buffer.wireReadString("String")
     }
 }
@@ -83,13 +98,14 @@ extension String: WireValue {
 /// `NodeID`: name String, incarnation UInt64.
 extension NodeID: WireValue {
     static var minimumWireBytes: Int { 4 + 8 }
+    var wireSize: Int { SwarmWire.wireSize(self.name) + 8 }
 
-    func wireWrite(to buffer: inout ByteBuffer) {
+    func wireWrite(to buffer: inout WireWriter) {
         buffer.wireWrite(self.name)
         buffer.wireWrite(self.incarnation)
     }
 
-    static func wireRead(from buffer: inout ByteBuffer) throws(WireError) -> NodeID {
+    static func wireRead(from buffer: inout WireReader) throws(WireError) -> NodeID {
         let name = try buffer.wireReadString("NodeID.name")
         let incarnation = try buffer.wireReadUInt64("NodeID.incarnation")
         return NodeID(name: name, incarnation: incarnation)
@@ -99,13 +115,14 @@ extension NodeID: WireValue {
 /// `ProcessID`: node NodeID, local UInt64.
 extension ProcessID: WireValue {
     static var minimumWireBytes: Int { NodeID.minimumWireBytes + 8 }
+    var wireSize: Int { self.node.wireSize + 8 }
 
-    func wireWrite(to buffer: inout ByteBuffer) {
+    func wireWrite(to buffer: inout WireWriter) {
         self.node.wireWrite(to: &buffer)
         buffer.wireWrite(self.local)
     }
 
-    static func wireRead(from buffer: inout ByteBuffer) throws(WireError) -> ProcessID {
+    static func wireRead(from buffer: inout WireReader) throws(WireError) -> ProcessID {
         let node = try NodeID.wireRead(from: &buffer)
         let local = try buffer.wireReadUInt64("ProcessID.local")
         return ProcessID(node: node, local: local)
@@ -115,13 +132,14 @@ extension ProcessID: WireValue {
 /// `FactorySpec`: kind String, arguments bytes.
 extension FactorySpec: WireValue {
     static var minimumWireBytes: Int { 4 + 4 }
+    var wireSize: Int { SwarmWire.wireSize(self.kind) + SwarmWire.wireSize(bytes: self.arguments) }
 
-    func wireWrite(to buffer: inout ByteBuffer) {
+    func wireWrite(to buffer: inout WireWriter) {
         buffer.wireWrite(self.kind)
         buffer.wireWriteBytes(self.arguments)
     }
 
-    static func wireRead(from buffer: inout ByteBuffer) throws(WireError) -> FactorySpec {
+    static func wireRead(from buffer: inout WireReader) throws(WireError) -> FactorySpec {
         let kind = try buffer.wireReadString("FactorySpec.kind")
         let arguments = try buffer.wireReadBytes("FactorySpec.arguments")
         return FactorySpec(kind: kind, arguments: arguments)
@@ -132,15 +150,16 @@ extension FactorySpec: WireValue {
 /// 3 gone), version UInt64.
 extension Membership.Member: WireValue {
     static var minimumWireBytes: Int { NodeID.minimumWireBytes + 4 + 1 + 8 }
+    var wireSize: Int { self.id.wireSize + SwarmWire.wireSize(self.address) + 1 + 8 }
 
-    func wireWrite(to buffer: inout ByteBuffer) {
+    func wireWrite(to buffer: inout WireWriter) {
         self.id.wireWrite(to: &buffer)
         buffer.wireWrite(self.address)
         buffer.wireWrite(self.state.wireTag)
         buffer.wireWrite(self.version)
     }
 
-    static func wireRead(from buffer: inout ByteBuffer) throws(WireError) -> Membership.Member {
+    static func wireRead(from buffer: inout WireReader) throws(WireError) -> Membership.Member {
         let id = try NodeID.wireRead(from: &buffer)
         let address = try buffer.wireReadString("Member.address")
         let tag = try buffer.wireReadUInt8("Member.state")
@@ -181,8 +200,11 @@ extension Membership.State {
 /// version UInt64.
 extension RegistryEntry: WireValue {
     static var minimumWireBytes: Int { 4 + ProcessID.minimumWireBytes + 1 + 4 + 8 }
+    var wireSize: Int {
+        SwarmWire.wireSize(self.name) + self.pid.wireSize + self.factory.wireSize + self.groups.wireSize + 8
+    }
 
-    func wireWrite(to buffer: inout ByteBuffer) {
+    func wireWrite(to buffer: inout WireWriter) {
         buffer.wireWrite(self.name)
         self.pid.wireWrite(to: &buffer)
         buffer.wireWrite(self.factory)
@@ -190,7 +212,7 @@ extension RegistryEntry: WireValue {
         buffer.wireWrite(self.version)
     }
 
-    static func wireRead(from buffer: inout ByteBuffer) throws(WireError) -> RegistryEntry {
+    static func wireRead(from buffer: inout WireReader) throws(WireError) -> RegistryEntry {
         let name = try buffer.wireReadString("RegistryEntry.name")
         let pid = try ProcessID.wireRead(from: &buffer)
         let factory = try buffer.wireReadOptional("RegistryEntry.factory", of: FactorySpec.self)
@@ -203,8 +225,14 @@ extension RegistryEntry: WireValue {
 /// `RegistryChange`: UInt8 tag; 0 upsert → RegistryEntry; 1 remove → name String, pid ProcessID.
 extension RegistryChange: WireValue {
     static var minimumWireBytes: Int { 1 + min(RegistryEntry.minimumWireBytes, 4 + ProcessID.minimumWireBytes) }
+    var wireSize: Int {
+        switch self {
+        case .upsert(let entry): return 1 + entry.wireSize
+        case .remove(let name, let pid): return 1 + SwarmWire.wireSize(name) + pid.wireSize
+        }
+    }
 
-    func wireWrite(to buffer: inout ByteBuffer) {
+    func wireWrite(to buffer: inout WireWriter) {
         switch self {
         case .upsert(let entry):
             buffer.wireWrite(0 as UInt8)
@@ -216,7 +244,7 @@ extension RegistryChange: WireValue {
         }
     }
 
-    static func wireRead(from buffer: inout ByteBuffer) throws(WireError) -> RegistryChange {
+    static func wireRead(from buffer: inout WireReader) throws(WireError) -> RegistryChange {
         switch try buffer.wireReadUInt8("RegistryChange") {
         case 0:
             return .upsert(try RegistryEntry.wireRead(from: &buffer))
@@ -233,13 +261,14 @@ extension RegistryChange: WireValue {
 /// `SequencedChange`: seq UInt64, change RegistryChange.
 extension SequencedChange: WireValue {
     static var minimumWireBytes: Int { 8 + RegistryChange.minimumWireBytes }
+    var wireSize: Int { 8 + self.change.wireSize }
 
-    func wireWrite(to buffer: inout ByteBuffer) {
+    func wireWrite(to buffer: inout WireWriter) {
         buffer.wireWrite(self.seq)
         self.change.wireWrite(to: &buffer)
     }
 
-    static func wireRead(from buffer: inout ByteBuffer) throws(WireError) -> SequencedChange {
+    static func wireRead(from buffer: inout WireReader) throws(WireError) -> SequencedChange {
         let seq = try buffer.wireReadUInt64("SequencedChange.seq")
         let change = try RegistryChange.wireRead(from: &buffer)
         return SequencedChange(seq: seq, change: change)
@@ -254,8 +283,16 @@ extension SequencedChange: WireValue {
 /// 8 tooManyAttempts, 9 draining.
 extension SwarmError: WireValue {
     static var minimumWireBytes: Int { 1 }
+    var wireSize: Int {
+        switch self {
+        case .noNodeAvailable, .timeout, .tooManyAttempts, .draining: return 1
+        case .unknownFactory(let text), .startFailed(let text), .unknownName(let text), .nameInTransition(let text):
+            return 1 + SwarmWire.wireSize(text)
+        case .notRegistered(let pid), .notLocal(let pid): return 1 + pid.wireSize
+        }
+    }
 
-    func wireWrite(to buffer: inout ByteBuffer) {
+    func wireWrite(to buffer: inout WireWriter) {
         switch self {
         case .noNodeAvailable:
             buffer.wireWrite(0 as UInt8)
@@ -286,7 +323,7 @@ extension SwarmError: WireValue {
         }
     }
 
-    static func wireRead(from buffer: inout ByteBuffer) throws(WireError) -> SwarmError {
+    static func wireRead(from buffer: inout WireReader) throws(WireError) -> SwarmError {
         switch try buffer.wireReadUInt8("SwarmError") {
         case 0: return .noNodeAvailable
         case 1: return .unknownFactory(try buffer.wireReadString("SwarmError.unknownFactory"))
@@ -307,8 +344,14 @@ extension SwarmError: WireValue {
 /// 2 failed(SwarmError).
 extension RegistrationResult: WireValue {
     static var minimumWireBytes: Int { 1 + SwarmError.minimumWireBytes }
+    var wireSize: Int {
+        switch self {
+        case .registered(let pid), .alreadyRegistered(let pid): return 1 + pid.wireSize
+        case .failed(let error): return 1 + error.wireSize
+        }
+    }
 
-    func wireWrite(to buffer: inout ByteBuffer) {
+    func wireWrite(to buffer: inout WireWriter) {
         switch self {
         case .registered(let pid):
             buffer.wireWrite(0 as UInt8)
@@ -322,7 +365,7 @@ extension RegistrationResult: WireValue {
         }
     }
 
-    static func wireRead(from buffer: inout ByteBuffer) throws(WireError) -> RegistrationResult {
+    static func wireRead(from buffer: inout WireReader) throws(WireError) -> RegistrationResult {
         switch try buffer.wireReadUInt8("RegistrationResult") {
         case 0: return .registered(try ProcessID.wireRead(from: &buffer))
         case 1: return .alreadyRegistered(try ProcessID.wireRead(from: &buffer))
@@ -338,8 +381,12 @@ extension RegistrationResult: WireValue {
 /// state bytes?, from ProcessID.
 extension HandoffOffer: WireValue {
     static var minimumWireBytes: Int { 8 + 4 + FactorySpec.minimumWireBytes + 4 + 1 + ProcessID.minimumWireBytes }
+    var wireSize: Int {
+        8 + SwarmWire.wireSize(self.name) + self.factory.wireSize + self.groups.wireSize
+            + SwarmWire.wireSize(optionalBytes: self.state) + self.from.wireSize
+    }
 
-    func wireWrite(to buffer: inout ByteBuffer) {
+    func wireWrite(to buffer: inout WireWriter) {
         buffer.wireWrite(self.id)
         buffer.wireWrite(self.name)
         self.factory.wireWrite(to: &buffer)
@@ -348,7 +395,7 @@ extension HandoffOffer: WireValue {
         self.from.wireWrite(to: &buffer)
     }
 
-    static func wireRead(from buffer: inout ByteBuffer) throws(WireError) -> HandoffOffer {
+    static func wireRead(from buffer: inout WireReader) throws(WireError) -> HandoffOffer {
         let id = try buffer.wireReadUInt64("HandoffOffer.id")
         let name = try buffer.wireReadString("HandoffOffer.name")
         let factory = try FactorySpec.wireRead(from: &buffer)
@@ -362,8 +409,11 @@ extension HandoffOffer: WireValue {
 /// `Envelope`: id UInt64, sender NodeID, callID UInt64?, payload bytes, hops UInt8.
 extension Envelope: WireValue {
     static var minimumWireBytes: Int { 8 + NodeID.minimumWireBytes + 1 + 4 + 1 }
+    var wireSize: Int {
+        8 + self.sender.wireSize + (self.callID == nil ? 1 : 9) + SwarmWire.wireSize(bytes: self.payload) + 1
+    }
 
-    func wireWrite(to buffer: inout ByteBuffer) {
+    func wireWrite(to buffer: inout WireWriter) {
         buffer.wireWrite(self.id)
         self.sender.wireWrite(to: &buffer)
         if let callID = self.callID {
@@ -376,7 +426,7 @@ extension Envelope: WireValue {
         buffer.wireWrite(self.hops)
     }
 
-    static func wireRead(from buffer: inout ByteBuffer) throws(WireError) -> Envelope {
+    static func wireRead(from buffer: inout WireReader) throws(WireError) -> Envelope {
         let id = try buffer.wireReadUInt64("Envelope.id")
         let sender = try NodeID.wireRead(from: &buffer)
         let callID: UInt64? =

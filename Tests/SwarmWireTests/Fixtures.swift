@@ -127,6 +127,7 @@ enum Fixtures {
             #expect(Self.bytes(again) == bytes, "decoded \(message) re-encodes differently", sourceLocation: sourceLocation)
             return nil
         } catch {
+            #expect(payload.readerIndex == 0, "a failed decode must not consume bytes", sourceLocation: sourceLocation)
             // `error` is statically a WireError (typed throws); also check its description renders.
             #expect(!error.description.isEmpty, sourceLocation: sourceLocation)
             return error

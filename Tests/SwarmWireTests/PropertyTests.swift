@@ -13,6 +13,7 @@ struct PropertyTests {
             let message = random.message()
             var (type, payload) = WireCodec.encode(message)
             #expect(type == WireMessageType(message).rawValue)
+            #expect(WireCodec.payloadSize(message) == payload.readableBytes, "seed \(seed)")
             #expect(try WireCodec.decode(type: type, payload: &payload) == message, "seed \(seed)")
         }
     }

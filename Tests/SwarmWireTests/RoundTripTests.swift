@@ -11,6 +11,7 @@ struct RoundTripTests {
         #expect(type == WireMessageType(message).rawValue)
         #expect(!(0xFF00...0xFFFF).contains(type), "transport-reserved type")
         let bytes = Fixtures.bytes(payload)
+        #expect(WireCodec.payloadSize(message) == bytes.count)
         let decoded = try WireCodec.decode(type: type, payload: &payload)
         #expect(decoded == message)
         #expect(payload.readableBytes == 0)
