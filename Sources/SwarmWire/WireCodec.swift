@@ -11,7 +11,9 @@ public enum NodeWireMessage: Hashable, Sendable {
 
 /// Any message that can arrive in a (non-transport) frame.
 public enum WireMessage: Hashable, Sendable {
+    /// A tracker message (types `0x0001...0x00FF`), for the tracker.
     case peer(PeerMessage)
+    /// A runtime message (types `0x0100...0x01FF`), for the node runtime.
     case node(NodeWireMessage)
 }
 
@@ -324,7 +326,8 @@ public enum WireCodec {
     }
 
     /// Decodes exactly one ``Envelope`` filling the readable bytes of `buffer`.
-    /// - Throws: ``WireError`` when malformed or followed by trailing bytes.
+    /// - Throws: ``WireError`` when malformed, or ``WireError/trailingBytes(type:count:)`` with
+    ///   type 0 (no message type) when bytes follow it.
     public static func decodeEnvelope(from buffer: inout ByteBuffer) throws(WireError) -> Envelope {
         try buffer.wireRead { (reader: inout WireReader) throws(WireError) in
             let envelope = try Envelope.wireRead(from: &reader)
