@@ -17,6 +17,7 @@ let package = Package(
         .executable(name: "swarm-sim", targets: ["swarm-sim"]),
         .library(name: "MQTT", targets: ["MQTT"]),
         .library(name: "SwarmTransport", targets: ["SwarmTransport"]),
+        .library(name: "SwarmWire", targets: ["SwarmWire"]),
     ],
     dependencies: [
         .package(url: "https://github.com/x-sheep/swift-property-based.git", from: "2.0.1"),
@@ -42,6 +43,29 @@ let package = Package(
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Crypto", package: "swift-crypto"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+        // The binary codec of the peer protocol: every PeerMessage (and the runtime's own
+        // NodeWireMessage) to a frame type number + payload and back. See docs/wire-format.md.
+        .target(
+            name: "SwarmWire",
+            dependencies: ["SwarmCore", .product(name: "NIOCore", package: "swift-nio")],
+            swiftSettings: swiftSettings
+        ),
+        // Micro-benchmark: SwarmWire encode/decode throughput, plus a release-mode mutation fuzz.
+        .executableTarget(
+            name: "wire-bench",
+            dependencies: ["SwarmWire", "SwarmCore", .product(name: "NIOCore", package: "swift-nio")],
+            swiftSettings: swiftSettings
+        ),
+        .testTarget(
+            name: "SwarmWireTests",
+            dependencies: [
+                "SwarmWire",
+                "SwarmCore",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "PropertyBased", package: "swift-property-based"),
             ],
             swiftSettings: swiftSettings
         ),
