@@ -95,6 +95,13 @@ public struct Registry: Sendable {
 
     public var count: Int { view.count }
 
+    /// Makes room for `count` names from `origin` (a snapshot's size, or a configured expected
+    /// fleet size), so that growing does not rehash the tables again and again.
+    public mutating func reserveCapacity(_ count: Int, for origin: NodeID) {
+        view.reserveCapacity(count)
+        replicas[origin.name]?.entries.reserveCapacity(count)
+    }
+
     public func replica(of node: String) -> Replica? { replicas[node] }
 
     // MARK: Origins
@@ -144,26 +151,55 @@ public struct Registry: Sendable {
 
     /// Applies one numbered change from `origin` if it is the next one.
     public mutating func apply(_ change: SequencedChange, from origin: NodeID, owner: (String) -> String?) -> ApplyOutcome {
-        guard var replica = replicas[origin.name], replica.id == origin, replica.synced else { return .ignored }
+        // Mutate the replica in place (`replicas[key]!.…`): copying it out would copy its whole
+        // entries table on every change.
+        guard let replica = replicas[origin.name], replica.id == origin, replica.synced else { return .ignored }
         if change.seq <= replica.appliedSeq { return .duplicate }
         if change.seq != replica.appliedSeq + 1 { return .gap(after: replica.appliedSeq) }
-        replica.appliedSeq = change.seq
+        replicas[origin.name]!.appliedSeq = change.seq
         switch change.change {
         case .upsert(let entry):
-            let old = replica.entries.updateValue(entry, forKey: entry.name)
-            replicas[origin.name] = replica
+            let old = replicas[origin.name]!.entries.updateValue(entry, forKey: entry.name)
             if let old { removeFromView(old, owner: owner) }
             addToView(entry, owner: owner)
         case .remove(let name, let pid):
-            if let old = replica.entries[name], old.pid == pid {
-                replica.entries[name] = nil
-                replicas[origin.name] = replica
+            if let old = replicas[origin.name]!.entries[name], old.pid == pid {
+                replicas[origin.name]!.entries[name] = nil
                 removeFromView(old, owner: owner)
-            } else {
-                replicas[origin.name] = replica
             }
         }
         return .applied
+    }
+
+    /// Applies a batch of `origin`'s changes in order, stopping at the first gap. The origin's
+    /// table is taken out of the map once for the whole batch (one lookup, no copy-on-write).
+    /// `applied` is called with each change that took effect, after the view was updated.
+    public mutating func apply(
+        _ changes: [SequencedChange], from origin: NodeID, owner: (String) -> String?,
+        applied: (SequencedChange) -> Void = { _ in }
+    ) -> ApplyOutcome {
+        guard var replica = replicas.removeValue(forKey: origin.name) else { return .ignored }
+        defer { replicas[origin.name] = replica }
+        guard replica.id == origin, replica.synced else { return .ignored }
+        var outcome = ApplyOutcome.duplicate
+        for change in changes {
+            if change.seq <= replica.appliedSeq { continue }
+            if change.seq != replica.appliedSeq + 1 { return .gap(after: replica.appliedSeq) }
+            replica.appliedSeq = change.seq
+            switch change.change {
+            case .upsert(let entry):
+                if let old = replica.entries.updateValue(entry, forKey: entry.name) { removeFromView(old, owner: owner) }
+                addToView(entry, owner: owner)
+            case .remove(let name, let pid):
+                if let old = replica.entries[name], old.pid == pid {
+                    replica.entries[name] = nil
+                    removeFromView(old, owner: owner)
+                }
+            }
+            outcome = .applied
+            applied(change)
+        }
+        return outcome
     }
 
     /// Replaces `origin`'s table with a snapshot taken at `seq`. Returns the entries the snapshot
@@ -206,11 +242,12 @@ public struct Registry: Sendable {
     }
 
     private mutating func addToView(_ entry: RegistryEntry, owner: (String) -> String?) {
-        guard let current = view[entry.name] else {
-            view[entry.name] = entry
+        // Fast path: one hash of the name when nobody else claims it.
+        guard let current = view.updateValue(entry, forKey: entry.name) else {
             indexGroups(of: entry, adding: true)
             return
         }
+        view[entry.name] = current
         // A second origin claims the name.
         var claimants = contested[entry.name] ?? [current]
         claimants.removeAll { $0.host == entry.host }

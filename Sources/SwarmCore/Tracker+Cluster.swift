@@ -153,6 +153,20 @@ extension Tracker.Instance {
                 abortHandoff(name, reason: "target \(peer) lost")
             }
         }
+        // Requests to the lost peer: registrations re-route when the ring changes; the others
+        // fail now rather than at their deadline.
+        for id in outstanding.keys.sorted() {
+            guard let request = outstanding[id], request.target == peer else { continue }
+            switch request.kind {
+            case .register: continue
+            case .unregister(let name):
+                outstanding[id] = nil
+                emit(.reply(id, .done(.nameInTransition(name))))
+            case .group(_, let pid, _):
+                outstanding[id] = nil
+                emit(.reply(id, .done(.notRegistered(pid))))
+            }
+        }
         for (name, yield) in yields where yield.winner.node == peer {
             yields[name] = nil
             yieldTokens[yield.token] = nil
@@ -257,25 +271,24 @@ extension Tracker.Instance {
 
     mutating func applyChanges(_ changes: [SequencedChange], from peer: NodeID) {
         guard reachable.contains(peer.name) else { return }
-        for change in changes {
-            let outcome = registry.apply(change, from: peer, owner: ownerFunction)
-            switch outcome {
-            case .applied:
-                stats.changesApplied += 1
-                if case .remove(let name, let pid) = change.change, standby[name]?.pid == pid { standby[name] = nil }
-                afterViewChange(change.change.name)
-            case .duplicate:
-                continue
-            case .gap(let after):
-                if (catchUpDeadline[peer.name] ?? 0) <= now { requestCatchUp(from: peer, after: after) }
-                return
-            case .ignored:
-                if (catchUpDeadline[peer.name] ?? 0) <= now { requestCatchUp(from: peer, after: 0) }
-                return
-            }
+        var affected: [String] = []
+        var removed: [(String, ProcessID)] = []
+        let outcome = registry.apply(changes, from: peer, owner: ownerFunction) { change in
+            affected.append(change.change.name)
+            if case .remove(let name, let pid) = change.change { removed.append((name, pid)) }
         }
-        if let replica = registry.replica(of: peer.name), replica.appliedSeq >= (changes.last?.seq ?? 0) {
-            catchUpDeadline[peer.name] = nil
+        stats.changesApplied += UInt64(affected.count)
+        for (name, pid) in removed where standby[name]?.pid == pid { standby[name] = nil }
+        for name in affected { afterViewChange(name) }
+        switch outcome {
+        case .applied, .duplicate:
+            if let replica = registry.replica(of: peer.name), replica.appliedSeq >= (changes.last?.seq ?? 0) {
+                catchUpDeadline[peer.name] = nil
+            }
+        case .gap(let after):
+            if (catchUpDeadline[peer.name] ?? 0) <= now { requestCatchUp(from: peer, after: after) }
+        case .ignored:
+            if (catchUpDeadline[peer.name] ?? 0) <= now { requestCatchUp(from: peer, after: 0) }
         }
     }
 

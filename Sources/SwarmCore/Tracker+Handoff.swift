@@ -195,12 +195,21 @@ extension Tracker.Instance {
     mutating func handoffAccepted(id: UInt64, name: String, newPid: ProcessID, from peer: NodeID) {
         guard let handoff = handoffs[name], case .transferring(let target, let offer, _, _) = handoff.phase,
             offer.id == id, target == peer
-        else { return }
+        else {
+            if cancelledOffers[id] == name {
+                // The name was unregistered (or its process ended) after the offer left: the
+                // target must not keep it.
+                trace("handoff of \(name) accepted after it was cancelled: asking \(peer) to unregister")
+                send(peer, .unregisterRequest(id: 0, name: name))
+            }
+            return
+        }
         handoffs[name] = nil
         stats.handoffsCompleted += 1
         trace("handoff of \(name) done: now \(newPid)")
-        if let entry = localEntries[name], entry.pid == handoff.pid {
-            unregisterLocal(name: name, entry: entry, stop: .handedOff)
+        // The process moved: it stops here, with any other name it had.
+        if localNames[handoff.pid] != nil {
+            removeProcess(handoff.pid, stop: .handedOff)
         }
         forwarding[name] = (peer, now + settings.forwardingTTL)
         if !handoff.held.isEmpty { forward(name, handoff.held, to: peer) }

@@ -263,6 +263,11 @@ extension Tracker {
 
         /// Our registered processes and their names.
         var localNames: [ProcessID: [String]] = [:]
+        /// Processes the tracker started from a factory: it stops them with their last name.
+        var trackerStarted: Set<ProcessID> = []
+        /// Handoffs abandoned after the offer left (the name was unregistered or its process
+        /// ended): if the target accepts anyway, we ask it to unregister the name again.
+        var cancelledOffers = BoundedMemory<UInt64, String>(capacity: 4096)
         var pendingStarts: [String: PendingStart] = [:]
         var startTokens: [UInt64: String] = [:]
         var nextToken: UInt64 = 1
@@ -483,6 +488,7 @@ extension Tracker {
                 stats.processesStarted += 1
                 announce(.upsert(RegistryEntry(name: name, pid: pid, factory: pending.factory, groups: pending.groups, version: log.lastSeq + 1)))
                 localNames[pid, default: []].append(name)
+                trackerStarted.insert(pid)
                 orphans[name] = nil
                 if let replaced = pending.replaces, standby[name]?.pid == replaced { standby[name] = nil }
                 switch pending.reason {
@@ -642,12 +648,16 @@ extension Tracker {
             checkpoints[name] = nil
             ignoredAtEpoch[name] = nil
             if var handoff = handoffs.removeValue(forKey: name) {
-                if case .asking(let token) = handoff.phase { handoffTokens[token] = nil }
+                switch handoff.phase {
+                case .asking(let token): handoffTokens[token] = nil
+                case .transferring(_, let offer, _, _): cancelledOffers.remember(offer.id, name)
+                }
                 for envelope in handoff.held { undeliverable(envelope, .unknownName(name)) }
                 handoff.held = []
             }
             if let yield = yields.removeValue(forKey: name) { yieldTokens[yield.token] = nil }
-            if let stop, names.isEmpty, entry.factory != nil || stop == .die {
+            if let stop, names.isEmpty, trackerStarted.contains(entry.pid) || stop == .die {
+                trackerStarted.remove(entry.pid)
                 emit(.stopProcess(entry.pid, stop))
             }
         }
@@ -655,6 +665,7 @@ extension Tracker {
         /// Removes every name of a local process (it ended, or must die).
         mutating func removeProcess(_ pid: ProcessID, stop: StopReason?) {
             guard let names = localNames[pid] else {
+                trackerStarted.remove(pid)
                 if let stop { emit(.stopProcess(pid, stop)) }
                 return
             }
@@ -664,6 +675,7 @@ extension Tracker {
                 }
             }
             localNames[pid] = nil
+            trackerStarted.remove(pid)
             if let stop { emit(.stopProcess(pid, stop)) }
         }
 

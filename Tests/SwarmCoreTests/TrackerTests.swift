@@ -223,9 +223,7 @@ let three = ["gw-1", "gw-2", "gw-3"]
         cluster.on("gw-1") { $0.onUnregister(name: "alias", request: 4, now: $1) }
         cluster.settle()
         #expect(cluster.whereis("alias") == [nil])
-        withKnownIssue("a factory-started process is not stopped when its last name is a register_name/2 alias") {
-            #expect(cluster.stops[pid] == .unregistered, "the tracker started it, so it stops it with its last name")
-        }
+        #expect(cluster.stops[pid] == .unregistered, "the tracker started it, so it stops it with its last name")
         // With a single factory name the process stops with it.
         let other = nameOwned(by: "gw-1", among: two)
         let otherPid = cluster.register(other, from: "gw-2", request: 5)?.pid
@@ -588,10 +586,8 @@ let three = ["gw-1", "gw-2", "gw-3"]
         }
         cluster.settle()
         for _ in 0..<5 { cluster.tick() }
-        withKnownIssue("a handoff offer already sent is completed by the target after the source unregistered the name") {
-            #expect(cluster.whereis(moving) == [nil], "unregistered names stay unregistered")
-            #expect(cluster.running.values.filter { $0 == moving }.isEmpty, "no process runs for it")
-        }
+        #expect(cluster.whereis(moving) == [nil], "unregistered names stay unregistered")
+        #expect(cluster.running.values.filter { $0 == moving }.isEmpty, "no process runs for it")
     }
 
     /// While draining, `.ignore` is not honoured: the node is going away.
