@@ -268,7 +268,9 @@ public final class Simulation {
         }
         for other in liveNodes where other.tracker.connection(to: name) == node.id {
             if !blocked.contains([name, other.name]) {
-                queue.push(now + latency(), .disconnect(at: other.id, peer: node.id))
+                // The reset travels behind the data already sent on that connection (TCP order).
+                let at = max(now + latency(), (linkClock[[name, other.name]] ?? 0) + 1)
+                queue.push(at, .disconnect(at: other.id, peer: node.id))
             }
         }
     }
@@ -412,6 +414,7 @@ public final class Simulation {
             case .collectState(let token, let pid, _):
                 queue.push(now + random.uint64(.ms(1) / 5 ... .ms(3)), .stateCollected(id, token: token, pid: pid))
             case .deliver(let pid, let batch):
+                if settings.verbose { trace("\(id.name) deliver #\(batch.map(\.id)) to \(pid)") }
                 for envelope in batch { deliver(envelope, to: pid) }
             case .endHandoff(let pid, let state):
                 guard var process = processes[pid] else { break }
@@ -755,7 +758,7 @@ public final class Simulation {
         case .heartbeat(let members, let seq): return "heartbeat(\(members.count) members, seq \(seq))"
         case .replicate(let changes): return "replicate(\(changes.first?.seq ?? 0)…\(changes.last?.seq ?? 0))"
         case .snapshot(let seq, let entries): return "snapshot(seq \(seq), \(entries.count) entries)"
-        case .named(let name, let batch): return "named(\(name), \(batch.count) msgs)"
+        case .named(let name, let batch): return "named(\(name), #\(batch.map(\.id)))"
         default: return "\(message)"
         }
     }
