@@ -232,4 +232,22 @@ let randomNodeName = Gen.letterOrNumber.string(of: 3...16)
             #expect(abs(moved - expected) <= 0.4 * expected, "N=\(nodes.count): moved \(moved), expected \(expected)")
         }
     }
+
+    /// The spec's "adding one node to N moves 1/(N+1) of the names ± 2 points", as a statement
+    /// about the expected movement: averaged over 32 clusters of random node names, the share
+    /// the new node takes (exactly the names that move, as `checkMovement` shows) is within
+    /// ±2 percentage points of 1/(N+1). A single cluster varies by ~2 pp (1/√128 relative).
+    @Test(arguments: [3, 5, 7, 9])
+    func averageMovementIsOneOverNPlusOne(n: Int) {
+        var total = 0.0
+        let clusters = 32
+        for cluster in 0..<clusters {
+            let nodes = (0...n).map { "node-\(HashRing.hash("c\(cluster)-\(n)-\($0)") % 1_000_000)@10.0.\(cluster).\($0):7946" }
+            let ring = HashRing(nodes: nodes)
+            total += ring.keySpaceShares()[nodes[n]]!
+        }
+        let mean = total / Double(clusters)
+        let expected = 1.0 / Double(n + 1)
+        #expect(abs(mean - expected) <= 0.02, "N=\(n): mean moved \(mean), expected \(expected) ± 0.02")
+    }
 }
