@@ -296,9 +296,10 @@ public struct Registry: Sendable {
         for group in entry.groups {
             if adding {
                 groupIndex[group, default: [:]][entry.name] = entry.pid
-            } else if var members = groupIndex[group] {
-                if members[entry.name] == entry.pid { members[entry.name] = nil }
-                groupIndex[group] = members.isEmpty ? nil : members
+            } else if groupIndex[group]?[entry.name] == entry.pid {
+                // In place: copying a large group out and back would copy all its members.
+                groupIndex[group]![entry.name] = nil
+                if groupIndex[group]!.isEmpty { groupIndex[group] = nil }
             }
         }
     }

@@ -48,6 +48,51 @@ enum CoreBenchmark {
             sink &+= registry.count
             print("registry: applied remote changes (batches of 64, 1M new names, group 'all', \(reserved ? "capacity reserved" : "tables growing")): \(Int(Double(changes.count) / elapsed)) changes/s [round \(round + 1)]")
         }
+        // Steady state: 100k names registered; a stream of re-registrations (new process for an
+        // existing name: remove + upsert), group changes and new names, table size stable.
+        let live = 100_000
+        var steady: [SequencedChange] = []
+        steady.reserveCapacity(1_100_000)
+        var seq: UInt64 = 0
+        var current: [RegistryEntry] = (0..<live).map { i in
+            RegistryEntry(name: names[i], pid: ProcessID(node: origin, local: UInt64(i)), factory: FactorySpec(kind: "device"), groups: ["all"], version: 0)
+        }
+        for i in 0..<1_000_000 {
+            let slot = (i &* 7919) % live
+            var entry = current[slot]
+            seq += 1
+            switch i % 4 {
+            case 0:
+                steady.append(SequencedChange(seq: seq, change: .remove(name: entry.name, pid: entry.pid)))
+                entry.pid = ProcessID(node: origin, local: UInt64(live + i))
+                seq += 1
+                steady.append(SequencedChange(seq: seq, change: .upsert(entry)))
+            case 1:
+                entry.groups = entry.groups.count == 1 ? ["all", "g\(i % 8)"] : ["all"]
+                steady.append(SequencedChange(seq: seq, change: .upsert(entry)))
+            default:
+                entry.version = seq
+                steady.append(SequencedChange(seq: seq, change: .upsert(entry)))
+            }
+            current[slot] = entry
+        }
+        for round in 0..<3 {
+            var registry = Registry()
+            let initial = (0..<live).map { i in
+                RegistryEntry(name: names[i], pid: ProcessID(node: origin, local: UInt64(i)), factory: FactorySpec(kind: "device"), groups: ["all"], version: 0)
+            }
+            registry.applySnapshot(from: origin, seq: 0, entries: initial, owner: { ring.owner(of: $0) })
+            let start = nowNanos()
+            var index = 0
+            while index < steady.count {
+                let batch = Array(steady[index..<min(index + 64, steady.count)])
+                _ = registry.apply(batch, from: origin, owner: { ring.owner(of: $0) })
+                index += 64
+            }
+            let elapsed = Double(nowNanos() - start) / 1e9
+            sink &+= registry.count
+            print("registry: applied remote changes (batches of 64, steady state: 100k names, re-registrations, group changes, updates): \(Int(Double(steady.count) / elapsed)) changes/s [round \(round + 1)]")
+        }
         print("(sink \(sink))")
     }
 }
