@@ -117,11 +117,13 @@ struct ClusterTransportTests {
     func halfWrittenFrameTimesOut() async throws {
         try await withFixture { fixture in
             let (server, serverEvents) = try await fixture.node("gw-server") { $0.handshakeTimeout = .milliseconds(300) }
+            let clock = ContinuousClock()
+            let start = clock.now  // before the connect: the server's timeout starts at accept
             let raw = try await ClientBootstrap(group: fixture.group)
                 .connect(host: "127.0.0.1", port: try #require(server.boundPort)).get()
-            let clock = ContinuousClock()
-            let start = clock.now
-            try await raw.writeAndFlush(ByteBuffer(bytes: [0, 0, 0, 100, 0xFF, 0x01, 1, 2, 3])).get()
+            // On a loaded machine the 300 ms handshake timeout may close the socket before this
+            // write runs; the write failing then is the behaviour under test, not an error.
+            try? await raw.writeAndFlush(ByteBuffer(bytes: [0, 0, 0, 100, 0xFF, 0x01, 1, 2, 3])).get()
             try await raw.closeFuture.get()
             let elapsed = clock.now - start
             #expect(elapsed >= .milliseconds(250) && elapsed < .seconds(5))
