@@ -56,7 +56,7 @@ final class Mailbox: Sendable {
         case .control, .stop: counted = false
         }
         if counted {
-            let (waiting, _) = queuedUserMessages.add(1, ordering: .relaxed)
+            let waiting = queuedUserMessages.add(1, ordering: .relaxed).newValue
             if waiting > capacity {
                 queuedUserMessages.subtract(1, ordering: .relaxed)
                 if case .cast = item { dropped.add(1, ordering: .relaxed) }

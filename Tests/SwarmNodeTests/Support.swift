@@ -52,14 +52,21 @@ let workerFactory: ProcessFactory = { name, _ in WorkerProcess(name: name) }
 /// Starts `count` in-process nodes on port 0 (every node seeds the first), runs `body` once
 /// every node sees a ring of all of them, and shuts every node down afterwards, even on failure.
 func withCluster(
-    _ count: Int, _ body: @escaping @Sendable ([SwarmNode]) async throws -> Void
+    _ count: Int, factories: [String: ProcessFactory] = ["worker": workerFactory],
+    configure: (inout SwarmNodeSettings) -> Void = { _ in },
+    _ body: @escaping @Sendable ([SwarmNode]) async throws -> Void
 ) async throws {
-    let first = SwarmNode(settings: testSettings("node-1", seeds: []), factories: ["worker": workerFactory])
+    func settings(_ name: String, seeds: [String]) -> SwarmNodeSettings {
+        var settings = testSettings(name, seeds: seeds)
+        configure(&settings)
+        return settings
+    }
+    let first = SwarmNode(settings: settings("node-1", seeds: []), factories: factories)
     try await first.start()
     let seed = try #require(await first.address)
     var nodes = [first]
     for index in stride(from: 2, through: count, by: 1) {
-        let node = SwarmNode(settings: testSettings("node-\(index)", seeds: [seed]), factories: ["worker": workerFactory])
+        let node = SwarmNode(settings: settings("node-\(index)", seeds: [seed]), factories: factories)
         try await node.start()
         nodes.append(node)
     }
