@@ -4,7 +4,7 @@ import Testing
 @testable import SwarmNode
 
 /// Three `SwarmNode`s in this test process on 127.0.0.1, port 0, over real sockets.
-@Suite("SwarmNode in-process cluster", .serialized, .timeLimit(.minutes(2)))
+@Suite("SwarmNode in-process cluster", .serialized, .timeLimit(.minutes(10)))
 struct InProcessClusterTests {
     @Test("register on one node, whereis and duplicates on every node")
     func registerWhereisDuplicates() async throws {

@@ -125,7 +125,7 @@ final class NodeProcesses: @unchecked Sendable {
     }
 
     /// One control command to node `name`, answered within `timeout`.
-    func control(_ name: String, _ line: String, timeout: Duration = .seconds(10)) async throws -> ControlAnswer {
+    func control(_ name: String, _ line: String, timeout: Duration = .seconds(30)) async throws -> ControlAnswer {
         let port = try #require(node(name)).controlPort
         let answer = try await withTimeout(timeout) {
             let channel = try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
@@ -147,7 +147,7 @@ final class NodeProcesses: @unchecked Sendable {
 
     /// `control`, nil when the node does not answer (yet).
     func tryControl(_ name: String, _ line: String) async -> ControlAnswer? {
-        try? await control(name, line, timeout: .seconds(3))
+        try? await control(name, line, timeout: .seconds(5))
     }
 
     /// True when each of `names` is up with a ring of exactly `names`.
@@ -161,7 +161,7 @@ final class NodeProcesses: @unchecked Sendable {
 }
 
 @Suite(
-    "swarm-node processes", .serialized, .timeLimit(.minutes(3)),
+    "swarm-node processes", .serialized, .timeLimit(.minutes(10)),
     .enabled(if: swarmNodeBinary != nil, "swarm-node is not built: run `swift build` first"))
 struct ProcessClusterTests {
     @Test("three swarm-node processes: registration, duplicates, calls, casts and groups over the control port")
@@ -170,7 +170,7 @@ struct ProcessClusterTests {
         defer { cluster.killAll() }
         try await cluster.start(3)
         let names = ["gw-1", "gw-2", "gw-3"]
-        let formed = await eventually(timeout: .seconds(20)) { await cluster.ringFormed(names) }
+        let formed = await eventually(timeout: .seconds(60)) { await cluster.ringFormed(names) }
         try #require(formed, "ring did not form; gw-1 log:\n\(cluster.logTail("gw-1"))")
 
         for index in 0..<4 {
@@ -211,7 +211,7 @@ struct ProcessClusterTests {
         defer { cluster.killAll() }
         try await cluster.start(3)
         let names = ["gw-1", "gw-2", "gw-3"]
-        let formed = await eventually(timeout: .seconds(20)) { await cluster.ringFormed(names) }
+        let formed = await eventually(timeout: .seconds(60)) { await cluster.ringFormed(names) }
         try #require(formed, "ring did not form; gw-1 log:\n\(cluster.logTail("gw-1"))")
 
         var hostOf: [String: String] = [:]
@@ -229,7 +229,7 @@ struct ProcessClusterTests {
 
         cluster.signal(victim, SIGKILL)
         for node in survivors {
-            let moved = await eventually(timeout: .seconds(15)) {
+            let moved = await eventually(timeout: .seconds(30)) {
                 guard let registered = await cluster.tryControl(node, "registered")?.names, registered.count == 12 else { return false }
                 return registered.values.allSatisfy { host(of: $0) != victim }
             }

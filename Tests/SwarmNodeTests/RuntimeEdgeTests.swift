@@ -10,7 +10,7 @@ actor SlowProcess: SwarmProcess {}
 
 struct BrokenFactory: Error {}
 
-@Suite("SwarmNode runtime edges", .serialized, .timeLimit(.minutes(1)))
+@Suite("SwarmNode runtime edges", .serialized, .timeLimit(.minutes(10)))
 struct RuntimeEdgeTests {
     @Test("mailbox bound: casts over the bound are dropped and counted, calls are refused, control passes")
     func mailboxBound() async throws {

@@ -10,12 +10,17 @@ import Testing
 
 let testSecret = ClusterSecret("swarm-node-tests-secret")
 
-/// Polls `condition` every 50 ms until it holds or `timeout` passes; returns whether it held.
+/// Polls `condition` every 50 ms until it holds, at most `timeout / 50 ms` times; returns whether
+/// it held. Counting polls rather than reading a clock keeps the bound meaningful when the test
+/// process is starved (other suites run CPU-bound synchronous tests on the 2-thread pool): the
+/// wait stretches with the starvation instead of expiring during it.
 func eventually(
-    timeout: Duration = .seconds(10), _ condition: () async throws -> Bool
+    timeout: Duration = .seconds(20), _ condition: () async throws -> Bool
 ) async rethrows -> Bool {
-    let deadline = ContinuousClock.now + timeout
-    while ContinuousClock.now < deadline {
+    let polls = max(1, Int(timeout / .milliseconds(50)))
+    // A hard cap as well, for conditions that are slow to evaluate.
+    let hardDeadline = ContinuousClock.now + timeout * 5
+    for _ in 0..<polls where ContinuousClock.now < hardDeadline {
         if try await condition() { return true }
         try? await Task.sleep(for: .milliseconds(50))
     }
@@ -43,7 +48,10 @@ func testSettings(_ name: String, seeds: [String]) -> SwarmNodeSettings {
     var logger = Logger(label: "test.\(name)")
     logger.logLevel = ProcessInfo.processInfo.environment["SWARM_TEST_LOG"] == nil ? .warning : .debug
     settings.logger = logger
-    settings.drainTimeout = .seconds(10)
+    settings.drainTimeout = .seconds(20)
+    // The nodes share this test process with CPU-bound suites: a starved input loop must not be
+    // taken for a dead peer (a stopped node still closes its connections: instant detection).
+    settings.tracker.failureTimeout = .seconds(10)
     return settings
 }
 
@@ -75,7 +83,7 @@ func withCluster(
         for node in all { group.addTask { try await node.run() } }
         var failure: (any Error)?
         do {
-            let formed = try await eventually(timeout: .seconds(15)) { try await ringFormed(all, size: all.count) }
+            let formed = try await eventually(timeout: .seconds(30)) { try await ringFormed(all, size: all.count) }
             try #require(formed, "the \(all.count)-node ring did not form")
             try await body(all)
         } catch {
