@@ -249,7 +249,7 @@ extension SwarmNode {
         let envelope = Envelope(id: callID, sender: id, callID: callID, payload: message)
         return try await withCheckedThrowingContinuation { continuation in
             pendingCalls[callID] = continuation
-            spawn {
+            submit {
                 try? await Task.sleep(for: timeout)
                 await self.failCall(callID, .timeout)
             }

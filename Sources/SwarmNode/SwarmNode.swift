@@ -202,6 +202,8 @@ public actor SwarmNode {
         } onGracefulShutdown: {
             inputs.yield(.gracefulShutdown)
         }
+        // Cancelled (not shut down): close the transport and fail waiting callers all the same.
+        if lifecycle != .stopping && lifecycle != .stopped { await shutdown() }
         lifecycle = .stopped
         logger.info("swarm node \(id) stopped")
     }
@@ -261,7 +263,7 @@ public actor SwarmNode {
         case .callReply(let callID, let result):
             completeCall(callID, result)
         case .gracefulShutdown:
-            spawn { await self.drainAndShutdown() }
+            submit { await self.drainAndShutdown() }
         }
     }
 
@@ -298,7 +300,7 @@ public actor SwarmNode {
 
     /// Submits a child task to ``run()``'s group. False once the node stopped.
     @discardableResult
-    nonisolated func spawn(_ job: @escaping Job) -> Bool {
+    nonisolated func submit(_ job: @escaping Job) -> Bool {
         if case .enqueued = jobContinuation.yield(job) { return true }
         return false
     }
@@ -349,7 +351,7 @@ public actor SwarmNode {
                 for waiter in drainWaiters { waiter.resume() }
                 drainWaiters = []
             case .scheduleTick(let after):
-                spawn {
+                submit {
                     try? await Task.sleep(for: .nanoseconds(Int64(after)))
                     await self.tick()
                 }
@@ -391,7 +393,7 @@ public actor SwarmNode {
             return
         }
         let timeout = settings.startTimeout
-        spawn {
+        submit {
             let result = await self.withDeadline(timeout) { try await factory(order.name, order.factory.arguments) }
             await self.factoryFinished(order, kind: order.factory.kind, result)
         }
@@ -401,7 +403,7 @@ public actor SwarmNode {
         switch result {
         case .success(let process):
             guard lifecycle == .running || lifecycle == .draining else {
-                spawn { await process.stop(reason: .die) }
+                submit { await process.stop(reason: .die) }
                 return
             }
             let pid = makePID()
@@ -418,7 +420,7 @@ public actor SwarmNode {
     func install(_ process: any SwarmProcess, pid: ProcessID, kind: String) {
         let mailbox = Mailbox(capacity: settings.mailboxCapacity)
         processes[pid] = ProcessEntry(process: process, mailbox: mailbox, kind: kind)
-        spawn {
+        submit {
             let ending = await mailbox.run(process: process)
             await self.processEnded(pid, mailbox: mailbox, ending)
         }
@@ -507,7 +509,7 @@ public actor SwarmNode {
         }
         let mailbox = entry.mailbox
         let timeout = settings.handoffTimeout
-        spawn {
+        submit {
             let result = await self.withDeadline(timeout) {
                 await Self.ask(mailbox, fallback: HandoffAnswer.failed("process gone")) { await $0.beginHandoff() }
             }
@@ -527,7 +529,7 @@ public actor SwarmNode {
         }
         let mailbox = entry.mailbox
         let timeout = settings.handoffTimeout
-        spawn {
+        submit {
             let result = await self.withDeadline(timeout) {
                 await Self.ask(mailbox, fallback: nil) { await $0.conflictState() }
             }
@@ -563,7 +565,7 @@ public actor SwarmNode {
         let once = ResumeOnce<Result<T, any Error>>()
         return await withCheckedContinuation { continuation in
             once.set(continuation)
-            let started = spawn {
+            let started = submit {
                 do {
                     once.resume(.success(try await operation()))
                 } catch {
@@ -574,7 +576,7 @@ public actor SwarmNode {
                 once.resume(.failure(SwarmNodeError.notRunning("stopping")))
                 return
             }
-            spawn {
+            submit {
                 try? await Task.sleep(for: timeout)
                 once.resume(.failure(SwarmError.timeout))
             }
