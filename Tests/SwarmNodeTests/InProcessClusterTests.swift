@@ -34,6 +34,26 @@ struct InProcessClusterTests {
         }
     }
 
+    @Test("whereisOrRegister racing from every node starts one process")
+    func whereisOrRegisterRace() async throws {
+        try await withCluster(3) { nodes in
+            for round in 0..<3 {
+                let name = "race-\(round)"
+                let pids = try await withThrowingTaskGroup(of: ProcessID.self) { group in
+                    for index in 0..<30 {
+                        group.addTask { try await nodes[index % 3].whereisOrRegister(name, kind: "worker") }
+                    }
+                    var pids: Set<ProcessID> = []
+                    for try await pid in group { pids.insert(pid) }
+                    return pids
+                }
+                #expect(pids.count == 1, "\(name) started as \(pids)")
+                let pid = try #require(pids.first)
+                #expect(await eventually { await everywhere(nodes, name, is: pid) })
+            }
+        }
+    }
+
     @Test("call and cast by name and by pid, local and remote; unknown names are errors")
     func callAndCast() async throws {
         try await withCluster(3) { nodes in
