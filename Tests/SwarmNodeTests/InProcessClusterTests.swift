@@ -155,6 +155,44 @@ struct InProcessClusterTests {
         }
     }
 
+    @Test("a joining node takes over the names it owns, with their state (handoff on ring change)")
+    func joinHandsOff() async throws {
+        try await withCluster(2) { nodes in
+            let names = (0..<16).map { "j-\($0)" }
+            for name in names {
+                _ = try #require(try await nodes[0].register(name, kind: "worker", groups: ["fleet"]).pid)
+                for _ in 0..<3 { try await nodes[0].send(name, bytes("tick")) }
+            }
+            for name in names {
+                #expect(await eventually { (try? await nodes[0].call(name, bytes("count"))).map(text) == "3" })
+            }
+            let seed = try #require(await nodes[0].address)
+            let newcomer = SwarmNode(settings: testSettings("node-3", seeds: [seed]), factories: ["worker": workerFactory])
+            try await newcomer.start()
+            try await withThrowingTaskGroup(of: Void.self) { group in
+                group.addTask { try await newcomer.run() }
+                var failure: (any Error)?
+                do {
+                    let all = nodes + [newcomer]
+                    try #require(try await eventually { try await ringFormed(all, size: 3) })
+                    let owned = await names.asyncFilter { await newcomer.tracker?.owner(of: $0) == "node-3" }
+                    try #require(!owned.isEmpty, "node-3 owns none of the names")
+                    for name in owned {
+                        #expect(await eventually { await everywhere(all, name, is: await newcomer.whereis(name)) })
+                        #expect(await newcomer.whereis(name)?.node == newcomer.id, "\(name) did not move to node-3")
+                        #expect(text(try await nodes[1].call(name, bytes("count"))) == "3", "\(name) lost its state")
+                    }
+                    #expect(await newcomer.members("fleet").count == names.count)
+                } catch {
+                    failure = error
+                }
+                await newcomer.shutdown()
+                try await group.waitForAll()
+                if let failure { throw failure }
+            }
+        }
+    }
+
     @Test("a node that stops without a drain: its names restart on the survivors, groups kept")
     func crashRestartsElsewhere() async throws {
         try await withCluster(3) { nodes in
@@ -186,5 +224,13 @@ struct InProcessClusterTests {
             #expect(await eventually { await survivors[1].members("fleet").count == 12 })
             #expect(text(try await survivors[0].call(checkpointed, bytes("count"))) == "5")
         }
+    }
+}
+
+extension Array where Element: Sendable {
+    func asyncFilter(_ isIncluded: (Element) async throws -> Bool) async rethrows -> [Element] {
+        var kept: [Element] = []
+        for element in self where try await isIncluded(element) { kept.append(element) }
+        return kept
     }
 }
