@@ -53,7 +53,11 @@ extension SwarmNode {
     public func spawn(kind: String, arguments: [UInt8] = []) async throws -> ProcessID {
         try ensureRunning()
         guard let factory = factories[kind] else { throw SwarmError.unknownFactory(kind) }
-        let result = await withDeadline(settings.startTimeout) { try await factory("", arguments) }
+        let result = await withDeadline(settings.startTimeout) {
+            try await factory("", arguments)
+        } late: { process in
+            await process.stop(reason: .die)
+        }
         switch result {
         case .success(let process):
             try ensureRunning()

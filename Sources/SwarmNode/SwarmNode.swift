@@ -394,7 +394,11 @@ public actor SwarmNode {
         }
         let timeout = settings.startTimeout
         submit {
-            let result = await self.withDeadline(timeout) { try await factory(order.name, order.factory.arguments) }
+            let result = await self.withDeadline(timeout) {
+                try await factory(order.name, order.factory.arguments)
+            } late: { process in
+                await process.stop(reason: .die)
+            }
             await self.factoryFinished(order, kind: order.factory.kind, result)
         }
     }
@@ -559,15 +563,18 @@ public actor SwarmNode {
 
     /// Runs `operation` as a job and returns its result, or `SwarmError.timeout` after `timeout`
     /// (the operation is not awaited past it: a hung factory or process cannot hold the node).
+    /// A value that arrives after the deadline goes to `late` (a late process is stopped).
     nonisolated func withDeadline<T: Sendable>(
-        _ timeout: Duration, _ operation: @escaping @Sendable () async throws -> T
+        _ timeout: Duration, _ operation: @escaping @Sendable () async throws -> T,
+        late: @escaping @Sendable (T) async -> Void = { _ in }
     ) async -> Result<T, any Error> {
         let once = ResumeOnce<Result<T, any Error>>()
         return await withCheckedContinuation { continuation in
             once.set(continuation)
             let started = submit {
                 do {
-                    once.resume(.success(try await operation()))
+                    let value = try await operation()
+                    if !once.resume(.success(value)) { await late(value) }
                 } catch {
                     once.resume(.failure(error))
                 }
@@ -592,7 +599,9 @@ final class ResumeOnce<T: Sendable>: Sendable {
         state.withLock { $0.continuation = continuation }
     }
 
-    func resume(_ value: T) {
+    /// Resumes the continuation unless another racer already did; true if this call did.
+    @discardableResult
+    func resume(_ value: T) -> Bool {
         let continuation = state.withLock { state -> CheckedContinuation<T, Never>? in
             guard !state.done else { return nil }
             state.done = true
@@ -600,6 +609,7 @@ final class ResumeOnce<T: Sendable>: Sendable {
             return state.continuation
         }
         continuation?.resume(returning: value)
+        return continuation != nil
     }
 }
 
