@@ -437,11 +437,9 @@ public actor SwarmNode {
         case .stopped(let reason): logger.debug("process \(pid) stopped (\(reason))")
         case .closed: return
         }
-        if castsDroppedIn(mailbox) > 0 { logger.notice("process \(pid) ended with \(mailbox.droppedCasts) cast(s) dropped (mailbox full)") }
+        if mailbox.droppedCasts > 0 { logger.notice("process \(pid) ended with \(mailbox.droppedCasts) cast(s) dropped (mailbox full)") }
         apply { tracker, now in tracker.onProcessEnded(pid, now: now) }
     }
-
-    private func castsDroppedIn(_ mailbox: Mailbox) -> Int { mailbox.droppedCasts }
 
     func deliver(_ envelopes: [Envelope], to pid: ProcessID) {
         guard let entry = processes[pid] else {
