@@ -18,12 +18,16 @@ let package = Package(
         .library(name: "MQTT", targets: ["MQTT"]),
         .library(name: "SwarmTransport", targets: ["SwarmTransport"]),
         .library(name: "SwarmWire", targets: ["SwarmWire"]),
+        .library(name: "SwarmNode", targets: ["SwarmNode"]),
+        .executable(name: "swarm-node", targets: ["swarm-node"]),
     ],
     dependencies: [
         .package(url: "https://github.com/x-sheep/swift-property-based.git", from: "2.0.1"),
         .package(url: "https://github.com/apple/swift-log.git", from: "1.6.0"),
         .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.2"),
         .package(url: "https://github.com/apple/swift-crypto.git", from: "3.12.3"),
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.13.0"),
+        .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.5.0"),
     ],
     targets: [
         // Pure protocol logic: ring, registry replica, tracker, handoff, groups, membership.
@@ -91,6 +95,46 @@ let package = Package(
                 .product(name: "NIOEmbedded", package: "swift-nio"),
                 .product(name: "NIOTestUtils", package: "swift-nio"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+        // The runtime shell: one Tracker.Instance on a real transport, the process table and
+        // mailboxes, the public Swarm API handle and the ServiceLifecycle service.
+        .target(
+            name: "SwarmNode",
+            dependencies: [
+                "SwarmCore",
+                "SwarmTransport",
+                "SwarmWire",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+        // One cluster node with a "worker" process kind and a line-based control port (tests, demos).
+        .executableTarget(
+            name: "swarm-node",
+            dependencies: [
+                "SwarmNode",
+                "SwarmCore",
+                "SwarmTransport",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "UnixSignals", package: "swift-service-lifecycle"),
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+        .testTarget(
+            name: "SwarmNodeTests",
+            dependencies: [
+                "SwarmNode",
+                "SwarmCore",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: swiftSettings

@@ -1,0 +1,263 @@
+import Logging
+import SwarmCore
+
+/// The public Swarm API (SPEC A2), one method per row. Reads (`whereis`, `registered`,
+/// `members`, `dump`) answer from the local replica at once; writes go through the tracker and
+/// wait for its reply (the tracker bounds remote requests by its request timeout, 5 s).
+extension SwarmNode {
+    // MARK: Registration
+
+    /// Swarm's `register_name/4`: the name's ring owner starts a process of `kind`. Every node
+    /// answers a duplicate with the same `.alreadyRegistered(pid)`; failures come back as
+    /// `.failed(SwarmError)` (unknown factory, start failure, timeout, draining…).
+    public func register(
+        _ name: String, kind: String, arguments: [UInt8] = [], groups: [String] = []
+    ) async throws -> RegistrationResult {
+        try await registration { tracker, request, now in
+            tracker.onRegister(
+                name: name, factory: FactorySpec(kind: kind, arguments: arguments), groups: groups,
+                whereisOrRegister: false, request: request, now: now)
+        }
+    }
+
+    /// Swarm's `whereis_or_register_name`: atomic on the owner (one start, every waiter gets it).
+    public func whereisOrRegister(
+        _ name: String, kind: String, arguments: [UInt8] = [], groups: [String] = []
+    ) async throws -> ProcessID {
+        if let pid = tracker?.whereis(name) { return pid }
+        let result = try await registration { tracker, request, now in
+            tracker.onRegister(
+                name: name, factory: FactorySpec(kind: kind, arguments: arguments), groups: groups,
+                whereisOrRegister: true, request: request, now: now)
+        }
+        switch result {
+        case .registered(let pid), .alreadyRegistered(let pid): return pid
+        case .failed(let error): throw error
+        }
+    }
+
+    /// Swarm's `register_name/2`: registers a process spawned here (``spawn(kind:arguments:)``).
+    /// Never moved or restarted; removed when the process ends.
+    public func register(_ name: String, existing pid: ProcessID) async throws -> RegistrationResult {
+        try await registration { tracker, request, now in
+            tracker.onRegisterExisting(name: name, pid: pid, request: request, now: now)
+        }
+    }
+
+    /// Swarm's `unregister_name`: removes that one name. A factory process stops with its last name.
+    public func unregister(_ name: String) async throws {
+        try await done { tracker, request, now in tracker.onUnregister(name: name, request: request, now: now) }
+    }
+
+    /// Starts a process of `kind` on this node, unregistered (for ``register(_:existing:)``).
+    public func spawn(kind: String, arguments: [UInt8] = []) async throws -> ProcessID {
+        try ensureRunning()
+        guard let factory = factories[kind] else { throw SwarmError.unknownFactory(kind) }
+        let result = await withDeadline(settings.startTimeout) {
+            try await factory("", arguments)
+        } late: { process in
+            await process.stop(reason: .die)
+        }
+        switch result {
+        case .success(let process):
+            try ensureRunning()
+            let pid = makePID()
+            install(process, pid: pid, kind: kind)
+            return pid
+        case .failure(let error as SwarmError):
+            throw error
+        case .failure(let error):
+            throw SwarmError.startFailed("\(error)")
+        }
+    }
+
+    // MARK: Reads (local)
+
+    /// Swarm's `whereis_name`: from the local replica, no network round trip.
+    public func whereis(_ name: String) -> ProcessID? { tracker?.whereis(name) }
+
+    /// Swarm's `registered()`: every (name, process) known locally, sorted by name.
+    public func registered() -> [Registration] {
+        tracker?.registered().map { Registration(name: $0.name, pid: $0.pid) } ?? []
+    }
+
+    /// Swarm's `members(group)`: local read.
+    public func members(_ group: String) -> [ProcessID] { tracker?.members(of: group) ?? [] }
+
+    /// The tracker dump (Swarm's `:sys.get_state`), `Codable` to JSON.
+    public func dump() throws -> TrackerDump {
+        guard let tracker else { throw SwarmNodeError.notRunning(lifecycle.rawValue) }
+        return tracker.dump()
+    }
+
+    // MARK: Groups
+
+    /// Swarm's `join(group, pid)`: the process must be registered (else `notRegistered`).
+    public func join(_ group: String, _ pid: ProcessID) async throws {
+        try await done { tracker, request, now in tracker.onGroup(group, pid: pid, join: true, request: request, now: now) }
+    }
+
+    /// Swarm's `leave(group, pid)`.
+    public func leave(_ group: String, _ pid: ProcessID) async throws {
+        try await done { tracker, request, now in tracker.onGroup(group, pid: pid, join: false, request: request, now: now) }
+    }
+
+    // MARK: Messaging
+
+    /// Swarm's `send(name, msg)` (a cast). Throws when the name is unknown here (Swarm dropped
+    /// such messages silently); a failure found later on another node is logged.
+    public func send(_ name: String, _ message: [UInt8]) throws {
+        try cast(message) { tracker, envelope, now in tracker.onSend(to: name, envelope, now: now) }
+    }
+
+    /// A cast to one process by id, local or remote.
+    public func send(_ pid: ProcessID, _ message: [UInt8]) throws {
+        try cast(message) { tracker, envelope, now in tracker.onSend(toProcesses: [pid], envelope, now: now) }
+    }
+
+    /// Swarm's `publish(group, msg)`: a cast to every member, one batch per destination node.
+    public func publish(_ group: String, _ message: [UInt8]) throws {
+        try cast(message) { tracker, envelope, now in tracker.onPublish(group: group, envelope, now: now) }
+    }
+
+    /// `GenServer.call({:via, :swarm, name}, msg, timeout)`: the reply travels straight back to
+    /// this node. Throws `SwarmError.timeout`, `unknownName`, or the callee's failure.
+    public func call(_ name: String, _ message: [UInt8], timeout: Duration = .seconds(5)) async throws -> [UInt8] {
+        try await performCall(message, timeout: timeout) { tracker, envelope, now in
+            tracker.onSend(to: name, envelope, now: now)
+        }
+    }
+
+    /// A call to one process by id, local or remote.
+    public func call(_ pid: ProcessID, _ message: [UInt8], timeout: Duration = .seconds(5)) async throws -> [UInt8] {
+        try await performCall(message, timeout: timeout) { tracker, envelope, now in
+            tracker.onSend(toProcesses: [pid], envelope, now: now)
+        }
+    }
+
+    /// Swarm's `multi_call(group, msg, timeout)`: calls every member at once and collects the
+    /// replies; failures and timeouts are counted, never thrown.
+    public func multiCall(_ group: String, _ message: [UInt8], timeout: Duration = .seconds(5)) async -> MultiCallResult {
+        let members = self.members(group)
+        return await withTaskGroup(of: (ProcessID, [UInt8]?).self) { group in
+            for pid in members {
+                group.addTask { (pid, try? await self.call(pid, message, timeout: timeout)) }
+            }
+            var result = MultiCallResult(replies: [], failures: 0)
+            for await (pid, reply) in group {
+                if let reply { result.replies.append((pid, reply)) } else { result.failures += 1 }
+            }
+            result.replies.sort { $0.pid < $1.pid }
+            return result
+        }
+    }
+
+    // MARK: Handoff, checkpoints, drain
+
+    /// `Tracker.handoff(name, state)`: hand one of this node's processes to its ring owner now;
+    /// the new process gets `endHandoff(state)`. A process already on its owner stays.
+    public func handoff(_ name: String, state: [UInt8]) async throws {
+        try await done { tracker, request, now in tracker.onHandoff(name: name, state: state, request: request, now: now) }
+    }
+
+    /// Replicates a local process's state to its names' ring successor (SPEC A8).
+    public func checkpoint(_ pid: ProcessID, state: [UInt8]) throws {
+        try ensureRunning()
+        apply { tracker, now in tracker.onCheckpoint(pid: pid, state: state, now: now) }
+    }
+
+    /// Drains the node: it leaves the ring, hands off every process with its state, then
+    /// announces `gone`. Returns true once the tracker reports the drain complete, false if it
+    /// did not within `timeout` (default ``SwarmNodeSettings/drainTimeout``). The node keeps
+    /// running; call ``shutdown()`` (or let the service return) to stop it.
+    @discardableResult
+    public func drain(timeout: Duration? = nil) async -> Bool {
+        guard lifecycle == .running || lifecycle == .draining else { return drainCompleted }
+        if lifecycle == .running {
+            lifecycle = .draining
+            logger.info("drain: \(tracker?.localEntries.count ?? 0) local name(s)")
+        }
+        apply { tracker, now in tracker.onDrain(now: now) }
+        if drainCompleted { return true }
+        _ = await withDeadline(timeout ?? settings.drainTimeout) { await self.waitForDrain() }
+        return drainCompleted
+    }
+
+    // MARK: Plumbing
+
+    func ensureRunning() throws {
+        guard tracker != nil, lifecycle == .running || lifecycle == .draining else {
+            throw SwarmNodeError.notRunning(lifecycle.rawValue)
+        }
+    }
+
+    func waitForDrain() async {
+        if drainCompleted || lifecycle == .stopping || lifecycle == .stopped { return }
+        await withCheckedContinuation { drainWaiters.append($0) }
+    }
+
+    func makeRequestID() -> RequestID {
+        defer { nextRequest += 1 }
+        return nextRequest
+    }
+
+    func makeEnvelopeID() -> UInt64 {
+        defer { nextEnvelope += 1 }
+        return nextEnvelope
+    }
+
+    func request(
+        _ input: @escaping (inout Tracker.Instance, RequestID, Instant) -> [Tracker.Directive]
+    ) async throws -> Tracker.Reply {
+        try ensureRunning()
+        let request = makeRequestID()
+        return await withCheckedContinuation { continuation in
+            pendingRequests[request] = continuation
+            apply { tracker, now in input(&tracker, request, now) }
+        }
+    }
+
+    func registration(
+        _ input: @escaping (inout Tracker.Instance, RequestID, Instant) -> [Tracker.Directive]
+    ) async throws -> RegistrationResult {
+        switch try await request(input) {
+        case .registration(let result): return result
+        case .done(let error): return .failed(error ?? .noNodeAvailable)
+        }
+    }
+
+    func done(_ input: @escaping (inout Tracker.Instance, RequestID, Instant) -> [Tracker.Directive]) async throws {
+        switch try await request(input) {
+        case .done(nil): return
+        case .done(let error?): throw error
+        case .registration(.failed(let error)): throw error
+        case .registration: return
+        }
+    }
+
+    func cast(_ message: [UInt8], _ route: @escaping (inout Tracker.Instance, Envelope, Instant) -> [Tracker.Directive]) throws {
+        try ensureRunning()
+        let envelope = Envelope(id: makeEnvelopeID(), sender: id, payload: message)
+        watchedCasts.insert(envelope.id)
+        apply { tracker, now in route(&tracker, envelope, now) }
+        watchedCasts.remove(envelope.id)
+        if let error = castErrors.removeValue(forKey: envelope.id) { throw error }
+    }
+
+    func performCall(
+        _ message: [UInt8], timeout: Duration,
+        _ route: @escaping (inout Tracker.Instance, Envelope, Instant) -> [Tracker.Directive]
+    ) async throws -> [UInt8] {
+        try ensureRunning()
+        let callID = makeEnvelopeID()
+        let envelope = Envelope(id: callID, sender: id, callID: callID, payload: message)
+        return try await withCheckedThrowingContinuation { continuation in
+            pendingCalls[callID] = continuation
+            submit {
+                try? await Task.sleep(for: timeout)
+                await self.failCall(callID, .timeout)
+            }
+            apply { tracker, now in route(&tracker, envelope, now) }
+        }
+    }
+}

@@ -1,0 +1,621 @@
+import Foundation
+import Logging
+import NIOCore
+import ServiceLifecycle
+import Synchronization
+import SwarmCore
+import SwarmTransport
+import SwarmWire
+
+/// One Swarm node: the runtime shell around one ``Tracker/Instance``.
+///
+/// It mirrors the simulator's shell (`SwarmSimulation.Simulation.execute`) with real I/O:
+/// - **inputs** → tracker: transport events (`peerUp` → `onPeerConnected`, `peerDown` →
+///   `onPeerDisconnected`, frames → ``WireCodec`` → `onPeerMessage`; undecodable frames are
+///   logged and dropped), API calls, process events and the tick timer;
+/// - **directives** → actions, carried out in the order the tracker returned them: frames to
+///   peers, dials, factory starts (in their own task, with a timeout), handoff and conflict-state
+///   questions (through the process's mailbox, with a timeout), deliveries, stops, replies to
+///   waiting API callers, the next tick.
+///
+/// Inputs that an action produces while a directive batch is being carried out (a factory that is
+/// missing, say) are queued and applied after the batch, so the tracker never sees re-entrant
+/// input and directive order is kept.
+///
+/// ## Lifecycle
+/// `idle` → ``start()`` (binds the cluster port, creates the tracker) → `running` →
+/// ``drain()`` → `draining` → ``shutdown()`` → `stopping` → `stopped`. ``run()`` (also the
+/// `Service` entry point) starts the node if needed and runs its tasks until it is shut down;
+/// graceful shutdown of a `ServiceGroup` (SIGTERM) is a drain, bounded by
+/// ``SwarmNodeSettings/drainTimeout``, then a shutdown.
+///
+/// ## Tasks
+/// Every task of the node is a child of ``run()``'s task group: the input loop, timers, factory
+/// starts, process mailboxes and questions to processes are submitted to it as jobs. Nothing runs
+/// before ``run()`` is called except the transport's listener (inputs and jobs wait buffered).
+public actor SwarmNode {
+    /// Lifecycle states; see the type documentation.
+    public enum Lifecycle: String, Sendable, Equatable {
+        case idle, starting, running, draining, stopping, stopped
+    }
+
+    /// An input for the node's input loop.
+    enum Input: Sendable {
+        case peerUp(NodeID)
+        case peerDown(NodeID)
+        case peer(PeerMessage, from: NodeID)
+        case callReply(callID: UInt64, Result<[UInt8], SwarmError>)
+        case gracefulShutdown
+    }
+
+    typealias Job = @Sendable () async -> Void
+
+    struct ProcessEntry {
+        var process: any SwarmProcess
+        var mailbox: Mailbox
+        var kind: String
+    }
+
+    /// This node's identity: the configured name and a fresh incarnation.
+    public nonisolated let id: NodeID
+    public nonisolated let settings: SwarmNodeSettings
+    nonisolated let transport: ClusterTransport
+    let logger: Logger
+
+    public internal(set) var lifecycle: Lifecycle = .idle
+    /// The cluster address (`host:port`) once started.
+    public private(set) var address: String?
+
+    var tracker: Tracker.Instance?
+    var factories: [String: ProcessFactory]
+    var processes: [ProcessID: ProcessEntry] = [:]
+    var nextLocal: UInt64 = 1
+    var nextRequest: RequestID = 1
+    var nextEnvelope: UInt64 = 1
+
+    var pendingRequests: [RequestID: CheckedContinuation<Tracker.Reply, Never>] = [:]
+    var pendingCalls: [UInt64: CheckedContinuation<[UInt8], any Error>] = [:]
+    /// Casts whose immediate undeliverable outcome an API caller is waiting to see.
+    var watchedCasts: Set<UInt64> = []
+    var castErrors: [UInt64: SwarmError] = [:]
+    var drainWaiters: [CheckedContinuation<Void, Never>] = []
+    var drainCompleted = false
+    var lastDrainLog: Instant = 0
+
+    /// Counters for logs and tests.
+    public private(set) var castsDropped = 0
+    /// Frames from peers that did not decode (logged and dropped).
+    public nonisolated var framesUndecodable: Int { undecodableCounter.value }
+
+    private var queuedInputs: [(inout Tracker.Instance, Instant) -> [Tracker.Directive]] = []
+    private var applying = false
+
+    nonisolated let inputs: AsyncStream<Input>
+    nonisolated let inputContinuation: AsyncStream<Input>.Continuation
+    nonisolated let jobs: AsyncStream<Job>
+    nonisolated let jobContinuation: AsyncStream<Job>.Continuation
+    private let origin = ContinuousClock.now
+
+    /// Creates a node. Nothing listens until ``start()``; nothing runs until ``run()``.
+    /// - Parameter factories: process kinds by name (more can be added with
+    ///   ``register(kind:factory:)``); every node of a cluster should register the same kinds.
+    public init(settings: SwarmNodeSettings, factories: [String: ProcessFactory] = [:]) {
+        self.settings = settings
+        self.factories = factories
+        self.logger = {
+            var logger = settings.logger
+            logger[metadataKey: "node"] = "\(settings.name)"
+            return logger
+        }()
+        // A fresh incarnation per start: wall-clock microseconds, so a restart is always newer.
+        let incarnation = UInt64(Date().timeIntervalSince1970 * 1_000_000)
+        let id = NodeID(name: settings.name, incarnation: incarnation)
+        self.id = id
+        (self.inputs, self.inputContinuation) = AsyncStream.makeStream(of: Input.self)
+        (self.jobs, self.jobContinuation) = AsyncStream.makeStream(of: Job.self)
+        var transportSettings = TransportSettings(secret: settings.secret)
+        transportSettings.host = settings.host
+        transportSettings.port = settings.port
+        let inputs = self.inputContinuation
+        let logger = self.logger
+        let counter = UndecodableCounter()
+        self.undecodableCounter = counter
+        self.transport = ClusterTransport(node: id, settings: transportSettings, logger: settings.logger) { event in
+            // Runs on a connection's event loop: decode here (frames are slices of the receive
+            // buffer) and hand plain values to the input loop, in arrival order.
+            switch event {
+            case .peerUp(let peer):
+                inputs.yield(.peerUp(peer))
+            case .peerDown(let peer):
+                inputs.yield(.peerDown(peer))
+            case .frames(let frames, let peer):
+                for frame in frames {
+                    var payload = frame.payload
+                    do {
+                        switch try WireCodec.decodeAny(type: frame.type, payload: &payload) {
+                        case .peer(let message):
+                            inputs.yield(.peer(message, from: peer))
+                        case .node(.callReply(let callID, let result)):
+                            inputs.yield(.callReply(callID: callID, result))
+                        }
+                    } catch {
+                        counter.increment()
+                        logger.warning("dropped undecodable frame type \(frame.type) from \(peer): \(error)")
+                    }
+                }
+            case .connectionRefused(let remote, let reason):
+                logger.notice("cluster connection from \(remote) refused: \(reason)")
+            }
+        }
+    }
+
+    nonisolated let undecodableCounter: UndecodableCounter
+
+    /// Adds (or replaces) a process kind.
+    public func register(kind: String, factory: @escaping ProcessFactory) {
+        factories[kind] = factory
+    }
+
+    // MARK: - Lifecycle
+
+    /// Binds the cluster port and creates the tracker. Idempotent once running.
+    public func start() async throws {
+        switch lifecycle {
+        case .idle: break
+        case .starting, .running, .draining: return
+        case .stopping, .stopped: throw SwarmNodeError.notRunning(lifecycle.rawValue)
+        }
+        lifecycle = .starting
+        do {
+            try await transport.start()
+        } catch {
+            lifecycle = .stopped
+            throw error
+        }
+        let port = transport.boundPort ?? settings.port
+        let address = "\(settings.host):\(port)"
+        self.address = address
+        tracker = Tracker.Instance(
+            me: id, address: address, settings: settings.tracker, strategy: settings.strategy,
+            filter: settings.filter, seeds: settings.seeds, now: now())
+        lifecycle = .running
+        logger.info("swarm node \(id) listening on \(address), seeds \(settings.seeds)")
+        apply { tracker, now in tracker.onStart(now: now) }
+        for seed in settings.seeds where seed != address { dial(seed) }
+    }
+
+    /// Runs the node until it is shut down: starts it if needed, then runs the input loop and
+    /// every job (timers, factory starts, mailboxes, questions to processes) as child tasks.
+    /// Graceful shutdown (ServiceLifecycle) drains the node first.
+    public func run() async throws {
+        try await start()
+        let inputs = self.inputContinuation
+        await withGracefulShutdownHandler {
+            await withDiscardingTaskGroup { group in
+                group.addTask { await self.inputLoop() }
+                for await job in self.jobs {
+                    group.addTask { await job() }
+                }
+                // Shut down: timers and lingering questions end now.
+                group.cancelAll()
+            }
+        } onGracefulShutdown: {
+            inputs.yield(.gracefulShutdown)
+        }
+        // Cancelled (not shut down): close the transport and fail waiting callers all the same.
+        if lifecycle != .stopping && lifecycle != .stopped { await shutdown() }
+        lifecycle = .stopped
+        logger.info("swarm node \(id) stopped")
+    }
+
+    /// Stops at once, without a drain: closes every connection, stops every process (their
+    /// names vanish from peers with this node) and fails every waiting caller. ``run()`` returns.
+    public func shutdown() async {
+        guard lifecycle != .stopping, lifecycle != .stopped else { return }
+        let wasIdle = lifecycle == .idle
+        lifecycle = .stopping
+        for (_, continuation) in pendingRequests { continuation.resume(returning: .done(.noNodeAvailable)) }
+        pendingRequests = [:]
+        for (_, continuation) in pendingCalls { continuation.resume(throwing: SwarmNodeError.notRunning("stopping")) }
+        pendingCalls = [:]
+        for waiter in drainWaiters { waiter.resume() }
+        drainWaiters = []
+        for (_, entry) in processes { entry.mailbox.close() }
+        processes = [:]
+        await transport.shutdown()
+        inputContinuation.finish()
+        jobContinuation.finish()
+        if wasIdle { lifecycle = .stopped }
+    }
+
+    /// Graceful leave (what SIGTERM does): drain (bounded by ``SwarmNodeSettings/drainTimeout``),
+    /// then shut down; ``run()`` returns.
+    public func drainAndShutdown() async {
+        logger.info("graceful shutdown: draining")
+        let completed = await drain()
+        if completed {
+            // Let the `gone` heartbeat and goodbye frames leave before the connections close.
+            try? await Task.sleep(for: .milliseconds(200))
+        } else {
+            logger.warning("drain did not complete within \(settings.drainTimeout); stopping anyway")
+        }
+        await shutdown()
+    }
+
+    // MARK: - Inputs
+
+    func inputLoop() async {
+        for await input in inputs {
+            handle(input)
+        }
+    }
+
+    func handle(_ input: Input) {
+        switch input {
+        case .peerUp(let peer):
+            let remote = transport.connection(to: peer.name)?.channel.remoteAddress
+            let address = remote.flatMap { remote in remote.ipAddress.map { "\($0):\(remote.port ?? 0)" } } ?? peer.name
+            apply { tracker, now in tracker.onPeerConnected(peer, address: address, now: now) }
+        case .peerDown(let peer):
+            apply { tracker, now in tracker.onPeerDisconnected(peer, now: now) }
+        case .peer(let message, let peer):
+            apply { tracker, now in tracker.onPeerMessage(message, from: peer, now: now) }
+        case .callReply(let callID, let result):
+            completeCall(callID, result)
+        case .gracefulShutdown:
+            submit { await self.drainAndShutdown() }
+        }
+    }
+
+    func tick() {
+        guard lifecycle == .running || lifecycle == .draining else { return }
+        apply { tracker, now in tracker.onTick(now: now) }
+        if lifecycle == .draining, !drainCompleted, let tracker, now() >= lastDrainLog + .seconds(1) {
+            lastDrainLog = now()
+            logger.info("draining: \(tracker.drainRemaining) name(s) left to hand off, \(tracker.dump().handoffs.count) in flight")
+        }
+    }
+
+    /// The tracker's clock: monotonic nanoseconds, offset so that "never" (0) is long ago.
+    func now() -> Instant {
+        let elapsed = ContinuousClock.now - origin
+        let (seconds, attoseconds) = elapsed.components
+        return Instant.seconds(60) + UInt64(seconds) * 1_000_000_000 + UInt64(attoseconds / 1_000_000_000)
+    }
+
+    /// Applies one tracker input and carries out its directives. Inputs produced while a batch
+    /// is being carried out wait until it is done.
+    func apply(_ input: @escaping (inout Tracker.Instance, Instant) -> [Tracker.Directive]) {
+        guard tracker != nil, lifecycle != .stopping, lifecycle != .stopped else { return }
+        queuedInputs.append(input)
+        guard !applying else { return }
+        applying = true
+        defer { applying = false }
+        while !queuedInputs.isEmpty {
+            let next = queuedInputs.removeFirst()
+            let directives = next(&tracker!, now())
+            execute(directives)
+        }
+    }
+
+    /// Submits a child task to ``run()``'s group. False once the node stopped.
+    @discardableResult
+    nonisolated func submit(_ job: @escaping Job) -> Bool {
+        if case .enqueued = jobContinuation.yield(job) { return true }
+        return false
+    }
+
+    // MARK: - Directives
+
+    func execute(_ directives: [Tracker.Directive]) {
+        for directive in directives {
+            switch directive {
+            case .send(let peer, let message):
+                sendPeer(peer, message)
+            case .connect(_, let address):
+                dial(address)
+            case .startProcess(let order):
+                startProcess(order)
+            case .stopProcess(let pid, let reason):
+                logger.debug("stop \(pid) (\(reason))")
+                if let entry = processes.removeValue(forKey: pid) { _ = entry.mailbox.enqueue(.stop(reason)) }
+            case .beginHandoff(let token, let pid, let name):
+                askHandoff(token: token, pid: pid, name: name)
+            case .collectState(let token, let pid, _):
+                collectState(token: token, pid: pid)
+            case .deliver(let pid, let envelopes):
+                deliver(envelopes, to: pid)
+            case .endHandoff(let pid, let state):
+                notify(pid) { process in await process.endHandoff(state: state) }
+            case .resolveConflict(let pid, let state):
+                notify(pid) { process in await process.resolveConflict(state: state) }
+            case .reply(let request, let reply):
+                pendingRequests.removeValue(forKey: request)?.resume(returning: reply)
+            case .undeliverable(let envelopes, let error):
+                for envelope in envelopes {
+                    if let callID = envelope.callID {
+                        failCall(callID, error)
+                    } else if watchedCasts.contains(envelope.id) {
+                        castErrors[envelope.id] = error
+                    } else {
+                        logger.debug("cast \(envelope.id) undeliverable: \(error)")
+                    }
+                }
+            case .ringChanged(let nodes):
+                logger.info("ring: \(nodes)")
+            case .memberChanged(let member):
+                logger.info("member: \(member)")
+            case .drainComplete:
+                logger.info("drain complete")
+                drainCompleted = true
+                for waiter in drainWaiters { waiter.resume() }
+                drainWaiters = []
+            case .scheduleTick(let after):
+                submit {
+                    try? await Task.sleep(for: .nanoseconds(Int64(after)))
+                    await self.tick()
+                }
+            case .trace(let text):
+                logger.debug("\(text)")
+            }
+        }
+    }
+
+    func sendPeer(_ peer: NodeID, _ message: PeerMessage) {
+        let (type, payload) = WireCodec.encode(message, allocator: transport.allocator)
+        switch transport.send(to: peer, type: type, payload: payload) {
+        case .enqueued: break
+        case .notConnected: logger.debug("frame \(type) to \(peer) dropped: not connected")
+        case .overflow: logger.warning("frame \(type) to \(peer) dropped: outbound queue full")
+        }
+    }
+
+    func dial(_ address: String) {
+        guard let (host, port) = splitAddress(address) else {
+            logger.warning("not dialling \(SwarmNodeError.invalidAddress(address))")
+            return
+        }
+        transport.connect(host: host, port: port)
+    }
+
+    func makePID() -> ProcessID {
+        defer { nextLocal += 1 }
+        return ProcessID(node: id, local: nextLocal)
+    }
+
+    // MARK: - Processes
+
+    func startProcess(_ order: Tracker.StartOrder) {
+        logger.debug("start \(order.name) as \(order.factory.kind) (\(order.reason))")
+        guard let factory = factories[order.factory.kind] else {
+            let kind = order.factory.kind
+            apply { tracker, now in tracker.onProcessStarted(token: order.token, result: .failure(.unknownFactory(kind)), now: now) }
+            return
+        }
+        let timeout = settings.startTimeout
+        submit {
+            let result = await self.withDeadline(timeout) {
+                try await factory(order.name, order.factory.arguments)
+            } late: { process in
+                await process.stop(reason: .die)
+            }
+            await self.factoryFinished(order, kind: order.factory.kind, result)
+        }
+    }
+
+    func factoryFinished(_ order: Tracker.StartOrder, kind: String, _ result: Result<any SwarmProcess, any Error>) {
+        switch result {
+        case .success(let process):
+            guard lifecycle == .running || lifecycle == .draining else {
+                submit { await process.stop(reason: .die) }
+                return
+            }
+            let pid = makePID()
+            install(process, pid: pid, kind: kind)
+            apply { tracker, now in tracker.onProcessStarted(token: order.token, result: .success(pid), now: now) }
+        case .failure(let error):
+            let swarmError = (error as? SwarmError) ?? .startFailed("\(error)")
+            logger.warning("start of \(order.name) (\(kind)) failed: \(swarmError)")
+            apply { tracker, now in tracker.onProcessStarted(token: order.token, result: .failure(swarmError), now: now) }
+        }
+    }
+
+    /// Gives `process` a mailbox and the task that feeds it; reports its end to the tracker.
+    func install(_ process: any SwarmProcess, pid: ProcessID, kind: String) {
+        let mailbox = Mailbox(capacity: settings.mailboxCapacity)
+        processes[pid] = ProcessEntry(process: process, mailbox: mailbox, kind: kind)
+        submit {
+            let ending = await mailbox.run(process: process)
+            await self.processEnded(pid, mailbox: mailbox, ending)
+        }
+    }
+
+    func processEnded(_ pid: ProcessID, mailbox: Mailbox, _ ending: Mailbox.Ending) {
+        if let entry = processes[pid], entry.mailbox === mailbox { processes[pid] = nil }
+        switch ending {
+        case .crashed(let why): logger.warning("process \(pid) crashed: \(why)")
+        case .stopped(let reason): logger.debug("process \(pid) stopped (\(reason))")
+        case .closed: return
+        }
+        if mailbox.droppedCasts > 0 { logger.notice("process \(pid) ended with \(mailbox.droppedCasts) cast(s) dropped (mailbox full)") }
+        apply { tracker, now in tracker.onProcessEnded(pid, now: now) }
+    }
+
+    func deliver(_ envelopes: [Envelope], to pid: ProcessID) {
+        guard let entry = processes[pid] else {
+            for envelope in envelopes {
+                if let callID = envelope.callID {
+                    replyToCaller(envelope.sender, callID: callID, .failure(.callFailed("process \(pid) ended")))
+                }
+            }
+            return
+        }
+        for envelope in envelopes {
+            if let callID = envelope.callID {
+                let sender = envelope.sender
+                let outcome = entry.mailbox.enqueue(.call(envelope.payload) { result in
+                    await self.replyToCaller(sender, callID: callID, result)
+                })
+                if outcome != .enqueued {
+                    let why = outcome == .full ? "mailbox of \(pid) is full" : "process \(pid) ended"
+                    replyToCaller(sender, callID: callID, .failure(.callFailed(why)))
+                }
+            } else {
+                switch entry.mailbox.enqueue(.cast(envelope.payload)) {
+                case .enqueued: break
+                case .full:
+                    castsDropped += 1
+                    if entry.mailbox.droppedCasts == 1 || entry.mailbox.droppedCasts % 1000 == 0 {
+                        logger.warning("mailbox of \(pid) full: \(entry.mailbox.droppedCasts) cast(s) dropped")
+                    }
+                case .closed: break
+                }
+            }
+        }
+    }
+
+    func replyToCaller(_ caller: NodeID, callID: UInt64, _ result: Result<[UInt8], SwarmError>) {
+        if caller == id {
+            completeCall(callID, result)
+        } else {
+            var buffer = transport.allocator.buffer(capacity: 64)
+            let type = WireCodec.encode(NodeWireMessage.callReply(callID: callID, result: result), into: &buffer)
+            if transport.send(to: caller, type: type, payload: buffer) != .enqueued {
+                logger.debug("call reply \(callID) to \(caller) dropped: not connected")
+            }
+        }
+    }
+
+    func completeCall(_ callID: UInt64, _ result: Result<[UInt8], SwarmError>) {
+        guard let continuation = pendingCalls.removeValue(forKey: callID) else { return }
+        switch result {
+        case .success(let bytes): continuation.resume(returning: bytes)
+        case .failure(let error): continuation.resume(throwing: error)
+        }
+    }
+
+    func failCall(_ callID: UInt64, _ error: SwarmError) {
+        pendingCalls.removeValue(forKey: callID)?.resume(throwing: error)
+    }
+
+    /// Queues a notice (`endHandoff`, `resolveConflict`) behind the process's earlier messages.
+    func notify(_ pid: ProcessID, _ body: @escaping @Sendable (any SwarmProcess) async -> Void) {
+        guard let entry = processes[pid] else { return }
+        _ = entry.mailbox.enqueue(.control(run: body, dropped: {}))
+    }
+
+    func askHandoff(token: UInt64, pid: ProcessID, name: String) {
+        guard let entry = processes[pid] else {
+            apply { tracker, now in tracker.onHandoffAnswer(token: token, answer: .failed("process gone"), now: now) }
+            return
+        }
+        let mailbox = entry.mailbox
+        let timeout = settings.handoffTimeout
+        submit {
+            let result = await self.withDeadline(timeout) {
+                await Self.ask(mailbox, fallback: HandoffAnswer.failed("process gone")) { await $0.beginHandoff() }
+            }
+            let answer: HandoffAnswer
+            switch result {
+            case .success(let given): answer = given
+            case .failure(let error): answer = .failed("\(error)")
+            }
+            await self.applyInput { tracker, now in tracker.onHandoffAnswer(token: token, answer: answer, now: now) }
+        }
+    }
+
+    func collectState(token: UInt64, pid: ProcessID) {
+        guard let entry = processes[pid] else {
+            apply { tracker, now in tracker.onConflictState(token: token, state: nil, now: now) }
+            return
+        }
+        let mailbox = entry.mailbox
+        let timeout = settings.handoffTimeout
+        submit {
+            let result = await self.withDeadline(timeout) {
+                await Self.ask(mailbox, fallback: nil) { await $0.conflictState() }
+            }
+            let state = (try? result.get()) ?? nil
+            await self.applyInput { tracker, now in tracker.onConflictState(token: token, state: state, now: now) }
+        }
+    }
+
+    /// ``apply(_:)`` for jobs (an `async` entry point).
+    func applyInput(_ input: @escaping @Sendable (inout Tracker.Instance, Instant) -> [Tracker.Directive]) {
+        apply(input)
+    }
+
+    /// Asks a process a question through its mailbox (so it is answered after the messages
+    /// queued before it); `fallback` if the process ends first.
+    static func ask<T: Sendable>(
+        _ mailbox: Mailbox, fallback: T, _ question: @escaping @Sendable (any SwarmProcess) async -> T
+    ) async -> T {
+        await withCheckedContinuation { continuation in
+            let outcome = mailbox.enqueue(
+                .control(
+                    run: { process in continuation.resume(returning: await question(process)) },
+                    dropped: { continuation.resume(returning: fallback) }))
+            if outcome != .enqueued { continuation.resume(returning: fallback) }
+        }
+    }
+
+    /// Runs `operation` as a job and returns its result, or `SwarmError.timeout` after `timeout`
+    /// (the operation is not awaited past it: a hung factory or process cannot hold the node).
+    /// A value that arrives after the deadline goes to `late` (a late process is stopped).
+    nonisolated func withDeadline<T: Sendable>(
+        _ timeout: Duration, _ operation: @escaping @Sendable () async throws -> T,
+        late: @escaping @Sendable (T) async -> Void = { _ in }
+    ) async -> Result<T, any Error> {
+        let once = ResumeOnce<Result<T, any Error>>()
+        return await withCheckedContinuation { continuation in
+            once.set(continuation)
+            let started = submit {
+                do {
+                    let value = try await operation()
+                    if !once.resume(.success(value)) { await late(value) }
+                } catch {
+                    once.resume(.failure(error))
+                }
+            }
+            guard started else {
+                once.resume(.failure(SwarmNodeError.notRunning("stopping")))
+                return
+            }
+            submit {
+                try? await Task.sleep(for: timeout)
+                once.resume(.failure(SwarmError.timeout))
+            }
+        }
+    }
+}
+
+/// A continuation resumed by the first of several racers.
+final class ResumeOnce<T: Sendable>: Sendable {
+    private let state = Mutex<(continuation: CheckedContinuation<T, Never>?, done: Bool)>((nil, false))
+
+    func set(_ continuation: CheckedContinuation<T, Never>) {
+        state.withLock { $0.continuation = continuation }
+    }
+
+    /// Resumes the continuation unless another racer already did; true if this call did.
+    @discardableResult
+    func resume(_ value: T) -> Bool {
+        let continuation = state.withLock { state -> CheckedContinuation<T, Never>? in
+            guard !state.done else { return nil }
+            state.done = true
+            defer { state.continuation = nil }
+            return state.continuation
+        }
+        continuation?.resume(returning: value)
+        return continuation != nil
+    }
+}
+
+/// Counts frames dropped because they did not decode (set from event loops).
+final class UndecodableCounter: Sendable {
+    private let count = Atomic<Int>(0)
+    func increment() { count.add(1, ordering: .relaxed) }
+    var value: Int { count.load(ordering: .relaxed) }
+}
+
+extension SwarmNode: Service {}

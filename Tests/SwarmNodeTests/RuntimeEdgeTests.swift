@@ -1,0 +1,91 @@
+import NIOCore
+import SwarmCore
+import SwarmTransport
+import Testing
+
+@testable import SwarmNode
+
+/// A process whose factory never finishes in time.
+actor SlowProcess: SwarmProcess {}
+
+struct BrokenFactory: Error {}
+
+@Suite("SwarmNode runtime edges", .serialized, .timeLimit(.minutes(10)))
+struct RuntimeEdgeTests {
+    @Test("mailbox bound: casts over the bound are dropped and counted, calls are refused, control passes")
+    func mailboxBound() async throws {
+        let mailbox = Mailbox(capacity: 2)
+        #expect(mailbox.enqueue(.cast([1])) == .enqueued)
+        #expect(mailbox.enqueue(.cast([2])) == .enqueued)
+        #expect(mailbox.enqueue(.cast([3])) == .full)
+        #expect(mailbox.enqueue(.call([4]) { _ in }) == .full)
+        #expect(mailbox.droppedCasts == 1)
+        #expect(mailbox.depth == 2)
+        #expect(mailbox.enqueue(.control(run: { _ in }, dropped: {})) == .enqueued)
+        #expect(mailbox.enqueue(.stop(.die)) == .enqueued)
+        let worker = WorkerProcess(name: "w")
+        let ending = await mailbox.run(process: worker)
+        guard case .stopped(.die) = ending else {
+            Issue.record("ending \(ending)")
+            return
+        }
+        #expect(await worker.count == 2)
+        #expect(await worker.stoppedReason == .die)
+        #expect(mailbox.enqueue(.cast([5])) == .closed)
+    }
+
+    @Test("a factory that hangs or throws fails the registration; the node keeps serving")
+    func factoryFailures() async throws {
+        let factories: [String: ProcessFactory] = [
+            "worker": workerFactory,
+            "slow": { _, _ in
+                try await Task.sleep(for: .seconds(30))
+                return SlowProcess()
+            },
+            "broken": { _, _ in throw BrokenFactory() },
+        ]
+        try await withCluster(1, factories: factories, configure: { $0.startTimeout = .milliseconds(300) }) { nodes in
+            let node = nodes[0]
+            #expect(try await node.register("s", kind: "slow") == .failed(.timeout))
+            let broken = try await node.register("b", kind: "broken")
+            guard case .failed(.startFailed) = broken else {
+                Issue.record("broken factory: \(broken)")
+                return
+            }
+            #expect(await node.whereis("s") == nil)
+            #expect(await node.whereis("b") == nil)
+            #expect(try await node.register("w", kind: "worker").pid != nil)
+            #expect(text(try await node.call("w", bytes("ping"), timeout: .seconds(2))) == "pong")
+        }
+    }
+
+    @Test("undecodable frames from an authenticated peer are logged and dropped; the node keeps serving")
+    func undecodableFrames() async throws {
+        try await withCluster(1) { nodes in
+            let node = nodes[0]
+            let address = try #require(await node.address)
+            let (host, port) = try #require(splitAddress(address))
+            let intruder = ClusterTransport(
+                node: NodeID(name: "intruder", incarnation: 1), settings: TransportSettings(secret: testSecret)
+            ) { _ in }
+            try await intruder.start()
+            var failure: (any Error)?
+            do {
+                intruder.connect(host: host, port: port)
+                #expect(await eventually { !intruder.connectedPeers.isEmpty })
+                let peer = try #require(intruder.connectedPeers.first)
+                var garbage = ByteBuffer()
+                garbage.writeBytes([0xde, 0xad, 0xbe, 0xef, 0x01])
+                intruder.send(to: peer, type: 0x0001, payload: garbage)
+                intruder.send(to: peer, type: 0x4242, payload: garbage)
+                #expect(await eventually { node.framesUndecodable >= 2 })
+            } catch {
+                failure = error
+            }
+            await intruder.shutdown()
+            if let failure { throw failure }
+            #expect(try await node.register("still-alive", kind: "worker").pid != nil)
+            #expect(text(try await node.call("still-alive", bytes("ping"))) == "pong")
+        }
+    }
+}
