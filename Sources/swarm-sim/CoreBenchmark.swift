@@ -12,6 +12,18 @@ enum CoreBenchmark {
         return UInt64(spec.tv_sec) * 1_000_000_000 + UInt64(spec.tv_nsec)
     }
 
+    /// Applies `changes` in batches of 64 (a replication message's size) and returns seconds.
+    static func timedApply(_ changes: [SequencedChange], to registry: inout Registry, from origin: NodeID, ring: HashRing) -> Double {
+        let start = nowNanos()
+        var index = 0
+        while index < changes.count {
+            let batch = Array(changes[index..<min(index + 64, changes.count)])
+            _ = registry.apply(batch, from: origin, owner: { ring.owner(of: $0) })
+            index += 64
+        }
+        return Double(nowNanos() - start) / 1e9
+    }
+
     static func run() {
         let ring = HashRing(nodes: (0..<3).map { "gw-\($0)@127.0.0.1:\(7946 + $0)" })
         let names = (0..<100_000).map { "device-\($0)" }
@@ -37,14 +49,7 @@ enum CoreBenchmark {
             var registry = Registry()
             registry.applySnapshot(from: origin, seq: 0, entries: [], owner: { ring.owner(of: $0) })
             if reserved { registry.reserveCapacity(changes.count, for: origin) }
-            let start = nowNanos()
-            var index = 0
-            while index < changes.count {
-                let batch = Array(changes[index..<min(index + 64, changes.count)])
-                _ = registry.apply(batch, from: origin, owner: { ring.owner(of: $0) })
-                index += 64
-            }
-            let elapsed = Double(nowNanos() - start) / 1e9
+            let elapsed = timedApply(changes, to: &registry, from: origin, ring: ring)
             sink &+= registry.count
             print("registry: applied remote changes (batches of 64, 1M new names, group 'all', \(reserved ? "capacity reserved" : "tables growing")): \(Int(Double(changes.count) / elapsed)) changes/s [round \(round + 1)]")
         }
@@ -82,14 +87,7 @@ enum CoreBenchmark {
                 RegistryEntry(name: names[i], pid: ProcessID(node: origin, local: UInt64(i)), factory: FactorySpec(kind: "device"), groups: ["all"], version: 0)
             }
             registry.applySnapshot(from: origin, seq: 0, entries: initial, owner: { ring.owner(of: $0) })
-            let start = nowNanos()
-            var index = 0
-            while index < steady.count {
-                let batch = Array(steady[index..<min(index + 64, steady.count)])
-                _ = registry.apply(batch, from: origin, owner: { ring.owner(of: $0) })
-                index += 64
-            }
-            let elapsed = Double(nowNanos() - start) / 1e9
+            let elapsed = timedApply(steady, to: &registry, from: origin, ring: ring)
             sink &+= registry.count
             print("registry: applied remote changes (batches of 64, steady state: 100k names, re-registrations, group changes, updates): \(Int(Double(steady.count) / elapsed)) changes/s [round \(round + 1)]")
         }
