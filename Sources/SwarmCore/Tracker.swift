@@ -348,6 +348,9 @@ extension Tracker {
         /// True while `name` is an orphan here (its host was lost; a restart is being arranged).
         public func hasOrphan(_ name: String) -> Bool { orphans[name] != nil }
 
+        /// The lost process an orphan here stands for, if `name` is one.
+        public func orphanedProcess(_ name: String) -> ProcessID? { orphans[name]?.entry.pid }
+
         /// True while a factory start for `name` is in flight here.
         public func isStarting(_ name: String) -> Bool { pendingStarts[name] != nil }
 

@@ -261,10 +261,9 @@ public final class Simulation {
         }
         // Names only this node still knew (an orphan it kept after stopping it for lack of a
         // quorum) are lost with it: that is the static-quorum trade-off, not a protocol bug.
-        for started in everStarted.sorted() where node.tracker.hasOrphan(started) {
-            if !liveNodes.contains(where: { $0.name != name && ($0.tracker.whereis(started) != nil || $0.tracker.hasOrphan(started) || $0.tracker.isStarting(started)) }) {
-                lostWithHost.insert(started)
-            }
+        for started in everStarted.sorted() {
+            guard let lost = node.tracker.orphanedProcess(started) else { continue }
+            if !knownElsewhere(started, pid: lost, except: name) { lostWithHost.insert(started) }
         }
         for other in liveNodes where other.tracker.connection(to: name) == node.id {
             if !blocked.contains([name, other.name]) {
@@ -278,7 +277,7 @@ public final class Simulation {
     func knownElsewhere(_ name: String, pid: ProcessID, except host: String) -> Bool {
         liveNodes.contains { node in
             node.name != host
-                && (node.tracker.whereis(name) == pid || node.tracker.hasOrphan(name) || node.tracker.isStarting(name))
+                && (node.tracker.whereis(name) != nil || node.tracker.orphanedProcess(name) == pid || node.tracker.isStarting(name))
         }
     }
 
