@@ -25,6 +25,8 @@ struct Options {
     var workloads: Set<String> = ["W1", "W2", "W3", "W4", "W6", "W7"]
     var json: String?
     var lookups = 1_000_000
+    /// Internal: this process is one run started by the parent; write the figures to `childOut`.
+    var childOut: String?
 
     static func parse(_ arguments: [String]) -> Options {
         var options = Options()
@@ -43,6 +45,7 @@ struct Options {
             case "--runs": options.runs = max(1, Int(value()) ?? options.runs)
             case "--json": options.json = value()
             case "--lookups": options.lookups = Int(value()) ?? options.lookups
+            case "--child-out": options.childOut = value()
             case "--workloads":
                 options.workloads = Set(value().split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces).uppercased() })
             case "-h", "--help":
@@ -104,6 +107,19 @@ final class Report: @unchecked Sendable {
             figures.append(Figure(id: id, label: label, setup: setup, unit: unit, values: [value], goal: goal, goalText: goalText))
         }
         print("    \(id) \(label): \(format(value, unit))", terminator: "\n")
+    }
+
+    /// Adds the figures of a child run.
+    func merge(_ others: [Figure]) {
+        lock.lock()
+        defer { lock.unlock() }
+        for other in others {
+            if let index = figures.firstIndex(where: { $0.id == other.id }) {
+                figures[index].values += other.values
+            } else {
+                figures.append(other)
+            }
+        }
     }
 
     var all: [Figure] {
@@ -525,11 +541,14 @@ func scenario(
 
         let manyCalls = max(64_000, 4 * n)
         let setup64 = "\(base), from node 1 to random names (\(Int(remoteShare * 100))% remote), payload 4 B, 64 callers"
+        let failed = Ticket()
         let wall64 = try await concurrently(manyCalls, inFlight: 64) { index in
             let name = parallel[(index &* 7919) % n]
-            _ = try await node.call(name, ping)
+            do { _ = try await node.call(name, ping) } catch { _ = failed.take() }
         }
-        report.record("W3.call64.rate", "calls/s, 64 concurrent callers", setup: setup64, unit: "/s", Double(manyCalls) / seconds(wall64), goal: .atLeast(150_000), goalText: "≥ 150k/s")
+        let failedCalls = failed.value.load(ordering: .relaxed)
+        report.record("W3.call64.rate", "calls/s answered, 64 concurrent callers", setup: setup64, unit: "/s", Double(manyCalls - failedCalls) / seconds(wall64), goal: .atLeast(150_000), goalText: "≥ 150k/s")
+        report.record("W3.call64.failed", "calls failed (5 s timeout), 64 concurrent callers, of \(manyCalls)", setup: setup64, unit: "calls", Double(failedCalls))
 
         let casts = max(200_000, 20 * n)
         let setupCast = "\(base), from node 1 to random names (\(Int(remoteShare * 100))% remote), payload 4 B, 1 sender, \(casts) casts"

@@ -5,13 +5,41 @@ import Foundation
 let options = Options.parse(CommandLine.arguments)
 let report = Report()
 let host = ProcessInfo.processInfo
-print("swarm-bench: 3 SwarmNodes in ONE process on 127.0.0.1 (port 0), real TCP between them over loopback")
-print("N=\(options.n), runs=\(options.runs), workloads=\(options.workloads.sorted().joined(separator: ",")), \(host.activeProcessorCount) cores")
+if options.childOut == nil {
+    print("swarm-bench: 3 SwarmNodes in ONE process on 127.0.0.1 (port 0), real TCP between them over loopback")
+    print("N=\(options.n), runs=\(options.runs), workloads=\(options.workloads.sorted().joined(separator: ",")), \(host.activeProcessorCount) cores")
+}
 
 var failures = 0
-for run in 0..<options.runs {
+if let out = options.childOut {
+    // One run in this (child) process; the parent reads the figures back.
     do {
-        try await runOnce(options, run: run, report: report)
+        try await runOnce(options, run: 0, report: report)
+    } catch {
+        print("run failed: \(error)")
+        failures += 1
+    }
+    try JSONEncoder().encode(report.all).write(to: URL(fileURLWithPath: out))
+    exit(failures == 0 ? 0 : 1)
+}
+// Every run in a fresh child process: clean heap for W7, no threads or sockets left over from
+// the previous cluster.
+for run in 0..<options.runs {
+    print("run \(run + 1)/\(options.runs) (child process)")
+    let out = FileManager.default.temporaryDirectory.appendingPathComponent("swarm-bench-\(getpid())-\(run).json")
+    let child = Process()
+    child.executableURL = URL(fileURLWithPath: CommandLine.arguments[0])
+    child.arguments = [
+        "--n", "\(options.n)", "--runs", "1", "--lookups", "\(options.lookups)",
+        "--workloads", options.workloads.sorted().joined(separator: ","), "--child-out", out.path,
+    ]
+    do {
+        try child.run()
+        child.waitUntilExit()
+        if child.terminationStatus != 0 { failures += 1 }
+        let figures = try JSONDecoder().decode([Figure].self, from: Data(contentsOf: out))
+        report.merge(figures)
+        try? FileManager.default.removeItem(at: out)
     } catch {
         failures += 1
         print("run \(run + 1) failed: \(error)")
