@@ -94,6 +94,9 @@ struct Figure: Codable, Sendable {
 final class Report: @unchecked Sendable {
     private let lock = NSLock()
     private var figures: [Figure] = []
+    /// A child run rewrites its figures here after every record, so a run killed for taking too
+    /// long still hands back what it measured.
+    var sink: String?
 
     func record(
         _ id: String, _ label: String, setup: String, unit: String, _ value: Double,
@@ -106,7 +109,11 @@ final class Report: @unchecked Sendable {
         } else {
             figures.append(Figure(id: id, label: label, setup: setup, unit: unit, values: [value], goal: goal, goalText: goalText))
         }
-        print("    \(id) \(label): \(format(value, unit))", terminator: "\n")
+        // Unbuffered, so the parent's log shows progress as it happens.
+        FileHandle.standardOutput.write(Data("    \(id) \(label): \(format(value, unit))\n".utf8))
+        if let sink, let data = try? JSONEncoder().encode(figures) {
+            try? data.write(to: URL(fileURLWithPath: sink))
+        }
     }
 
     /// Adds the figures of a child run.
@@ -206,12 +213,12 @@ extension SwarmNode {
         names.filter { whereis($0)?.node == node }
     }
 
-    /// How many of `names` resolve here to a process that is not on `dead`.
-    func movedCount(_ names: [String], awayFrom dead: NodeID) -> Int {
-        names.reduce(0) { count, name in
-            guard let pid = whereis(name), pid.node != dead else { return count }
-            return count + 1
-        }
+    /// How many of `names[from...]`, in order, resolve here to a process not on `dead` (stops
+    /// at the first that does not).
+    func movedPrefix(_ names: [String], awayFrom dead: NodeID, from: Int) -> Int {
+        var index = from
+        while index < names.count, let pid = whereis(names[index]), pid.node != dead { index += 1 }
+        return index
     }
 }
 
@@ -585,7 +592,7 @@ func scenario(
         let setup = "3 nodes in 1 process, loopback TCP, group \"all\" of \(size) members (2N), from node 1"
         let joinStart = ContinuousClock.now
         let joinWall = try await concurrently(size, inFlight: 64) { index in try await node.join("all", members[index]) }
-        let joined = await waitUntil(from: joinStart, timeout: .seconds(120), interval: .milliseconds(1)) {
+        let joined = await waitUntil(from: joinStart, timeout: .seconds(120), interval: .milliseconds(10)) {
             for node in nodes {
                 if await node.members("all").count < size { return false }
             }
@@ -625,15 +632,17 @@ func scenario(
         let start = ContinuousClock.now
         await dead.shutdown()
         let survivors = [nodes[0], nodes[1]]
-        let detected = try await waitUntil(from: start, timeout: .seconds(60), interval: .milliseconds(1)) {
+        let detected = try await waitUntil(from: start, timeout: .seconds(60), interval: .milliseconds(2)) {
             for node in survivors {
                 if try await node.dump().ringNodes.count != 2 { return false }
             }
             return true
         }
-        let recovered = await waitUntil(from: start, timeout: .seconds(120), interval: .milliseconds(1)) {
-            for node in survivors {
-                if await node.movedCount(held, awayFrom: deadID) < held.count { return false }
+        var cursors = [0, 0]
+        let recovered = await waitUntil(from: start, timeout: .seconds(120), interval: .milliseconds(2)) {
+            for (index, node) in survivors.enumerated() {
+                cursors[index] = await node.movedPrefix(held, awayFrom: deadID, from: cursors[index])
+                if cursors[index] < held.count { return false }
             }
             return true
         }

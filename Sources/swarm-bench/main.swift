@@ -4,6 +4,7 @@ import Foundation
 
 let options = Options.parse(CommandLine.arguments)
 let report = Report()
+report.sink = options.childOut
 let host = ProcessInfo.processInfo
 if options.childOut == nil {
     print("swarm-bench: 3 SwarmNodes in ONE process on 127.0.0.1 (port 0), real TCP between them over loopback")
@@ -35,6 +36,13 @@ for run in 0..<options.runs {
     ]
     do {
         try child.run()
+        // A run that takes longer than 5 minutes is killed; what it measured so far is kept.
+        let deadline = ContinuousClock.now + .seconds(300)
+        while child.isRunning && ContinuousClock.now < deadline { try? await Task.sleep(for: .milliseconds(100)) }
+        if child.isRunning {
+            print("run \(run + 1): still running after 300 s, killed (figures so far kept)")
+            kill(child.processIdentifier, SIGKILL)
+        }
         child.waitUntilExit()
         if child.terminationStatus != 0 { failures += 1 }
         let figures = try JSONDecoder().decode([Figure].self, from: Data(contentsOf: out))
