@@ -128,6 +128,20 @@ let package = Package(
             ],
             swiftSettings: swiftSettings
         ),
+        // Benchmark (release builds only): the cluster workloads W1–W7 of BENCHMARKS.md on three
+        // in-process SwarmNodes over real loopback TCP. See docs/benchmarks.md.
+        .executableTarget(
+            name: "swarm-bench",
+            dependencies: [
+                "SwarmNode",
+                "SwarmCore",
+                "SwarmTransport",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: swiftSettings
+        ),
         .testTarget(
             name: "SwarmNodeTests",
             dependencies: [
