@@ -122,13 +122,13 @@ public struct SwarmControlServer: Service {
                 let pid = try await node.whereisOrRegister(name, kind: kind, groups: groups)
                 return (ControlReply(pid: pid.description), nil)
             case "whereis":
-                let pid = await node.whereis(try arg(0, "NAME"))
+                let pid = node.whereis(try arg(0, "NAME"))
                 return (ControlReply(pid: pid?.description), nil)
             case "unregister":
                 try await node.unregister(try arg(0, "NAME"))
                 return (.success, nil)
             case "registered":
-                let all = await node.registered()
+                let all = node.registered()
                 return (ControlReply(names: Dictionary(all.map { ($0.name, $0.pid.description) }, uniquingKeysWith: { a, _ in a })), nil)
             case "call":
                 let reply = try await node.call(try arg(0, "NAME"), text(from: 1, default: "ping"))
@@ -139,11 +139,11 @@ public struct SwarmControlServer: Service {
             case "join", "leave":
                 let group = try arg(0, "GROUP")
                 let name = try arg(1, "NAME")
-                guard let pid = await node.whereis(name) else { throw SwarmError.unknownName(name) }
+                guard let pid = node.whereis(name) else { throw SwarmError.unknownName(name) }
                 if command == "join" { try await node.join(group, pid) } else { try await node.leave(group, pid) }
                 return (ControlReply(pid: pid.description), nil)
             case "members":
-                let pids = await node.members(try arg(0, "GROUP"))
+                let pids = node.members(try arg(0, "GROUP"))
                 return (ControlReply(pids: pids.map(\.description)), nil)
             case "publish":
                 try await node.publish(try arg(0, "GROUP"), text(from: 1, default: "tick"))
@@ -153,7 +153,7 @@ public struct SwarmControlServer: Service {
                 return (ControlReply(replies: result.replies.map { String(decoding: $0.reply, as: UTF8.self) }, failures: result.failures), nil)
             case "checkpoint", "handoff":
                 let name = try arg(0, "NAME")
-                guard let pid = await node.whereis(name) else { throw SwarmError.unknownName(name) }
+                guard let pid = node.whereis(name) else { throw SwarmError.unknownName(name) }
                 let state = try await node.call(pid, Array("state".utf8))
                 if command == "checkpoint" {
                     try await node.checkpoint(pid, state: state)

@@ -24,7 +24,7 @@ extension SwarmNode {
     public func whereisOrRegister(
         _ name: String, kind: String, arguments: [UInt8] = [], groups: [String] = []
     ) async throws -> ProcessID {
-        if let pid = tracker?.whereis(name) { return pid }
+        if let pid = whereis(name) { return pid }
         let result = try await registration { tracker, request, now in
             tracker.onRegister(
                 name: name, factory: FactorySpec(kind: kind, arguments: arguments), groups: groups,
@@ -74,20 +74,21 @@ extension SwarmNode {
     // MARK: Reads (local)
 
     /// Swarm's `whereis_name`: from the local replica, no network round trip.
-    public func whereis(_ name: String) -> ProcessID? { tracker?.whereis(name) }
+    /// Nonisolated: no actor hop, only the tracker's lock for the lookup itself.
+    public nonisolated func whereis(_ name: String) -> ProcessID? { withTracker { $0.whereis(name) } ?? nil }
 
     /// Swarm's `registered()`: every (name, process) known locally, sorted by name.
-    public func registered() -> [Registration] {
-        tracker?.registered().map { Registration(name: $0.name, pid: $0.pid) } ?? []
+    public nonisolated func registered() -> [Registration] {
+        withTracker { $0.registered().map { Registration(name: $0.name, pid: $0.pid) } } ?? []
     }
 
     /// Swarm's `members(group)`: local read.
-    public func members(_ group: String) -> [ProcessID] { tracker?.members(of: group) ?? [] }
+    public nonisolated func members(_ group: String) -> [ProcessID] { withTracker { $0.members(of: group) } ?? [] }
 
     /// The tracker dump (Swarm's `:sys.get_state`), `Codable` to JSON.
     public func dump() throws -> TrackerDump {
-        guard let tracker else { throw SwarmNodeError.notRunning(lifecycle.rawValue) }
-        return tracker.dump()
+        guard let dump = withTracker({ $0.dump() }) else { throw SwarmNodeError.notRunning(lifecycle.rawValue) }
+        return dump
     }
 
     // MARK: Groups
@@ -136,19 +137,31 @@ extension SwarmNode {
     }
 
     /// Swarm's `multi_call(group, msg, timeout)`: calls every member at once and collects the
-    /// replies; failures and timeouts are counted, never thrown.
+    /// replies; failures and timeouts are counted, never thrown. One collector and one deadline
+    /// for the whole group (no task per member); the calls leave in one tracker input.
     public func multiCall(_ group: String, _ message: [UInt8], timeout: Duration = .seconds(5)) async -> MultiCallResult {
         let members = self.members(group)
-        return await withTaskGroup(of: (ProcessID, [UInt8]?).self) { group in
-            for pid in members {
-                group.addTask { (pid, try? await self.call(pid, message, timeout: timeout)) }
+        guard !members.isEmpty else { return MultiCallResult(replies: [], failures: 0) }
+        guard (try? ensureRunning()) != nil else { return MultiCallResult(replies: [], failures: members.count) }
+        let collectorID = makeEnvelopeID()
+        var envelopes: [(ProcessID, Envelope)] = []
+        envelopes.reserveCapacity(members.count)
+        for pid in members {
+            let callID = makeEnvelopeID()
+            envelopes.append((pid, Envelope(id: callID, sender: id, callID: callID, payload: message)))
+        }
+        return await withCheckedContinuation { continuation in
+            collectors[collectorID] = MultiCallCollector(
+                outstanding: members.count, callIDs: envelopes.map { $0.1.id }, continuation: continuation)
+            for (pid, envelope) in envelopes { pendingCalls[envelope.id] = .member(collector: collectorID, pid: pid) }
+            deadlines.add(after: timeout, .collector(collectorID))
+            apply { tracker, now in
+                var directives: [Tracker.Directive] = []
+                for (pid, envelope) in envelopes {
+                    directives.append(contentsOf: tracker.onSend(toProcesses: [pid], envelope, now: now))
+                }
+                return directives
             }
-            var result = MultiCallResult(replies: [], failures: 0)
-            for await (pid, reply) in group {
-                if let reply { result.replies.append((pid, reply)) } else { result.failures += 1 }
-            }
-            result.replies.sort { $0.pid < $1.pid }
-            return result
         }
     }
 
@@ -175,7 +188,7 @@ extension SwarmNode {
         guard lifecycle == .running || lifecycle == .draining else { return drainCompleted }
         if lifecycle == .running {
             lifecycle = .draining
-            logger.info("drain: \(tracker?.localEntries.count ?? 0) local name(s)")
+            logger.info("drain: \(withTracker { $0.localEntries.count } ?? 0) local name(s)")
         }
         apply { tracker, now in tracker.onDrain(now: now) }
         if drainCompleted { return true }
@@ -186,7 +199,7 @@ extension SwarmNode {
     // MARK: Plumbing
 
     func ensureRunning() throws {
-        guard tracker != nil, lifecycle == .running || lifecycle == .draining else {
+        guard hasTracker, lifecycle == .running || lifecycle == .draining else {
             throw SwarmNodeError.notRunning(lifecycle.rawValue)
         }
     }
@@ -252,11 +265,8 @@ extension SwarmNode {
         let callID = makeEnvelopeID()
         let envelope = Envelope(id: callID, sender: id, callID: callID, payload: message)
         return try await withCheckedThrowingContinuation { continuation in
-            pendingCalls[callID] = continuation
-            submit {
-                try? await Task.sleep(for: timeout)
-                await self.failCall(callID, .timeout)
-            }
+            pendingCalls[callID] = .single(continuation)
+            deadlines.add(after: timeout, .call(callID))
             apply { tracker, now in route(&tracker, envelope, now) }
         }
     }

@@ -30,9 +30,19 @@ import SwarmWire
 /// ``SwarmNodeSettings/drainTimeout``, then a shutdown.
 ///
 /// ## Tasks
-/// Every task of the node is a child of ``run()``'s task group: the input loop, timers, factory
-/// starts, process mailboxes and questions to processes are submitted to it as jobs. Nothing runs
-/// before ``run()`` is called except the transport's listener (inputs and jobs wait buffered).
+/// Short-lived work is a child of ``run()``'s task group: the input loop, the deadline sweeper,
+/// the tick timer, factory starts and questions to processes are submitted to it as jobs. Nothing
+/// runs before ``run()`` is called except the transport's listener (inputs and jobs wait
+/// buffered). Process mailboxes run as unstructured tasks (one per process, they live as long
+/// as it does): a task group with thousands of long-lived children makes every other child's
+/// removal walk them. Deadlines (call timeouts, start and question timeouts) are entries in one
+/// ``Deadlines`` structure served by one sweeper, not a sleeping task each.
+///
+/// ## Reads without a hop
+/// The tracker lives in a `Mutex`, so `whereis`, `members` and `registered` read the local
+/// replica from any task without an actor hop (SPEC A2: lookups never wait for the node). Only
+/// the node's own actor mutates it, one input at a time; directives are carried out after the
+/// lock is released.
 public actor SwarmNode {
     /// Lifecycle states; see the type documentation.
     public enum Lifecycle: String, Sendable, Equatable {
@@ -66,7 +76,10 @@ public actor SwarmNode {
     /// The cluster address (`host:port`) once started.
     public private(set) var address: String?
 
-    var tracker: Tracker.Instance?
+    /// The tracker; mutated only by ``apply(_:)`` on this actor, read from anywhere.
+    nonisolated let trackerState = Mutex(TrackerSlot())
+    /// Every waiting deadline; served by the sweeper job.
+    nonisolated let deadlines = Deadlines()
     var factories: [String: ProcessFactory]
     var processes: [ProcessID: ProcessEntry] = [:]
     var nextLocal: UInt64 = 1
@@ -74,7 +87,8 @@ public actor SwarmNode {
     var nextEnvelope: UInt64 = 1
 
     var pendingRequests: [RequestID: CheckedContinuation<Tracker.Reply, Never>] = [:]
-    var pendingCalls: [UInt64: CheckedContinuation<[UInt8], any Error>] = [:]
+    var pendingCalls: [UInt64: PendingCall] = [:]
+    var collectors: [UInt64: MultiCallCollector] = [:]
     /// Casts whose immediate undeliverable outcome an API caller is waiting to see.
     var watchedCasts: Set<UInt64> = []
     var castErrors: [UInt64: SwarmError] = [:]
@@ -175,9 +189,10 @@ public actor SwarmNode {
         let port = transport.boundPort ?? settings.port
         let address = "\(settings.host):\(port)"
         self.address = address
-        tracker = Tracker.Instance(
+        let tracker = Tracker.Instance(
             me: id, address: address, settings: settings.tracker, strategy: settings.strategy,
             filter: settings.filter, seeds: settings.seeds, now: now())
+        trackerState.withLock { $0 = TrackerSlot(instance: tracker, ready: true) }
         lifecycle = .running
         logger.info("swarm node \(id) listening on \(address), seeds \(settings.seeds)")
         apply { tracker, now in tracker.onStart(now: now) }
@@ -193,6 +208,7 @@ public actor SwarmNode {
         await withGracefulShutdownHandler {
             await withDiscardingTaskGroup { group in
                 group.addTask { await self.inputLoop() }
+                group.addTask { await self.sweepDeadlines() }
                 for await job in self.jobs {
                     group.addTask { await job() }
                 }
@@ -216,8 +232,12 @@ public actor SwarmNode {
         lifecycle = .stopping
         for (_, continuation) in pendingRequests { continuation.resume(returning: .done(.noNodeAvailable)) }
         pendingRequests = [:]
-        for (_, continuation) in pendingCalls { continuation.resume(throwing: SwarmNodeError.notRunning("stopping")) }
+        for (_, pending) in pendingCalls {
+            if case .single(let continuation) = pending { continuation.resume(throwing: SwarmNodeError.notRunning("stopping")) }
+        }
         pendingCalls = [:]
+        for (_, collector) in collectors { collector.continuation.resume(returning: collector.result(missing: collector.outstanding)) }
+        collectors = [:]
         for waiter in drainWaiters { waiter.resume() }
         drainWaiters = []
         for (_, entry) in processes { entry.mailbox.close() }
@@ -270,9 +290,11 @@ public actor SwarmNode {
     func tick() {
         guard lifecycle == .running || lifecycle == .draining else { return }
         apply { tracker, now in tracker.onTick(now: now) }
-        if lifecycle == .draining, !drainCompleted, let tracker, now() >= lastDrainLog + .seconds(1) {
+        if lifecycle == .draining, !drainCompleted, now() >= lastDrainLog + .seconds(1),
+            let (remaining, inFlight) = withTracker({ ($0.drainRemaining, $0.dump().handoffs.count) })
+        {
             lastDrainLog = now()
-            logger.info("draining: \(tracker.drainRemaining) name(s) left to hand off, \(tracker.dump().handoffs.count) in flight")
+            logger.info("draining: \(remaining) name(s) left to hand off, \(inFlight) in flight")
         }
     }
 
@@ -286,15 +308,48 @@ public actor SwarmNode {
     /// Applies one tracker input and carries out its directives. Inputs produced while a batch
     /// is being carried out wait until it is done.
     func apply(_ input: @escaping (inout Tracker.Instance, Instant) -> [Tracker.Directive]) {
-        guard tracker != nil, lifecycle != .stopping, lifecycle != .stopped else { return }
+        guard hasTracker, lifecycle != .stopping, lifecycle != .stopped else { return }
         queuedInputs.append(input)
         guard !applying else { return }
         applying = true
         defer { applying = false }
-        while !queuedInputs.isEmpty {
-            let next = queuedInputs.removeFirst()
-            let directives = next(&tracker!, now())
+        var index = 0
+        while index < queuedInputs.count {
+            let next = queuedInputs[index]
+            index += 1
+            let now = now()
+            let directives = withTracker { next(&$0, now) } ?? []
             execute(directives)
+        }
+        queuedInputs.removeAll(keepingCapacity: true)
+    }
+
+    /// Runs `body` on the tracker under its lock; nil before ``start()``. Never call
+    /// ``apply(_:)`` or anything that takes the lock from inside `body`.
+    nonisolated func withTracker<R: Sendable>(_ body: (inout Tracker.Instance) -> R) -> R? {
+        trackerState.withLock { slot -> R? in
+            // `ready`, not `instance != nil`: comparing the optional would copy the tracker.
+            guard slot.ready else { return nil }
+            return body(&slot.instance!)
+        }
+    }
+
+    nonisolated var hasTracker: Bool { trackerState.withLock { $0.ready } }
+
+    /// The deadline sweeper: fires expired deadlines every ``Deadlines/resolution``.
+    func sweepDeadlines() async {
+        while !Task.isCancelled, lifecycle != .stopped {
+            // Idle (nothing waiting): a slower beat; a new deadline is at most that much late.
+            try? await Task.sleep(for: deadlines.isEmpty ? Deadlines.idleResolution : Deadlines.resolution)
+            let due = deadlines.expired()
+            guard !due.isEmpty else { continue }
+            for action in due {
+                switch action {
+                case .call(let callID): failCall(callID, .timeout)
+                case .collector(let id): expireCollector(id)
+                case .run(let body): body()
+                }
+            }
         }
     }
 
@@ -424,7 +479,9 @@ public actor SwarmNode {
     func install(_ process: any SwarmProcess, pid: ProcessID, kind: String) {
         let mailbox = Mailbox(capacity: settings.mailboxCapacity)
         processes[pid] = ProcessEntry(process: process, mailbox: mailbox, kind: kind)
-        submit {
+        // Not a child of run()'s group (see "Tasks" above); shutdown closes the mailbox, which
+        // ends this task.
+        Task.detached { [self] in
             let ending = await mailbox.run(process: process)
             await self.processEnded(pid, mailbox: mailbox, ending)
         }
@@ -487,15 +544,37 @@ public actor SwarmNode {
     }
 
     func completeCall(_ callID: UInt64, _ result: Result<[UInt8], SwarmError>) {
-        guard let continuation = pendingCalls.removeValue(forKey: callID) else { return }
-        switch result {
-        case .success(let bytes): continuation.resume(returning: bytes)
-        case .failure(let error): continuation.resume(throwing: error)
+        switch pendingCalls.removeValue(forKey: callID) {
+        case nil:
+            return
+        case .single(let continuation):
+            switch result {
+            case .success(let bytes): continuation.resume(returning: bytes)
+            case .failure(let error): continuation.resume(throwing: error)
+            }
+        case .member(let collectorID, let pid):
+            guard let collector = collectors[collectorID] else { return }
+            collector.outstanding -= 1
+            switch result {
+            case .success(let bytes): collector.replies.append((pid, bytes))
+            case .failure: collector.failures += 1
+            }
+            if collector.outstanding == 0 {
+                collectors[collectorID] = nil
+                collector.continuation.resume(returning: collector.result(missing: 0))
+            }
         }
     }
 
     func failCall(_ callID: UInt64, _ error: SwarmError) {
-        pendingCalls.removeValue(forKey: callID)?.resume(throwing: error)
+        completeCall(callID, .failure(error))
+    }
+
+    /// A multi-call's deadline: what has not answered counts as failed.
+    func expireCollector(_ id: UInt64) {
+        guard let collector = collectors.removeValue(forKey: id) else { return }
+        for callID in collector.callIDs { pendingCalls[callID] = nil }
+        collector.continuation.resume(returning: collector.result(missing: collector.outstanding))
     }
 
     /// Queues a notice (`endHandoff`, `resolveConflict`) behind the process's earlier messages.
@@ -581,11 +660,42 @@ public actor SwarmNode {
                 once.resume(.failure(SwarmNodeError.notRunning("stopping")))
                 return
             }
-            submit {
-                try? await Task.sleep(for: timeout)
-                once.resume(.failure(SwarmError.timeout))
-            }
+            deadlines.add(after: timeout, .run { once.resume(.failure(SwarmError.timeout)) })
         }
+    }
+}
+
+/// The tracker and whether it exists yet (see ``SwarmNode/withTracker(_:)``).
+struct TrackerSlot: Sendable {
+    var instance: Tracker.Instance?
+    var ready = false
+}
+
+/// A caller waiting for a call's reply.
+enum PendingCall {
+    /// One `call`: its caller.
+    case single(CheckedContinuation<[UInt8], any Error>)
+    /// One member of a multi-call.
+    case member(collector: UInt64, pid: ProcessID)
+}
+
+/// The replies of one multi-call as they arrive (a class: updated in place, never copied).
+final class MultiCallCollector {
+    var outstanding: Int
+    var replies: [(pid: ProcessID, reply: [UInt8])] = []
+    var failures = 0
+    var callIDs: [UInt64]
+    let continuation: CheckedContinuation<MultiCallResult, Never>
+
+    init(outstanding: Int, callIDs: [UInt64], continuation: CheckedContinuation<MultiCallResult, Never>) {
+        self.outstanding = outstanding
+        self.callIDs = callIDs
+        self.continuation = continuation
+    }
+
+    /// The result, `missing` members counted as failures, replies sorted by process id.
+    func result(missing: Int) -> MultiCallResult {
+        MultiCallResult(replies: replies.sorted { $0.pid < $1.pid }, failures: failures + missing)
     }
 }
 

@@ -22,14 +22,14 @@ struct InProcessClusterTests {
                     #expect(try await node.whereisOrRegister(name, kind: "worker") == pid)
                 }
             }
-            #expect(await nodes[2].registered().count == 6)
+            #expect(nodes[2].registered().count == 6)
             // An unknown kind is a clear error wherever the owner is.
             let unknown = try await nodes[1].register("nope", kind: "no-such-kind")
             #expect(unknown == .failed(.unknownFactory("no-such-kind")))
             // Unregister removes exactly that name, everywhere.
             try await nodes[1].unregister("dev-0")
             #expect(await eventually { await everywhere(nodes, "dev-0", is: nil) })
-            #expect(await nodes[0].whereis("dev-1") != nil)
+            #expect(nodes[0].whereis("dev-1") != nil)
             await #expect(throws: SwarmError.unknownName("dev-0")) { try await nodes[2].unregister("dev-0") }
         }
     }
@@ -94,7 +94,7 @@ struct InProcessClusterTests {
             }
             let even = [pids[0], pids[2], pids[4]].sorted()
             for node in nodes {
-                #expect(await eventually { await node.members("even").sorted() == even })
+                #expect(await eventually { node.members("even").sorted() == even })
             }
             try await nodes[1].publish("even", bytes("hello"))
             try await nodes[2].publish("even", bytes("hello"))
@@ -112,7 +112,7 @@ struct InProcessClusterTests {
             let loose = try await nodes[1].spawn(kind: "worker")
             await #expect(throws: SwarmError.notRegistered(loose)) { try await nodes[0].join("even", loose) }
             try await nodes[0].leave("even", pids[0])
-            #expect(await eventually { await nodes[2].members("even").count == 2 })
+            #expect(await eventually { nodes[2].members("even").count == 2 })
         }
     }
 
@@ -146,10 +146,10 @@ struct InProcessClusterTests {
             #expect(await nodes[2].drain(timeout: .seconds(10)))
             let survivors = Array(nodes[0...1])
             for name in hosted {
-                #expect(await eventually { await survivors[0].whereis(name).map { $0.node != nodes[2].id } ?? false })
+                #expect(await eventually { survivors[0].whereis(name).map { $0.node != nodes[2].id } ?? false })
                 #expect(text(try await survivors[1].call(name, bytes("count"))) == "2")
             }
-            #expect(await survivors[0].members("fleet").count == 12)
+            #expect(survivors[0].members("fleet").count == 12)
             await nodes[2].shutdown()
             #expect(try await eventually { try await ringFormed(survivors, size: 2) })
         }
@@ -175,14 +175,14 @@ struct InProcessClusterTests {
                 do {
                     let all = nodes + [newcomer]
                     try #require(try await eventually { try await ringFormed(all, size: 3) })
-                    let owned = await names.asyncFilter { await newcomer.tracker?.owner(of: $0) == "node-3" }
+                    let owned = await names.asyncFilter { name in newcomer.withTracker { $0.owner(of: name) } == "node-3" }
                     try #require(!owned.isEmpty, "node-3 owns none of the names")
                     for name in owned {
-                        #expect(await eventually { await everywhere(all, name, is: await newcomer.whereis(name)) })
-                        #expect(await newcomer.whereis(name)?.node == newcomer.id, "\(name) did not move to node-3")
+                        #expect(await eventually { await everywhere(all, name, is: newcomer.whereis(name)) })
+                        #expect(newcomer.whereis(name)?.node == newcomer.id, "\(name) did not move to node-3")
                         #expect(text(try await nodes[1].call(name, bytes("count"))) == "3", "\(name) lost its state")
                     }
-                    #expect(await newcomer.members("fleet").count == names.count)
+                    #expect(newcomer.members("fleet").count == names.count)
                 } catch {
                     failure = error
                 }
@@ -206,7 +206,7 @@ struct InProcessClusterTests {
             try #require(!lost.isEmpty, "no name landed on node-2")
             // Checkpoint one of them: its successor resumes from that state.
             let checkpointed = lost[0]
-            let pid = try #require(await nodes[1].whereis(checkpointed))
+            let pid = try #require(nodes[1].whereis(checkpointed))
             for _ in 0..<5 { try await nodes[1].send(pid, bytes("tick")) }
             #expect(await eventually { (try? await nodes[1].call(pid, bytes("count"))).map(text) == "5" })
             try await nodes[1].checkpoint(pid, state: bytes("5"))
@@ -216,12 +216,12 @@ struct InProcessClusterTests {
             for name in lost {
                 #expect(await eventually {
                     for node in survivors {
-                        guard let pid = await node.whereis(name), pid.node != nodes[1].id else { return false }
+                        guard let pid = node.whereis(name), pid.node != nodes[1].id else { return false }
                     }
                     return true
                 })
             }
-            #expect(await eventually { await survivors[1].members("fleet").count == 12 })
+            #expect(await eventually { survivors[1].members("fleet").count == 12 })
             #expect(text(try await survivors[0].call(checkpointed, bytes("count"))) == "5")
         }
     }

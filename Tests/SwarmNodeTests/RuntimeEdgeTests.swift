@@ -10,6 +10,14 @@ actor SlowProcess: SwarmProcess {}
 
 struct BrokenFactory: Error {}
 
+/// A process that never answers a call in time.
+actor HangingProcess: SwarmProcess {
+    func call(_ message: [UInt8]) async throws -> [UInt8] {
+        try await Task.sleep(for: .seconds(30))
+        return []
+    }
+}
+
 @Suite("SwarmNode runtime edges", .serialized, .timeLimit(.minutes(10)))
 struct RuntimeEdgeTests {
     @Test("mailbox bound: casts over the bound are dropped and counted, calls are refused, control passes")
@@ -34,6 +42,55 @@ struct RuntimeEdgeTests {
         #expect(mailbox.enqueue(.cast([5])) == .closed)
     }
 
+    @Test("deadlines: each fires once after its duration, in order per duration, none early")
+    func deadlines() async throws {
+        let deadlines = Deadlines()
+        let start = ContinuousClock.now
+        deadlines.add(after: .milliseconds(200), .call(2))
+        deadlines.add(after: .milliseconds(50), .call(1))
+        deadlines.add(after: .milliseconds(200), .call(3))
+        #expect(deadlines.count == 3)
+        #expect(deadlines.expired(now: start).isEmpty)
+        let atHundred = deadlines.expired(now: start + .milliseconds(100))
+        #expect(atHundred.map(\.callID) == [1])
+        let later = deadlines.expired(now: start + .milliseconds(300))
+        #expect(later.map(\.callID) == [2, 3])
+        #expect(deadlines.isEmpty)
+        // Many entries of one duration: the queue compacts and keeps order.
+        for id in 0..<10_000 { deadlines.add(after: .milliseconds(1), .call(UInt64(id))) }
+        try await Task.sleep(for: .milliseconds(5))
+        #expect(deadlines.expired().map(\.callID) == (0..<10_000).map { UInt64($0) })
+    }
+
+    @Test("call timeouts and multiCall: a member that never answers is counted, the rest reply")
+    func callTimeouts() async throws {
+        let factories: [String: ProcessFactory] = [
+            "worker": workerFactory,
+            "hanging": { _, _ in HangingProcess() },
+        ]
+        try await withCluster(1, factories: factories) { nodes in
+            let node = nodes[0]
+            for name in ["w1", "w2"] { #expect(try await node.register(name, kind: "worker", groups: ["g"]).pid != nil) }
+            #expect(try await node.register("h", kind: "hanging", groups: ["g"]).pid != nil)
+            let clock = ContinuousClock()
+            let start = clock.now
+            await #expect(throws: SwarmError.timeout) { try await node.call("h", bytes("ping"), timeout: .milliseconds(200)) }
+            let callTook = clock.now - start
+            #expect(callTook >= .milliseconds(200) && callTook < .seconds(3), "call timed out after \(callTook)")
+            let multiStart = clock.now
+            let result = await node.multiCall("g", bytes("ping"), timeout: .milliseconds(300))
+            let multiTook = clock.now - multiStart
+            #expect(result.replies.count == 2)
+            #expect(result.replies.allSatisfy { text($0.reply) == "pong" })
+            #expect(result.failures == 1)
+            #expect(multiTook >= .milliseconds(300) && multiTook < .seconds(3), "multiCall took \(multiTook)")
+            // Everyone answers: the result comes as soon as the last reply does.
+            try await node.unregister("h")
+            let quick = await node.multiCall("g", bytes("ping"), timeout: .seconds(10))
+            #expect(quick.replies.count == 2 && quick.failures == 0)
+        }
+    }
+
     @Test("a factory that hangs or throws fails the registration; the node keeps serving")
     func factoryFailures() async throws {
         let factories: [String: ProcessFactory] = [
@@ -52,8 +109,8 @@ struct RuntimeEdgeTests {
                 Issue.record("broken factory: \(broken)")
                 return
             }
-            #expect(await node.whereis("s") == nil)
-            #expect(await node.whereis("b") == nil)
+            #expect(node.whereis("s") == nil)
+            #expect(node.whereis("b") == nil)
             #expect(try await node.register("w", kind: "worker").pid != nil)
             #expect(text(try await node.call("w", bytes("ping"), timeout: .seconds(2))) == "pong")
         }

@@ -106,7 +106,7 @@ func ringFormed(_ nodes: [SwarmNode], size: Int) async throws -> Bool {
 
 /// True when every node's registry maps `name` to `pid`.
 func everywhere(_ nodes: [SwarmNode], _ name: String, is pid: ProcessID?) async -> Bool {
-    for node in nodes where await node.whereis(name) != pid { return false }
+    for node in nodes where node.whereis(name) != pid { return false }
     return true
 }
 
