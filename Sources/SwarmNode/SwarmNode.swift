@@ -191,7 +191,8 @@ public actor SwarmNode {
         self.address = address
         let tracker = Tracker.Instance(
             me: id, address: address, settings: settings.tracker, strategy: settings.strategy,
-            filter: settings.filter, seeds: settings.seeds, now: now())
+            filter: settings.filter, seeds: settings.seeds,
+            expectsPeers: !settings.seeds.filter { $0 != address }.isEmpty || !settings.discovery.isEmpty, now: now())
         trackerState.withLock { $0 = TrackerSlot(instance: tracker, ready: true) }
         lifecycle = .running
         logger.info("swarm node \(id) listening on \(address), seeds \(settings.seeds)")
@@ -209,6 +210,7 @@ public actor SwarmNode {
             await withDiscardingTaskGroup { group in
                 group.addTask { await self.inputLoop() }
                 group.addTask { await self.sweepDeadlines() }
+                if !self.settings.discovery.isEmpty { group.addTask { await self.discoverPeers() } }
                 for await job in self.jobs {
                     group.addTask { await job() }
                 }

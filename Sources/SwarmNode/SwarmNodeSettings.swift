@@ -13,6 +13,12 @@ public struct SwarmNodeSettings: Sendable {
     public var port = 0
     /// Seed addresses (`host:port`), dialled until a member at that address is connected.
     public var seeds: [String] = []
+    /// DNS names (`host:port`) re-resolved every ``discoveryInterval``; every address they
+    /// resolve to is dialled like a seed (a Kubernetes headless service lists every peer pod).
+    /// Default none.
+    public var discovery: [String] = []
+    /// How often the ``discovery`` names are resolved again. Default 5 s.
+    public var discoveryInterval: Duration = .seconds(5)
     /// Shared cluster secret (at least 16 bytes).
     public var secret: ClusterSecret
     /// The tracker's tunables (tick, heartbeat, failure timeout…).

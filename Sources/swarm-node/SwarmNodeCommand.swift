@@ -28,6 +28,9 @@ struct SwarmNodeCommand: AsyncParsableCommand {
     @Option(help: "Comma-separated seed addresses host:port.")
     var seeds = ""
 
+    @Option(help: "Comma-separated DNS names host:port, re-resolved every 5 s; every address is a seed (a Kubernetes headless service).")
+    var discovery = ""
+
     @Option(help: "Shared cluster secret (at least 16 bytes).")
     var secret: String
 
@@ -45,9 +48,14 @@ struct SwarmNodeCommand: AsyncParsableCommand {
         guard Self.split(listen) != nil else { throw ValidationError("--listen must be host:port") }
         if let control, Self.split(control) == nil { throw ValidationError("--control must be host:port") }
         for seed in seedList where Self.split(seed) == nil { throw ValidationError("--seeds: '\(seed)' is not host:port") }
+        for name in Self.list(discovery) where Self.split(name) == nil { throw ValidationError("--discovery: '\(name)' is not host:port") }
     }
 
-    var seedList: [String] { seeds.split(separator: ",").map { String($0.filter { $0 != " " }) }.filter { !$0.isEmpty } }
+    var seedList: [String] { Self.list(seeds) }
+
+    static func list(_ text: String) -> [String] {
+        text.split(separator: ",").map { String($0.filter { $0 != " " }) }.filter { !$0.isEmpty }
+    }
 
     static func split(_ address: String) -> (host: String, port: Int)? {
         guard let colon = address.lastIndex(of: ":"), let port = Int(address[address.index(after: colon)...]),
@@ -69,6 +77,7 @@ struct SwarmNodeCommand: AsyncParsableCommand {
         settings.host = host
         settings.port = port
         settings.seeds = seedList
+        settings.discovery = Self.list(discovery)
         settings.tracker.debug = debug
         settings.drainTimeout = .seconds(drainTimeout)
         settings.logger = Logger(label: "swarm.node")

@@ -91,6 +91,22 @@ struct RuntimeEdgeTests {
         }
     }
 
+    @Test("DNS discovery: names resolve to every address; unresolvable names are errors")
+    func discoveryResolve() async throws {
+        let local = try await SwarmNode.resolve("localhost:7946")
+        #expect(local.contains("127.0.0.1:7946"), "\(local)")
+        await #expect(throws: (any Error).self) { try await SwarmNode.resolve("no-such-host.invalid:7946") }
+        await #expect(throws: (any Error).self) { try await SwarmNode.resolve("missing-port") }
+    }
+
+    @Test("nodes with no seeds find the cluster through a DNS name and form one ring")
+    func discoveryCluster() async throws {
+        try await withCluster(3, discovery: true) { (nodes: [SwarmNode]) async throws in
+            #expect(try await nodes[2].register("d-1", kind: "worker").pid != nil)
+            #expect(await eventually { await everywhere(nodes, "d-1", is: nodes[2].whereis("d-1")) })
+        }
+    }
+
     @Test("a factory that hangs or throws fails the registration; the node keeps serving")
     func factoryFailures() async throws {
         let factories: [String: ProcessFactory] = [

@@ -61,6 +61,7 @@ let workerFactory: ProcessFactory = { name, _ in WorkerProcess(name: name) }
 /// every node sees a ring of all of them, and shuts every node down afterwards, even on failure.
 func withCluster(
     _ count: Int, factories: [String: ProcessFactory] = ["worker": workerFactory],
+    discovery: Bool = false,
     configure: (inout SwarmNodeSettings) -> Void = { _ in },
     _ body: @escaping @Sendable ([SwarmNode]) async throws -> Void
 ) async throws {
@@ -74,7 +75,14 @@ func withCluster(
     let seed = try #require(await first.address)
     var nodes = [first]
     for index in stride(from: 2, through: count, by: 1) {
-        let node = SwarmNode(settings: settings("node-\(index)", seeds: [seed]), factories: factories)
+        var nodeSettings = settings("node-\(index)", seeds: discovery ? [] : [seed])
+        if discovery {
+            // Found through a DNS name instead of a seed: `localhost` resolves to the first node.
+            let port = try #require(seed.split(separator: ":").last)
+            nodeSettings.discovery = ["localhost:\(port)"]
+            nodeSettings.discoveryInterval = .milliseconds(200)
+        }
+        let node = SwarmNode(settings: nodeSettings, factories: factories)
         try await node.start()
         nodes.append(node)
     }
