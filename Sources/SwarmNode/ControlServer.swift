@@ -20,6 +20,7 @@ import SwarmCore
 /// | `registered` | `names` (name → pid) |
 /// | `call NAME [TEXT…]` (default `ping`) | `reply` |
 /// | `cast NAME [TEXT…]` (default `tick`) | – |
+/// | `castmany COUNT NAME…` | casts `tick` COUNT times to each NAME, in order; `result` = casts sent (stops at the first error, which is reported) |
 /// | `join G NAME`, `leave G NAME` | – |
 /// | `members G` | `pids` |
 /// | `publish G [TEXT…]` | – |
@@ -136,6 +137,23 @@ public struct SwarmControlServer: Service {
             case "cast":
                 try await node.send(try arg(0, "NAME"), text(from: 1, default: "tick"))
                 return (.success, nil)
+            case "castmany":
+                guard let count = Int(try arg(0, "COUNT")), count >= 0 else { throw ControlError(description: "castmany: COUNT must be a number") }
+                let names = Array(args.dropFirst())
+                guard !names.isEmpty else { throw ControlError(description: "castmany: no NAME") }
+                let tick = Array("tick".utf8)
+                var sent = 0
+                do {
+                    for _ in 0..<count {
+                        for name in names {
+                            try await node.send(name, tick)
+                            sent += 1
+                        }
+                    }
+                } catch {
+                    return (ControlReply(ok: false, error: "\(error)", result: String(sent)), nil)
+                }
+                return (ControlReply(result: String(sent)), nil)
             case "join", "leave":
                 let group = try arg(0, "GROUP")
                 let name = try arg(1, "NAME")

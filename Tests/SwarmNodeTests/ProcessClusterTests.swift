@@ -77,24 +77,33 @@ final class NodeProcesses: @unchecked Sendable {
     func start(_ count: Int) async throws {
         let ports = try await freePorts(count * 2)
         for index in 0..<count {
-            let seeds = (0..<count).filter { $0 != index }.map { "127.0.0.1:\(ports[$0])" }.joined(separator: ",")
-            let name = "gw-\(index + 1)"
-            let process = Process()
-            process.executableURL = URL(fileURLWithPath: binary)
-            process.arguments = [
-                "--name", name, "--listen", "127.0.0.1:\(ports[index])", "--seeds", seeds,
-                "--secret", "process-tests-cluster-secret", "--control", "127.0.0.1:\(ports[count + index])",
-                "--drain-timeout", "15",
-            ]
-            let log = logDirectory.appendingPathComponent("\(name).log")
-            _ = FileManager.default.createFile(atPath: log.path, contents: nil)
-            let handle = try FileHandle(forWritingTo: log)
-            process.standardOutput = handle
-            process.standardError = handle
-            process.standardInput = FileHandle.nullDevice
-            try process.run()
-            nodes.append(Node(name: name, process: process, clusterPort: ports[index], controlPort: ports[count + index]))
+            let seeds = (0..<count).filter { $0 != index }.map { "127.0.0.1:\(ports[$0])" }
+            try launch("gw-\(index + 1)", clusterPort: ports[index], controlPort: ports[count + index], seeds: seeds)
         }
+    }
+
+    /// Starts one more node, seeded with every node started so far.
+    func add(_ name: String) async throws {
+        let ports = try await freePorts(2)
+        try launch(name, clusterPort: ports[0], controlPort: ports[1], seeds: nodes.map { "127.0.0.1:\($0.clusterPort)" })
+    }
+
+    private func launch(_ name: String, clusterPort: Int, controlPort: Int, seeds: [String]) throws {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: binary)
+        process.arguments = [
+            "--name", name, "--listen", "127.0.0.1:\(clusterPort)", "--seeds", seeds.joined(separator: ","),
+            "--secret", "process-tests-cluster-secret", "--control", "127.0.0.1:\(controlPort)",
+            "--drain-timeout", "15",
+        ]
+        let log = logDirectory.appendingPathComponent("\(name).log")
+        _ = FileManager.default.createFile(atPath: log.path, contents: nil)
+        let handle = try FileHandle(forWritingTo: log)
+        process.standardOutput = handle
+        process.standardError = handle
+        process.standardInput = FileHandle.nullDevice
+        try process.run()
+        nodes.append(Node(name: name, process: process, clusterPort: clusterPort, controlPort: controlPort))
     }
 
     func node(_ name: String) -> Node? { nodes.first { $0.name == name } }
@@ -205,6 +214,64 @@ struct ProcessClusterTests {
         #expect(multi.replies == ["pong", "pong", "pong", "pong"] && multi.failures == 0, "\(multi)")
     }
 
+    @Test("a 4th node joins under a steady stream of casts: its names move to it with their state, 0 casts lost")
+    func joinUnderCasts() async throws {
+        let cluster = try NodeProcesses(binary: try #require(swarmNodeBinary))
+        defer { cluster.killAll() }
+        try await cluster.start(3)
+        let first = ["gw-1", "gw-2", "gw-3"]
+        let formed = await eventually(timeout: .seconds(60)) { await cluster.ringFormed(first) }
+        try #require(formed, "ring did not form; gw-1 log:\n\(cluster.logTail("gw-1"))")
+        let names = (0..<60).map { "c-\($0)" }
+        for (index, name) in names.enumerated() {
+            #expect(try await cluster.control(first[index % 3], "register \(name) fleet").pid != nil)
+        }
+        for node in first { #expect(await eventually { await cluster.tryControl(node, "members fleet")?.pids?.count == names.count }) }
+
+        // The stream: rounds of `castmany 5` over batches of 10 names, from gw-1 and gw-2 in turn.
+        var sent = [String: Int]()
+        var failures: [String] = []
+        func round(_ number: Int) async throws {
+            for (batchIndex, start) in stride(from: 0, to: names.count, by: 10).enumerated() {
+                let batch = names[start..<min(start + 10, names.count)]
+                let sender = first[(number + batchIndex) % 2]
+                let answer = try await cluster.control(sender, "castmany 5 \(batch.joined(separator: " "))")
+                if !answer.ok { failures.append("\(sender): \(answer.error ?? "?") after \(answer.result ?? "?")") }
+                let total = Int(answer.result ?? "") ?? 0
+                // castmany goes round the names in order: the first `total` casts reached these.
+                for offset in 0..<total { sent[batch[batch.startIndex + offset % batch.count], default: 0] += 1 }
+            }
+        }
+        for number in 0..<3 { try await round(number) }
+        try await cluster.add("gw-4")
+        let all = first + ["gw-4"]
+        var rounds = 3
+        var joinedAt: Int?
+        // Keep casting while the ring changes and the names move, then a few rounds more.
+        while rounds < 400 {
+            try await round(rounds)
+            rounds += 1
+            if joinedAt == nil, await cluster.ringFormed(all) { joinedAt = rounds }
+            if let joinedAt, rounds >= joinedAt + 5 { break }
+        }
+        try #require(joinedAt != nil, "gw-4 never joined; its log:\n\(cluster.logTail("gw-4"))")
+        #expect(failures.isEmpty, "\(failures.prefix(5))")
+        let registered = try #require(try await cluster.control("gw-4", "registered").names)
+        let onNewcomer = registered.filter { host(of: $0.value) == "gw-4" }.keys.sorted()
+        #expect(!onNewcomer.isEmpty, "no name moved to gw-4")
+        // Every cast arrived exactly once: each name's count is what was sent to it, including
+        // the names that moved with their count while casts kept coming.
+        for name in names {
+            let expected = String(sent[name] ?? 0)
+            let arrived = await eventually(timeout: .seconds(10)) {
+                await cluster.tryControl("gw-3", "call \(name) count")?.reply == expected
+            }
+            let got = await cluster.tryControl("gw-3", "call \(name) count")?.reply ?? "none"
+            #expect(arrived, "\(name): \(got) casts counted, \(expected) sent (host \(host(of: registered[name]) ?? "?"))")
+        }
+        #expect(try await cluster.control("gw-4", "members fleet").pids?.count == names.count)
+    }
+
     @Test("kill -9 a node: its names run again on the survivors with their groups; SIGTERM another: it exits 0 after handing off")
     func killAndTerminate() async throws {
         let cluster = try NodeProcesses(binary: try #require(swarmNodeBinary))
@@ -227,6 +294,21 @@ struct ProcessClusterTests {
             #expect(await eventually { await cluster.tryControl(node, "members fleet")?.pids?.count == 12 })
         }
 
+        // State on the victim's names, replicated to their ring successors (SPEC A8).
+        let onVictim = hostOf.keys.filter { hostOf[$0] == victim }.sorted()
+        try #require(!onVictim.isEmpty)
+        for name in onVictim {
+            #expect(try await cluster.control(victim, "castmany 3 \(name)").result == "3")
+            #expect(try await cluster.control(victim, "call \(name) count").reply == "3")
+            #expect(try await cluster.control(victim, "checkpoint \(name)").ok)
+        }
+        // Every successor holds a standby state for the victim's names before the kill.
+        #expect(await eventually {
+            var standbys = 0
+            for node in survivors { standbys += await cluster.tryControl(node, "dump")?.dump?.standbyStates ?? 0 }
+            return standbys >= onVictim.count
+        })
+
         cluster.signal(victim, SIGKILL)
         for node in survivors {
             let moved = await eventually(timeout: .seconds(30)) {
@@ -237,18 +319,25 @@ struct ProcessClusterTests {
             #expect(await eventually { await cluster.tryControl(node, "members fleet")?.pids?.count == 12 })
         }
         #expect(await eventually { await cluster.ringFormed(survivors) })
+        for name in onVictim {
+            let count = try await cluster.control(survivors[0], "call \(name) count").reply
+            #expect(count == "3", "\(name) restarted without its replicated state (count \(count ?? "none"))")
+        }
 
         // Give the names on the node about to leave (the survivor hosting more) some state,
-        // then SIGTERM it.
+        // then SIGTERM it. (The victim's restored names carry 3 already: compare differences.)
         let registered = try #require(try await cluster.control(survivors[0], "registered").names)
         let hosted = { (node: String) in registered.keys.filter { host(of: registered[$0]) == node }.sorted() }
         let leaving = hosted(survivors[0]).count >= hosted(survivors[1]).count ? survivors[0] : survivors[1]
         let last = survivors.first { $0 != leaving }!
         let onLeaving = hosted(leaving)
         try #require(!onLeaving.isEmpty)
+        var expected: [String: String] = [:]
         for name in onLeaving {
+            let before = Int(try await cluster.control(last, "call \(name) count").reply ?? "") ?? -100
             for _ in 0..<2 { #expect(try await cluster.control(last, "cast \(name) tick").ok) }
-            #expect(try await cluster.control(last, "call \(name) count").reply == "2")
+            expected[name] = String(before + 2)
+            #expect(try await cluster.control(last, "call \(name) count").reply == expected[name])
         }
         cluster.signal(leaving, SIGTERM)
         let status = await cluster.waitForExit(leaving, timeout: .seconds(25))
@@ -257,7 +346,7 @@ struct ProcessClusterTests {
         #expect(final.count == 12)
         #expect(final.values.allSatisfy { host(of: $0) == last }, "\(final)")
         for name in onLeaving {
-            #expect(try await cluster.control(last, "call \(name) count").reply == "2", "\(name) lost its state")
+            #expect(try await cluster.control(last, "call \(name) count").reply == expected[name], "\(name) lost its state")
         }
         #expect(try await cluster.control(last, "members fleet").pids?.count == 12)
     }
