@@ -20,6 +20,8 @@ import SwarmCore
 /// | `registered` | `names` (name → pid) |
 /// | `call NAME [TEXT…]` (default `ping`) | `reply` |
 /// | `cast NAME [TEXT…]` (default `tick`) | – |
+/// | `register-many PREFIX COUNT [KIND]` | registers `PREFIX-0` … `PREFIX-(COUNT-1)`, 64 at a time; `result` = how many are registered (new or already) |
+/// | `hosted PREFIX COUNT` | where `PREFIX-0…` live in this node's replica: `names` = node name → count (`-` for unknown names) |
 /// | `castmany COUNT NAME…` | casts `tick` COUNT times to each NAME, in order; `result` = casts sent (stops at the first error, which is reported) |
 /// | `join G NAME`, `leave G NAME` | – |
 /// | `members G` | `pids` |
@@ -137,6 +139,33 @@ public struct SwarmControlServer: Service {
             case "cast":
                 try await node.send(try arg(0, "NAME"), text(from: 1, default: "tick"))
                 return (.success, nil)
+            case "register-many":
+                let prefix = try arg(0, "PREFIX")
+                guard let count = Int(try arg(1, "COUNT")), count >= 0 else { throw ControlError(description: "register-many: COUNT must be a number") }
+                let kind = args.count > 2 ? args[2] : "worker"
+                let node = self.node
+                let registered = await withTaskGroup(of: Int.self) { group in
+                    var next = 0
+                    var done = 0
+                    func add() {
+                        let name = "\(prefix)-\(next)"
+                        next += 1
+                        group.addTask { (try? await node.register(name, kind: kind).pid) != nil ? 1 : 0 }
+                    }
+                    while next < min(count, 64) { add() }
+                    while let one = await group.next() {
+                        done += one
+                        if next < count { add() }
+                    }
+                    return done
+                }
+                return (ControlReply(result: String(registered)), nil)
+            case "hosted":
+                let prefix = try arg(0, "PREFIX")
+                guard let count = Int(try arg(1, "COUNT")), count >= 0 else { throw ControlError(description: "hosted: COUNT must be a number") }
+                var hosts: [String: Int] = [:]
+                for index in 0..<count { hosts[node.whereis("\(prefix)-\(index)")?.node.name ?? "-", default: 0] += 1 }
+                return (ControlReply(names: hosts.mapValues(String.init)), nil)
             case "castmany":
                 guard let count = Int(try arg(0, "COUNT")), count >= 0 else { throw ControlError(description: "castmany: COUNT must be a number") }
                 let names = Array(args.dropFirst())

@@ -82,6 +82,10 @@ extension SwarmNode {
         withTracker { $0.registered().map { Registration(name: $0.name, pid: $0.pid) } } ?? []
     }
 
+    /// The name of the node that should host `name` under the current ring (nil without one).
+    /// Nonisolated, like ``whereis(_:)``.
+    public nonisolated func owner(of name: String) -> String? { withTracker { $0.owner(of: name) } ?? nil }
+
     /// Swarm's `members(group)`: local read.
     public nonisolated func members(_ group: String) -> [ProcessID] { withTracker { $0.members(of: group) } ?? [] }
 

@@ -5,8 +5,8 @@
 // `--json FILE` writes them all; `--runs R` repeats the whole scenario on a fresh cluster and
 // reports the median.
 //
-//   swift build -c release --product swarm-bench
-//   .build/release/swarm-bench --n 10000 --runs 3 --workloads W1,W2,W3,W4,W6,W7 --json /tmp/w.json
+//   swift build -c release --product swarm-node && swift build -c release --product swarm-bench
+//   .build/release/swarm-bench --n 10000 --runs 3 --json /tmp/w.json   (W6K needs swarm-node beside it)
 
 import Foundation
 import Logging
@@ -22,7 +22,7 @@ import Synchronization
 struct Options {
     var n = 10_000
     var runs = 3
-    var workloads: Set<String> = ["W1", "W2", "W3", "W4", "W6", "W7"]
+    var workloads: Set<String> = ["W1", "W2", "W3", "W4", "W5", "W6", "W6K", "W7"]
     var json: String?
     var lookups = 1_000_000
     /// Internal: this process is one run started by the parent; write the figures to `childOut`.
@@ -49,7 +49,7 @@ struct Options {
             case "--workloads":
                 options.workloads = Set(value().split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces).uppercased() })
             case "-h", "--help":
-                print("usage: swarm-bench [--n 10000] [--runs 3] [--workloads W1,W2,W3,W4,W6,W7] [--lookups 1000000] [--json FILE]")
+                print("usage: swarm-bench [--n 10000] [--runs 3] [--workloads W1,W2,W3,W4,W5,W6,W6K,W7] [--lookups 1000000] [--json FILE]")
                 exit(0)
             default:
                 FileHandle.standardError.write(Data("unknown argument \(arguments[index])\n".utf8))
@@ -180,6 +180,21 @@ actor BenchWorker: SwarmProcess {
 
 let benchFactory: ProcessFactory = { name, _ in BenchWorker(name: name) }
 
+/// W5's process: counts its casts and moves with its count (`.resume`), so a lost or doubled
+/// cast shows per name. Calls: `count` → the count as decimal text.
+actor CountingWorker: SwarmProcess {
+    var count = 0
+    func receive(_ message: [UInt8]) async throws {
+        count += 1
+        castsReceived.add()
+    }
+    func call(_ message: [UInt8]) async throws -> [UInt8] { Array(String(count).utf8) }
+    func beginHandoff() async -> HandoffAnswer { .resume(Array(String(count).utf8)) }
+    func endHandoff(state: [UInt8]) async { count += Int(String(decoding: state, as: UTF8.self)) ?? 0 }
+}
+
+let countingFactory: ProcessFactory = { _, _ in CountingWorker() }
+
 extension SwarmNode {
     /// How many of `names[from...]`, in order, resolve here (stops at the first that does not).
     /// Runs inside the node's isolation: one hop for the whole scan.
@@ -303,8 +318,9 @@ struct Cluster {
     var nodes: [SwarmNode]
     var runner: Task<Void, Never>
 
+    static let factories: [String: ProcessFactory] = ["worker": benchFactory, "counter": countingFactory]
+
     static func start(_ count: Int) async throws -> Cluster {
-        let factories: [String: ProcessFactory] = ["worker": benchFactory]
         let first = SwarmNode(settings: nodeSettings("node-1", seeds: []), factories: factories)
         try await first.start()
         guard let seed = await first.address else { throw BenchFailure(description: "node-1 has no address") }
@@ -415,6 +431,110 @@ func runOnce(_ options: Options, run: Int, report: Report) async throws {
         await cluster.shutdown()
         throw error
     }
+    await cluster.shutdown()
+    if w.contains("W5") { try await joinUnderCasts(options, report: report) }
+    if w.contains("W6K") { try await killNineWorkload(options, report: report) }
+}
+
+/// W5: M = 3N/2 names on 2 nodes (so that about N/2 — 5,000 for N = 10k — move), a third node
+/// starts and joins while node 1 casts to random names at a steady rate. Measures the time from
+/// the third node's start until every name lives on its ring owner on all three nodes with no
+/// handoff in flight, and checks every name's count against the casts sent to it.
+func joinUnderCasts(_ options: Options, report: Report) async throws {
+    let m = options.n * 3 / 2
+    let rate = 20_000
+    print("W5: starting 2 nodes, registering \(m) names")
+    let cluster = try await Cluster.start(2)
+    let nodes = cluster.nodes
+    let names = (0..<m).map { "j-\($0)" }
+    _ = try await concurrently(m, inFlight: 64) { index in
+        let result = try await nodes[0].register(names[index], kind: "counter")
+        guard result.pid != nil else { throw BenchFailure(description: "W5 register: \(result)") }
+    }
+    guard await waitUntil(from: .now, timeout: .seconds(60), interval: .milliseconds(5), {
+        names.allSatisfy { nodes[1].whereis($0) != nil }
+    }) != nil else { throw BenchFailure(description: "W5: names did not converge on 2 nodes") }
+
+    // The sender: `rate` casts/s from node 1, in batches every 10 ms, counted per name.
+    let stop = Atomic<Bool>(false)
+    let sender = Task { () -> (sent: [Int], errors: Int) in
+        var sent = Array(repeating: 0, count: m)
+        var errors = 0
+        var generator = SystemRandomNumberGenerator()
+        let clock = ContinuousClock()
+        var next = clock.now
+        while !stop.load(ordering: .relaxed) {
+            for _ in 0..<(rate / 100) {
+                let index = Int.random(in: 0..<m, using: &generator)
+                do {
+                    try await nodes[0].send(names[index], ping)
+                    sent[index] += 1
+                } catch {
+                    errors += 1
+                }
+            }
+            next = next + .milliseconds(10)
+            try? await clock.sleep(until: next)
+        }
+        return (sent, errors)
+    }
+    try? await Task.sleep(for: .milliseconds(300))
+
+    let third = SwarmNode(settings: nodeSettings("node-3", seeds: [await nodes[0].address!]), factories: Cluster.factories)
+    let start = ContinuousClock.now
+    try await third.start()
+    let runner = Task { try? await third.run() }
+    let all = nodes + [third]
+    var cursor = 0
+    let settled = await waitUntil(from: start, timeout: .seconds(120), interval: .milliseconds(5)) {
+        // Every name on its ring owner, as every node sees it…
+        while cursor < names.count {
+            let name = names[cursor]
+            var placed = true
+            for node in all {
+                guard let owner = node.owner(of: name), node.whereis(name)?.node.name == owner
+                else { placed = false; break }
+            }
+            if !placed { return false }
+            cursor += 1
+        }
+        // …the ring has all three everywhere, and no handoff is in flight.
+        for node in all {
+            guard let dump = try? await node.dump(), dump.ringNodes.count == 3, dump.handoffs.isEmpty else { return false }
+        }
+        return true
+    }
+    let moved = names.filter { third.whereis($0)?.node == third.id }.count
+    try? await Task.sleep(for: .milliseconds(500))
+    stop.store(true, ordering: .relaxed)
+    let (sent, errors) = await sender.value
+    let totalSent = sent.reduce(0, +)
+    // Let the last casts land, then read every name's count.
+    var counted = Array(repeating: 0, count: m)
+    for attempt in 0..<50 {
+        var total = 0
+        for (index, name) in names.enumerated() {
+            counted[index] = Int(String(decoding: (try? await nodes[0].call(name, ping)) ?? [], as: UTF8.self)) ?? 0
+            total += counted[index]
+        }
+        if total >= totalSent || attempt == 49 { break }
+        try? await Task.sleep(for: .milliseconds(100))
+    }
+    var lost = 0
+    var doubled = 0
+    for index in 0..<m {
+        if counted[index] < sent[index] { lost += sent[index] - counted[index] } else { doubled += counted[index] - sent[index] }
+    }
+    let setup = "3 nodes in 1 process, loopback TCP, \(m) names on 2 nodes, node 3 joins; \(moved) names moved to it; casts from node 1 at \(rate)/s to random names"
+    report.record("W5.join", "time until every name lives on its ring owner (all 3 nodes agree, no handoff in flight), from node 3's start", setup: setup, unit: "ms",
+        settled.map { nanoseconds($0) / 1e6 } ?? .nan, goal: .atMost(1000), goalText: "≤ 1 s (~5k handed off)")
+    report.record("W5.moved", "names handed off to node 3 (with .resume state)", setup: setup, unit: "names", Double(moved))
+    report.record("W5.sent", "casts sent during the run (accepted by the API)", setup: setup, unit: "msgs", Double(totalSent))
+    report.record("W5.send.errors", "casts the API refused (name unknown at the sender)", setup: setup, unit: "msgs", Double(errors))
+    report.record("W5.lost", "casts lost (per name: sent − counted, summed)", setup: setup, unit: "msgs", Double(lost), goal: .atMost(0), goalText: "0")
+    report.record("W5.doubled", "casts counted twice (per name: counted − sent, summed)", setup: setup, unit: "msgs", Double(doubled), goal: .atMost(0), goalText: "0")
+    await third.shutdown()
+    _ = await runner.value
     await cluster.shutdown()
 }
 
@@ -624,6 +744,18 @@ func scenario(
     // W6 (in-process): node 3 stops abruptly (`shutdown()`: connections closed, no drain, no
     // handoff) — the peers see what a `kill -9` gives them: the TCP connections drop.
     if w.contains("W6") {
+        // The earlier workloads load the 2 cores heavily: start from a settled cluster (every
+        // ring of 3, no handoff in flight, every name on its owner as node 1 sees it).
+        let everyName = sequential + parallel
+        let settleStart = ContinuousClock.now
+        let settled = await waitUntil(from: settleStart, timeout: .seconds(60), interval: .milliseconds(20)) {
+            for node in nodes {
+                guard let dump = try? await node.dump(), dump.ringNodes.count == 3, dump.handoffs.isEmpty else { return false }
+            }
+            return everyName.allSatisfy { name in nodes[0].whereis(name)?.node.name == nodes[0].owner(of: name) }
+        }
+        report.record("W6.settle", "wait for a settled cluster before W6 (rings of 3, names on their owners)", setup: base, unit: "ms",
+            settled.map { nanoseconds($0) / 1e6 } ?? .nan)
         let dead = nodes[2]
         let deadID = dead.id
         let all = sequential + parallel
