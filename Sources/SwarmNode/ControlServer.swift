@@ -20,7 +20,7 @@ import SwarmCore
 /// | `registered` | `names` (name → pid) |
 /// | `call NAME [TEXT…]` (default `ping`) | `reply` |
 /// | `cast NAME [TEXT…]` (default `tick`) | – |
-/// | `register-many PREFIX COUNT [KIND]` | registers `PREFIX-0` … `PREFIX-(COUNT-1)`, 64 at a time; `result` = how many are registered (new or already) |
+/// | `register-many PREFIX COUNT [KIND]` | registers `PREFIX-0` … `PREFIX-(COUNT-1)`, 64 at a time; `result` = how many are registered (new or already); `reply` = the failures by reason, if any |
 /// | `hosted PREFIX COUNT` | where `PREFIX-0…` live in this node's replica: `names` = node name → count (`-` for unknown names) |
 /// | `castmany COUNT NAME…` | casts `tick` COUNT times to each NAME, in order; `result` = casts sent (stops at the first error, which is reported) |
 /// | `join G NAME`, `leave G NAME` | – |
@@ -144,22 +144,34 @@ public struct SwarmControlServer: Service {
                 guard let count = Int(try arg(1, "COUNT")), count >= 0 else { throw ControlError(description: "register-many: COUNT must be a number") }
                 let kind = args.count > 2 ? args[2] : "worker"
                 let node = self.node
-                let registered = await withTaskGroup(of: Int.self) { group in
+                let (registered, errors) = await withTaskGroup(of: String?.self) { group in
                     var next = 0
                     var done = 0
+                    var errors: [String: Int] = [:]
                     func add() {
                         let name = "\(prefix)-\(next)"
                         next += 1
-                        group.addTask { (try? await node.register(name, kind: kind).pid) != nil ? 1 : 0 }
+                        group.addTask {
+                            do {
+                                switch try await node.register(name, kind: kind) {
+                                case .registered, .alreadyRegistered: return nil
+                                case .failed(let error): return "\(error)"
+                                }
+                            } catch {
+                                return "\(error)"
+                            }
+                        }
                     }
                     while next < min(count, 64) { add() }
-                    while let one = await group.next() {
-                        done += one
+                    while let failure = await group.next() {
+                        if let failure { errors[failure, default: 0] += 1 } else { done += 1 }
                         if next < count { add() }
                     }
-                    return done
+                    return (done, errors)
                 }
-                return (ControlReply(result: String(registered)), nil)
+                var reply = ControlReply(result: String(registered))
+                if !errors.isEmpty { reply.reply = errors.map { "\($0.value)× \($0.key)" }.sorted().joined(separator: "; ") }
+                return (reply, nil)
             case "hosted":
                 let prefix = try arg(0, "PREFIX")
                 guard let count = Int(try arg(1, "COUNT")), count >= 0 else { throw ControlError(description: "hosted: COUNT must be a number") }
