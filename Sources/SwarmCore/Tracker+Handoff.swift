@@ -161,7 +161,14 @@ extension Tracker.Instance {
     mutating func receiveHandoffOffer(_ offer: HandoffOffer, from peer: NodeID) {
         let key = Tracker.HandoffKey(source: peer, id: offer.id)
         if let pid = acceptedHandoffs[key] {
-            send(peer, .handoffAccepted(id: offer.id, name: offer.name, pid: pid))
+            // A repeated offer (our acceptance was lost). Repeat it only while the process we
+            // accepted with still holds the name: if it has since ended (a conflict yield, a
+            // crash), accepting again would make the sender stop the last live copy.
+            if localNames[pid]?.contains(offer.name) == true {
+                send(peer, .handoffAccepted(id: offer.id, name: offer.name, pid: pid))
+            } else {
+                send(peer, .handoffRejected(id: offer.id, name: offer.name, reason: "the process that took it (\(pid)) has ended"))
+            }
             return
         }
         if let pending = pendingStarts[offer.name], pending.handoff == key { return }  // starting

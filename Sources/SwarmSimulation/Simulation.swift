@@ -261,6 +261,14 @@ public final class Simulation {
         }
         // Names only this node still knew (an orphan it kept after stopping it for lack of a
         // quorum) are lost with it: that is the static-quorum trade-off, not a protocol bug.
+        // Likewise names whose host crashed before this node noticed: if no live node knows them
+        // either, nobody is left to restart them (two failures in a row, the second before the
+        // first was detected).
+        for started in everStarted.sorted() {
+            guard let pid = node.tracker.whereis(started), pid.node != node.id else { continue }
+            let hostAlive = nodes[pid.node.name].map { $0.alive && $0.id == pid.node } ?? false
+            if !hostAlive && !knownElsewhere(started, pid: pid, except: name) { lostWithHost.insert(started) }
+        }
         for started in everStarted.sorted() {
             guard let lost = node.tracker.orphanedProcess(started) else { continue }
             if !knownElsewhere(started, pid: lost, except: name) { lostWithHost.insert(started) }

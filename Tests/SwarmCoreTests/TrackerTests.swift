@@ -413,6 +413,36 @@ let three = ["gw-1", "gw-2", "gw-3"]
         return (cluster, moving, staying, pid, cluster.asked.first)
     }
 
+    /// A repeated offer (the acceptance was lost) is accepted again only while the process that
+    /// took it still holds the name; once it has ended, the sender must keep its copy.
+    @Test func repeatedOfferIsRejectedOnceTheAcceptingProcessEnded() {
+        var (cluster, moving, _, _, ask) = Self.setUp()
+        guard let ask else { return }
+        let answered = cluster.on("gw-1") { $0.onHandoffAnswer(token: ask.token, answer: .resume([1]), now: $1) }
+        guard let offer = answered.compactMap(\.sentMessage).compactMap({ sent -> HandoffOffer? in
+            if case .handoffOffer(let offer) = sent.message { return offer }
+            return nil
+        }).first else {
+            Issue.record("no offer")
+            return
+        }
+        cluster.settle()
+        guard let newPid = cluster.nodes["gw-2"]!.whereis(moving), newPid.node == cluster.id("gw-2") else {
+            Issue.record("not moved")
+            return
+        }
+        let gw1 = cluster.id("gw-1")
+        func answers(_ directives: [Tracker.Directive]) -> [PeerMessage] {
+            directives.compactMap(\.sentMessage).filter { $0.to == gw1 }.map(\.message)
+        }
+        let again = answers(cluster.on("gw-2") { $0.onPeerMessage(.handoffOffer(offer), from: gw1, now: $1) })
+        #expect(again.contains(.handoffAccepted(id: offer.id, name: moving, pid: newPid)), "\(again)")
+        _ = cluster.on("gw-2") { $0.onProcessEnded(newPid, now: $1) }
+        let afterEnd = answers(cluster.on("gw-2") { $0.onPeerMessage(.handoffOffer(offer), from: gw1, now: $1) })
+        #expect(!afterEnd.contains(.handoffAccepted(id: offer.id, name: moving, pid: newPid)), "\(afterEnd)")
+        #expect(afterEnd.contains { if case .handoffRejected(let id, let name, _) = $0 { return id == offer.id && name == moving } else { return false } }, "\(afterEnd)")
+    }
+
     @Test func resumeMovesTheProcessWithNoMessageLost() {
         var (cluster, moving, _, oldPid, ask) = Self.setUp()
         guard let ask else { return }
