@@ -201,6 +201,7 @@ let package = Package(
                 "Gateway",
                 "SwarmNode",
                 "SwarmCore",
+                "SwarmTransport",
                 "MQTT",
                 .product(name: "Logging", package: "swift-log"),
             ],
