@@ -187,7 +187,14 @@ actor DeviceProcess: SwarmProcess {
             var fields = value.objectValue ?? [:]
             let seq = fields.removeValue(forKey: "seq")?.intValue
             let newest = seq.map { state.sequence.isNewest($0) } ?? true
-            if let seq { state.sequence.observe(seq, counters: &state.counters) }
+            if let seq {
+                // Locals: `state` is an actor property, and two inout accesses to it would overlap.
+                var sequence = state.sequence
+                var counters = state.counters
+                sequence.observe(seq, counters: &counters)
+                state.sequence = sequence
+                state.counters = counters
+            }
             if newest {
                 for (key, field) in fields { state.telemetry[key] = field }
             }
@@ -207,7 +214,7 @@ actor DeviceProcess: SwarmProcess {
             // A retained birth replayed to a newly subscribing node is not a new connection.
             if !(retained && state.online) {
                 state.connectedAt = receivedAt
-                state.sequence.reset()
+                state.sequence.sessionStarted()
             }
             state.online = true
             var metadata = members

@@ -1,45 +1,86 @@
 /// Telemetry sequence tracking over a 64-wide window below the highest number seen.
 ///
 /// Shared subscriptions spread one device's messages over the gateway nodes round robin, so they
-/// reach the owner slightly reordered; a reordered arrival is not a duplicate. A number above the
-/// highest opens gaps for the numbers skipped; a number inside the window fills its gap (counted
-/// as out of order) or, if already seen, is a duplicate; a number further behind is `late`.
-/// A birth resets the window (devices restart their numbering), never the counters.
+/// reach the owner slightly reordered; a reordered arrival is not a duplicate. Two bitmaps below
+/// the highest number: `seen`, and `missing` (numbers skipped when a higher one arrived, counted
+/// in `seqGaps`). An arrival below the highest fills its gap (`seqGaps` − 1, `seqOutOfOrder` + 1)
+/// if it was missing, is a duplicate if it was seen, and is merely out of order otherwise (it
+/// precedes the first number this window saw). A number 64 or more below the highest means the
+/// device restarted its numbering (`seqRestarts`; the window starts again there); gaps further
+/// back than the window can no longer be filled.
+///
+/// A birth (new session) may restart the numbering, but it may also reach the owner *after*
+/// telemetry it preceded (the two came through different gateway nodes), so it does not reset
+/// the window at once: it marks a restart as possible, and the next number decides: 0 or 1
+/// (where devices start counting), not above the highest and already seen means the numbering
+/// restarted; anything else keeps the window. Counters are never reset.
 struct SequenceTracker: Codable, Sendable, Hashable {
     var highest: Int64?
     /// Bit i set: `highest - i` was seen.
-    var window: UInt64 = 0
+    var seen: UInt64 = 0
+    /// Bit i set: `highest - i` was skipped and is counted as a gap.
+    var missing: UInt64 = 0
+    /// A birth arrived since the last number.
+    var restartPossible = false
 
     mutating func reset() {
         highest = nil
-        window = 0
+        seen = 0
+        missing = 0
+        restartPossible = false
+    }
+
+    /// A birth: the device may have restarted its numbering.
+    mutating func sessionStarted() {
+        restartPossible = true
     }
 
     mutating func observe(_ seq: Int64, counters: inout DeviceCounters) {
+        if restartPossible {
+            restartPossible = false
+            if let top = highest, seq <= top, seq <= 1, top - seq < 64, seen & (UInt64(1) << UInt64(top - seq)) != 0 {
+                reset()
+            }
+        }
         guard let top = highest else {
             highest = seq
-            window = 1
+            seen = 1
+            missing = 0
             return
         }
         if seq > top {
             let distance = seq - top
             counters.seqGaps += distance - 1
-            window = distance >= 64 ? 1 : (window << UInt64(distance)) | 1
-            highest = seq
-        } else {
-            let distance = top - seq
-            guard distance < 64 else {
-                counters.seqLate += 1
-                return
-            }
-            let bit = UInt64(1) << UInt64(distance)
-            if window & bit != 0 {
-                counters.seqDuplicates += 1
+            if distance >= 64 {
+                seen = 1
+                missing = ~UInt64(1)
             } else {
-                window |= bit
-                counters.seqGaps -= 1
-                counters.seqOutOfOrder += 1
+                // The skipped numbers sit at bits 1 ..< distance after the shift.
+                let skipped = (UInt64(1) << UInt64(distance)) - 2
+                seen = (seen << UInt64(distance)) | 1
+                missing = (missing << UInt64(distance)) | skipped
             }
+            highest = seq
+            return
+        }
+        let distance = top - seq
+        guard distance < 64 else {
+            counters.seqRestarts += 1
+            highest = seq
+            seen = 1
+            missing = 0
+            return
+        }
+        let bit = UInt64(1) << UInt64(distance)
+        if seen & bit != 0 {
+            counters.seqDuplicates += 1
+            return
+        }
+        seen |= bit
+        counters.seqOutOfOrder += 1
+        if missing & bit != 0 {
+            missing &= ~bit
+            counters.seqGaps -= 1
         }
     }
 
@@ -114,7 +155,7 @@ extension DeviceCounters {
         result.seqGaps = max(a.seqGaps, b.seqGaps)
         result.seqDuplicates = max(a.seqDuplicates, b.seqDuplicates)
         result.seqOutOfOrder = max(a.seqOutOfOrder, b.seqOutOfOrder)
-        result.seqLate = max(a.seqLate, b.seqLate)
+        result.seqRestarts = max(a.seqRestarts, b.seqRestarts)
         result.commandsSent = max(a.commandsSent, b.commandsSent)
         result.commandsAnswered = max(a.commandsAnswered, b.commandsAnswered)
         result.commandsTimedOut = max(a.commandsTimedOut, b.commandsTimedOut)

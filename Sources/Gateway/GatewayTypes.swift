@@ -64,8 +64,9 @@ public struct DeviceCounters: Codable, Sendable, Hashable {
     public var seqDuplicates: Int64 = 0
     /// Telemetry that arrived after a higher sequence number (reordered, filling a gap).
     public var seqOutOfOrder: Int64 = 0
-    /// Telemetry too old to classify (more than 64 behind the highest seen).
-    public var seqLate: Int64 = 0
+    /// Sequence numbers more than 64 below the highest seen: the device restarted its numbering
+    /// without a birth in between (the window starts again there).
+    public var seqRestarts: Int64 = 0
     /// Commands sent to the device / answered / timed out.
     public var commandsSent: Int64 = 0
     public var commandsAnswered: Int64 = 0
@@ -81,7 +82,7 @@ public struct DeviceCounters: Codable, Sendable, Hashable {
         .object([
             "messages": .int(messages), "telemetry": .int(telemetry), "reportedUpdates": .int(reportedUpdates),
             "statusChanges": .int(statusChanges), "seqGaps": .int(seqGaps), "seqDuplicates": .int(seqDuplicates),
-            "seqOutOfOrder": .int(seqOutOfOrder), "seqLate": .int(seqLate), "commandsSent": .int(commandsSent),
+            "seqOutOfOrder": .int(seqOutOfOrder), "seqRestarts": .int(seqRestarts), "commandsSent": .int(commandsSent),
             "commandsAnswered": .int(commandsAnswered), "commandsTimedOut": .int(commandsTimedOut),
             "downlinks": .int(downlinks), "desiredPublished": .int(desiredPublished),
         ])

@@ -92,25 +92,51 @@ struct UnitTests {
         #expect(JSONValue.delta(desired: .emptyObject, reported: reported) == .emptyObject)
     }
 
-    @Test("sequence tracking: gaps, reordering, duplicates, late, reset")
+    @Test("sequence tracking: gaps, reordering, duplicates, restarts, births")
     func sequence() {
         var tracker = SequenceTracker()
         var counters = DeviceCounters()
-        for seq: Int64 in [1, 2, 3, 5, 6] { tracker.observe(seq, counters: &counters) }
+        for seq: Int64 in [3, 1, 2] { tracker.observe(seq, counters: &counters) }
+        // Below the first number seen: out of order, never a gap or a duplicate.
+        #expect(counters.seqGaps == 0 && counters.seqOutOfOrder == 2 && counters.seqDuplicates == 0)
+        for seq: Int64 in [5, 6] { tracker.observe(seq, counters: &counters) }
         #expect(counters.seqGaps == 1 && counters.seqDuplicates == 0)
         tracker.observe(4, counters: &counters)  // late arrival fills the gap
-        #expect(counters.seqGaps == 0 && counters.seqOutOfOrder == 1)
+        #expect(counters.seqGaps == 0 && counters.seqOutOfOrder == 3)
         tracker.observe(6, counters: &counters)
         tracker.observe(2, counters: &counters)
-        #expect(counters.seqDuplicates == 2)
-        tracker.observe(100, counters: &counters)
-        #expect(counters.seqGaps == 93)
+        #expect(counters.seqDuplicates == 2 && counters.seqGaps == 0)
         tracker.observe(10, counters: &counters)
-        #expect(counters.seqLate == 1)
-        tracker.reset()
-        tracker.observe(0, counters: &counters)
-        tracker.observe(1, counters: &counters)
-        #expect(counters.seqGaps == 93 && counters.seqDuplicates == 2)
+        tracker.observe(8, counters: &counters)
+        #expect(counters.seqGaps == 2)
+        tracker.observe(100, counters: &counters)
+        #expect(counters.seqGaps == 91)
+        tracker.observe(60, counters: &counters)  // fills a gap inside the window
+        #expect(counters.seqGaps == 90)
+        tracker.observe(10, counters: &counters)  // far below: the device restarted its numbering
+        #expect(counters.seqRestarts == 1)
+        tracker.observe(11, counters: &counters)
+        #expect(counters.seqGaps == 90 && tracker.highest == 11)
+
+        // A birth: the next number decides whether the numbering restarted.
+        var session = SequenceTracker()
+        var c = DeviceCounters()
+        for seq: Int64 in [1, 2, 4] { session.observe(seq, counters: &c) }
+        session.sessionStarted()  // a birth that arrives after telemetry of its own session
+        session.observe(3, counters: &c)  // fills the gap: a reordered arrival, not a restart
+        #expect(c.seqGaps == 0 && session.highest == 4 && c.seqDuplicates == 0)
+        session.sessionStarted()
+        session.observe(2, counters: &c)  // a duplicate of this session, not a restart
+        #expect(c.seqDuplicates == 1 && session.highest == 4)
+        session.sessionStarted()
+        session.observe(1, counters: &c)  // 1 again after a birth: restarted
+        session.observe(2, counters: &c)
+        session.observe(3, counters: &c)
+        #expect(c.seqDuplicates == 1 && c.seqGaps == 0 && session.highest == 3)
+        session.reset()
+        session.observe(0, counters: &c)
+        session.observe(1, counters: &c)
+        #expect(c.seqGaps == 0 && c.seqDuplicates == 1 && session.highest == 1)
     }
 
     @Test("ingress validation: plain and JSON status, objects only, size limit")
