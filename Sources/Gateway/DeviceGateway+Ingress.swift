@@ -71,7 +71,10 @@ extension DeviceGateway {
             let event = DeviceMessage.ingress(
                 kind: kind, broker: broker.id, receivedAt: Timestamp.nowMillis(), retained: message.retain, payload: payload)
             let lane = Int(Self.laneHash(id) % UInt64(laneInputs.count))
-            laneInputs[lane].yield(LaneItem(id: id, message: event.encoded()))
+            inLanes.add(1, ordering: .relaxed)
+            if case .terminated = laneInputs[lane].yield(LaneItem(id: id, message: event.encoded())) {
+                inLanes.subtract(1, ordering: .relaxed)
+            }
         }
     }
 
@@ -118,6 +121,7 @@ extension DeviceGateway {
     func consumeLane(_ stream: AsyncStream<LaneItem>) async {
         for await item in stream {
             await route(item)
+            inLanes.subtract(1, ordering: .relaxed)
         }
     }
 
@@ -152,9 +156,14 @@ extension DeviceGateway {
     }
 
     /// Writes the coalesced checkpoints every ``GatewaySettings/checkpointInterval``.
+    /// Sleeps in steps of at most 100 ms so that ``shutdown()`` ends it promptly.
     func sweep() async {
+        let step = min(settings.checkpointInterval, .milliseconds(100))
+        var next = ContinuousClock.now + settings.checkpointInterval
         while isRunning {
-            try? await Task.sleep(for: settings.checkpointInterval)
+            try? await Task.sleep(for: step)
+            guard ContinuousClock.now >= next else { continue }
+            next = ContinuousClock.now + settings.checkpointInterval
             for process in runtime.takeDirty() { await process.flush() }
         }
     }

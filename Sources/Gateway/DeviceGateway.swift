@@ -54,6 +54,10 @@ public final class DeviceGateway: Sendable {
     let laneStreams: [AsyncStream<LaneItem>]
     let laneInputs: [AsyncStream<LaneItem>.Continuation]
     let brokerReceived: [Counter]
+    /// Messages handed to a lane and not routed yet.
+    let inLanes = Atomic<Int>(0)
+    /// Set by ``drain(timeout:)``: the shared subscriptions are gone.
+    let ingressStopped = Atomic<Bool>(false)
 
     enum Phase: Equatable {
         case idle, starting, running, stopped
@@ -169,12 +173,41 @@ public final class DeviceGateway: Sendable {
         for entry in runtime.brokers.entries { await entry.client.close() }
     }
 
+    /// Graceful leave of this node (SIGTERM, `POST /v1/cluster/drain`): stops taking device
+    /// messages (unsubscribes the shared subscriptions on every broker, so the brokers give this
+    /// node's share to the other gateway nodes), routes what it already took, then drains the
+    /// node, which hands every device process over with its whole state. Returns the node's drain
+    /// result. Facade calls (and command replies) keep working until ``shutdown()``; call that,
+    /// then stop the node.
+    @discardableResult
+    public func drain(timeout: Duration? = nil) async -> Bool {
+        if !ingressStopped.exchange(true, ordering: .relaxed) {
+            for entry in runtime.brokers.entries {
+                for filter in topics.sharedFilters(group: settings.shareGroup) {
+                    do {
+                        try await entry.client.unsubscribe(filter)
+                    } catch {
+                        logger.warning("drain: unsubscribe \(filter) on \(entry.id) failed: \(error)")
+                    }
+                }
+            }
+            // What the broker sent before the UNSUBACK is in the stream or the lanes: route it.
+            let deadline = ContinuousClock.now + .seconds(5)
+            try? await Task.sleep(for: .milliseconds(100))
+            while inLanes.load(ordering: .relaxed) > 0 && ContinuousClock.now < deadline {
+                try? await Task.sleep(for: .milliseconds(10))
+            }
+        }
+        return await node.drain(timeout: timeout)
+    }
+
     /// True while running.
     public var isRunning: Bool { phase.withLock { $0 == .running } }
 
-    /// Readiness: the gateway runs, its node is `running`, and every broker connection is up.
+    /// Readiness: the gateway runs and takes ingress (not drained), its node is `running`, and
+    /// every broker connection is up.
     public func isReady() async -> Bool {
-        guard isRunning, await node.lifecycle == .running else { return false }
+        guard isRunning, !ingressStopped.load(ordering: .relaxed), await node.lifecycle == .running else { return false }
         return runtime.brokers.entries.allSatisfy { $0.client.isConnected }
     }
 

@@ -318,6 +318,87 @@ struct GatewayClusterTests {
     }
 }
 
+extension GatewayClusterTests {
+    @Test("a drained node hands its devices over with their whole state, not only the checkpointed part")
+    func drainHandsOff() async throws {
+        try await withBroker { broker in
+            // Long interval: after the birth, telemetry and reported changes are not checkpointed
+            // during this test, so only the handoff can carry them.
+            try await withGatewayCluster(3, broker: broker, configure: { $0.checkpointInterval = .seconds(120) }) { members in
+                let ids = (0..<9).map { "h-\($0)" }
+                try await withDevices(ids, broker: broker) { devices in
+                    for id in ids { #expect(await eventually { await twinEverywhere(members, id) { $0.online } }) }
+                    for device in devices {
+                        try await device.report(["phase": "before-drain"])
+                        try await device.telemetry(["seq": 1, "x": 7])
+                    }
+                    for id in ids {
+                        #expect(await eventually { (try? await members[0].gateway.twin(id)).map { $0.reported["phase"] != nil && $0.counters.telemetry == 1 } ?? false })
+                    }
+                    let leaving = members[2]
+                    let moved = await ids.asyncFilter { await leaving.node.whereis($0)?.node == leaving.node.id }
+                    try #require(!moved.isEmpty, "no device on \(leaving.name)")
+                    #expect(await leaving.gateway.drain(timeout: .seconds(15)))
+                    #expect(await leaving.gateway.isReady() == false)
+                    let survivors = Array(members[0...1])
+                    for id in moved {
+                        #expect(await eventually { await twinEverywhere(survivors, id) { $0.node != leaving.name } })
+                        let twin = try #require(try await survivors[0].gateway.twin(id))
+                        #expect(twin.reported == ["phase": "before-drain"] && twin.telemetry == ["x": 7] && twin.online, "\(id): \(twin)")
+                    }
+                    // The drained node takes no more ingress; the others get everything.
+                    for device in devices { try await device.telemetry(["seq": 2, "x": 8]) }
+                    for id in ids {
+                        #expect(await eventually { (try? await survivors[1].gateway.twin(id))?.counters.telemetry == 2 })
+                    }
+                }
+            }
+        }
+    }
+
+    @Test("two brokers: devices sharded over them, every node on both; downlink goes through each device's broker")
+    func twoBrokers() async throws {
+        try await withBroker { brokerA in
+            try await withBroker { brokerB in
+                try await withGatewayCluster(2, broker: brokerA, moreBrokers: [brokerB]) { members in
+                    let onA = ["a-0", "a-1", "a-2"]
+                    let onB = ["b-0", "b-1", "b-2"]
+                    try await withDevices(onA, broker: brokerA) { devicesA in
+                        try await withDevices(onB, broker: brokerB) { devicesB in
+                            let idA = "\(brokerA.host):\(brokerA.port)"
+                            let idB = "\(brokerB.host):\(brokerB.port)"
+                            for id in onA { #expect(await eventually { await twinEverywhere(members, id) { $0.online && $0.broker == idA } }) }
+                            for id in onB { #expect(await eventually { await twinEverywhere(members, id) { $0.online && $0.broker == idB } }) }
+                            for member in members {
+                                let stats = await member.gateway.stats()
+                                #expect(stats.brokers.map(\.id) == [idA, idB] && stats.brokers.allSatisfy(\.connected))
+                            }
+                            // Commands from both nodes to devices on both brokers.
+                            for member in members {
+                                for id in ["a-1", "b-1"] {
+                                    let reply = try await member.gateway.command(id, name: "ping", body: ["n": 1], timeout: .seconds(5))
+                                    #expect(reply["ok"] == true)
+                                }
+                            }
+                            _ = try await members[1].gateway.patchDesired("b-2", ["mode": "eco"])
+                            _ = try await members[0].gateway.patchDesired("a-2", ["mode": "eco"])
+                            #expect(await eventually { devicesB[2].messages(on: "state/desired").count == 1 })
+                            #expect(await eventually { devicesA[2].messages(on: "state/desired").count == 1 })
+                            #expect(try await members[0].gateway.publish(group: "all", body: ["all": true]) == 6)
+                            for device in devicesA + devicesB {
+                                #expect(await eventually { device.messages(on: "down").count == 1 }, "\(device.id)")
+                            }
+                            // Each downlink went through one broker only: nothing twice.
+                            try await Task.sleep(for: .milliseconds(200))
+                            for device in devicesA + devicesB { #expect(device.messages(on: "down").count == 1) }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
 extension Array where Element: Sendable {
     func asyncFilter(_ isIncluded: (Element) async throws -> Bool) async rethrows -> [Element] {
         var kept: [Element] = []

@@ -81,7 +81,7 @@ actor SilentProcess: SwarmProcess {
 /// its own gateway on `broker`; runs `body` once the ring has every node and every gateway is
 /// subscribed; then shuts every gateway and node down, even on failure.
 func withGatewayCluster(
-    _ count: Int, broker: EmbeddedBroker,
+    _ count: Int, broker: EmbeddedBroker, moreBrokers: [EmbeddedBroker] = [],
     configure: @escaping @Sendable (inout GatewaySettings) -> Void = { _ in },
     _ body: @escaping @Sendable ([Member]) async throws -> Void
 ) async throws {
@@ -102,7 +102,8 @@ func withGatewayCluster(
         let node = SwarmNode(settings: nodeSettings("gw-\(index)", seeds: seed.map { [$0] } ?? []), factories: ["silent": silent])
         try await node.start()
         if seed == nil { seed = await node.address }
-        var settings = GatewaySettings(brokers: [GatewaySettings.Broker(client: clientSettings(broker, "gw-\(index)"))])
+        var settings = GatewaySettings(
+            brokers: ([broker] + moreBrokers).map { GatewaySettings.Broker(client: clientSettings($0, "gw-\(index)")) })
         settings.logger = quietLogger("test.gateway.\(index)")
         settings.shareGroup = "test"
         configure(&settings)
