@@ -11,7 +11,8 @@ public struct GatewaySettings: Sendable {
         /// as the broker the device last talked through). Default: `host:port`.
         public var id: String
         /// Client settings (host, port, credentials, TLS…). The client id is derived from the
-        /// node name unless set explicitly (``GatewaySettings/clientID(node:broker:)``).
+        /// node name when left at `MQTTClient.Settings`' random default
+        /// (``GatewaySettings/clientID(node:brokerIndex:)``); an explicit client id is kept.
         public var client: MQTTClient.Settings
 
         public init(id: String? = nil, client: MQTTClient.Settings) {
