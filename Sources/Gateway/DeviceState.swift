@@ -1,32 +1,37 @@
-/// Telemetry sequence tracking over a 64-wide window below the highest number seen.
+/// Telemetry sequence tracking over a window of ``SequenceTracker/windowSize`` numbers below the
+/// highest one seen.
 ///
 /// Shared subscriptions spread one device's messages over the gateway nodes round robin, so they
-/// reach the owner slightly reordered; a reordered arrival is not a duplicate. Two bitmaps below
-/// the highest number: `seen`, and `missing` (numbers skipped when a higher one arrived, counted
-/// in `seqGaps`). An arrival below the highest fills its gap (`seqGaps` − 1, `seqOutOfOrder` + 1)
-/// if it was missing, is a duplicate if it was seen, and is merely out of order otherwise (it
-/// precedes the first number this window saw). A number 64 or more below the highest means the
-/// device restarted its numbering (`seqRestarts`; the window starts again there); gaps further
-/// back than the window can no longer be filled.
+/// reach the owner reordered, by hundreds of positions during a burst (one node's ingress lags
+/// another's); a reordered arrival is not a duplicate. Two bitmaps below the highest number:
+/// `seen`, and `missing` (numbers skipped when a higher one arrived, counted in `seqGaps`). An
+/// arrival below the highest fills its gap (`seqGaps` − 1, `seqOutOfOrder` + 1) if it was
+/// missing, is a duplicate if it was seen, and is merely out of order otherwise (it precedes the
+/// first number this window saw). An arrival further back than the window is counted in
+/// `seqLate` and changes nothing (its gap, if it was one, stays counted).
 ///
-/// A birth (new session) may restart the numbering, but it may also reach the owner *after*
-/// telemetry it preceded (the two came through different gateway nodes), so it does not reset
-/// the window at once: it marks a restart as possible, and the next number decides: 0 or 1
-/// (where devices start counting), not above the highest and already seen means the numbering
-/// restarted; anything else keeps the window. Counters are never reset.
+/// Restarts: a device that restarts reconnects and sends a birth. The birth may reach the owner
+/// *after* telemetry it preceded (the two came through different gateway nodes), so it does not
+/// reset the window by itself: it marks a restart as possible, and the next number decides: 0 or
+/// 1 (where devices start counting), not above the highest and already seen means the numbering
+/// restarted and the window starts again there; anything else keeps the window. Counters are never
+/// reset.
 struct SequenceTracker: Codable, Sendable, Hashable {
+    /// Numbers tracked below the highest.
+    static let windowSize = 1024
+
     var highest: Int64?
     /// Bit i set: `highest - i` was seen.
-    var seen: UInt64 = 0
+    var seen = BitWindow()
     /// Bit i set: `highest - i` was skipped and is counted as a gap.
-    var missing: UInt64 = 0
+    var missing = BitWindow()
     /// A birth arrived since the last number.
     var restartPossible = false
 
     mutating func reset() {
         highest = nil
-        seen = 0
-        missing = 0
+        seen = BitWindow()
+        missing = BitWindow()
         restartPossible = false
     }
 
@@ -38,54 +43,85 @@ struct SequenceTracker: Codable, Sendable, Hashable {
     mutating func observe(_ seq: Int64, counters: inout DeviceCounters) {
         if restartPossible {
             restartPossible = false
-            if let top = highest, seq <= top, seq <= 1, top - seq < 64, seen & (UInt64(1) << UInt64(top - seq)) != 0 {
+            if let top = highest, seq <= top, seq <= 1, top - seq < Self.windowSize, seen[Int(top - seq)] {
                 reset()
             }
         }
         guard let top = highest else {
             highest = seq
-            seen = 1
-            missing = 0
+            seen = BitWindow()
+            seen[0] = true
+            missing = BitWindow()
             return
         }
         if seq > top {
             let distance = seq - top
             counters.seqGaps += distance - 1
-            if distance >= 64 {
-                seen = 1
-                missing = ~UInt64(1)
-            } else {
-                // The skipped numbers sit at bits 1 ..< distance after the shift.
-                let skipped = (UInt64(1) << UInt64(distance)) - 2
-                seen = (seen << UInt64(distance)) | 1
-                missing = (missing << UInt64(distance)) | skipped
-            }
+            let shift = Int(min(distance, Int64(Self.windowSize)))
+            seen.shift(by: shift)
+            missing.shift(by: shift)
+            seen[0] = true
+            missing.set(1..<shift)
             highest = seq
             return
         }
         let distance = top - seq
-        guard distance < 64 else {
-            counters.seqRestarts += 1
-            highest = seq
-            seen = 1
-            missing = 0
+        guard distance < Self.windowSize else {
+            counters.seqLate += 1
             return
         }
-        let bit = UInt64(1) << UInt64(distance)
-        if seen & bit != 0 {
+        let bit = Int(distance)
+        if seen[bit] {
             counters.seqDuplicates += 1
             return
         }
-        seen |= bit
+        seen[bit] = true
         counters.seqOutOfOrder += 1
-        if missing & bit != 0 {
-            missing &= ~bit
+        if missing[bit] {
+            missing[bit] = false
             counters.seqGaps -= 1
         }
     }
 
     /// True when `seq` is at or above the highest number seen (its values are the newest).
     func isNewest(_ seq: Int64) -> Bool { highest.map { seq >= $0 } ?? true }
+}
+
+/// A fixed window of ``SequenceTracker/windowSize`` bits; bit 0 is the newest position.
+struct BitWindow: Codable, Sendable, Hashable {
+    var words = [UInt64](repeating: 0, count: SequenceTracker.windowSize / 64)
+
+    subscript(index: Int) -> Bool {
+        get { words[index / 64] & (1 << UInt64(index % 64)) != 0 }
+        set {
+            if newValue {
+                words[index / 64] |= 1 << UInt64(index % 64)
+            } else {
+                words[index / 64] &= ~(1 << UInt64(index % 64))
+            }
+        }
+    }
+
+    /// Moves every bit `count` positions older; bits past the end drop.
+    mutating func shift(by count: Int) {
+        guard count > 0 else { return }
+        let wordShift = count / 64
+        let bitShift = UInt64(count % 64)
+        var shifted = [UInt64](repeating: 0, count: words.count)
+        for index in stride(from: words.count - 1, through: wordShift, by: -1) {
+            var value = words[index - wordShift] << bitShift
+            if bitShift > 0 && index - wordShift - 1 >= 0 {
+                value |= words[index - wordShift - 1] >> (64 - bitShift)
+            }
+            shifted[index] = value
+        }
+        words = shifted
+    }
+
+    /// Sets the bits in `range` (clipped to the window).
+    mutating func set(_ range: Range<Int>) {
+        for index in range.clamped(to: 0..<SequenceTracker.windowSize) { self[index] = true }
+    }
 }
 
 /// Everything a device process knows: what handoff, checkpoints and conflicts carry (as JSON).
@@ -155,7 +191,7 @@ extension DeviceCounters {
         result.seqGaps = max(a.seqGaps, b.seqGaps)
         result.seqDuplicates = max(a.seqDuplicates, b.seqDuplicates)
         result.seqOutOfOrder = max(a.seqOutOfOrder, b.seqOutOfOrder)
-        result.seqRestarts = max(a.seqRestarts, b.seqRestarts)
+        result.seqLate = max(a.seqLate, b.seqLate)
         result.commandsSent = max(a.commandsSent, b.commandsSent)
         result.commandsAnswered = max(a.commandsAnswered, b.commandsAnswered)
         result.commandsTimedOut = max(a.commandsTimedOut, b.commandsTimedOut)

@@ -57,16 +57,15 @@ public struct DeviceCounters: Codable, Sendable, Hashable {
     public var reportedUpdates: Int64 = 0
     /// Status messages (births and wills).
     public var statusChanges: Int64 = 0
-    /// Telemetry sequence numbers never seen between the lowest and highest seen since the last
-    /// birth (net: a late arrival fills its gap again).
+    /// Telemetry sequence numbers skipped and not (yet) arrived (net: a late arrival fills its
+    /// gap again). See docs/gateway.md for the window rules.
     public var seqGaps: Int64 = 0
     /// Telemetry sequence numbers seen twice.
     public var seqDuplicates: Int64 = 0
     /// Telemetry that arrived after a higher sequence number (reordered, filling a gap).
     public var seqOutOfOrder: Int64 = 0
-    /// Sequence numbers more than 64 below the highest seen: the device restarted its numbering
-    /// without a birth in between (the window starts again there).
-    public var seqRestarts: Int64 = 0
+    /// Telemetry that arrived too late to classify (1024 or more below the highest number seen).
+    public var seqLate: Int64 = 0
     /// Commands sent to the device / answered / timed out.
     public var commandsSent: Int64 = 0
     public var commandsAnswered: Int64 = 0
@@ -82,7 +81,7 @@ public struct DeviceCounters: Codable, Sendable, Hashable {
         .object([
             "messages": .int(messages), "telemetry": .int(telemetry), "reportedUpdates": .int(reportedUpdates),
             "statusChanges": .int(statusChanges), "seqGaps": .int(seqGaps), "seqDuplicates": .int(seqDuplicates),
-            "seqOutOfOrder": .int(seqOutOfOrder), "seqRestarts": .int(seqRestarts), "commandsSent": .int(commandsSent),
+            "seqOutOfOrder": .int(seqOutOfOrder), "seqLate": .int(seqLate), "commandsSent": .int(commandsSent),
             "commandsAnswered": .int(commandsAnswered), "commandsTimedOut": .int(commandsTimedOut),
             "downlinks": .int(downlinks), "desiredPublished": .int(desiredPublished),
         ])

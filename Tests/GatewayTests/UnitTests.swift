@@ -92,7 +92,7 @@ struct UnitTests {
         #expect(JSONValue.delta(desired: .emptyObject, reported: reported) == .emptyObject)
     }
 
-    @Test("sequence tracking: gaps, reordering, duplicates, restarts, births")
+    @Test("sequence tracking: gaps, reordering, duplicates, late arrivals, births")
     func sequence() {
         var tracker = SequenceTracker()
         var counters = DeviceCounters()
@@ -109,14 +109,23 @@ struct UnitTests {
         tracker.observe(10, counters: &counters)
         tracker.observe(8, counters: &counters)
         #expect(counters.seqGaps == 2)
-        tracker.observe(100, counters: &counters)
-        #expect(counters.seqGaps == 91)
-        tracker.observe(60, counters: &counters)  // fills a gap inside the window
-        #expect(counters.seqGaps == 90)
-        tracker.observe(10, counters: &counters)  // far below: the device restarted its numbering
-        #expect(counters.seqRestarts == 1)
-        tracker.observe(11, counters: &counters)
-        #expect(counters.seqGaps == 90 && tracker.highest == 11)
+        // A jump across word boundaries; gaps inside the window can still be filled.
+        tracker.observe(500, counters: &counters)
+        #expect(counters.seqGaps == 491)
+        for seq: Int64 in [11, 70, 129, 130, 499] { tracker.observe(seq, counters: &counters) }
+        #expect(counters.seqGaps == 486 && counters.seqDuplicates == 2)
+        tracker.observe(8, counters: &counters)
+        tracker.observe(70, counters: &counters)
+        #expect(counters.seqDuplicates == 4)
+        // Beyond the window: late, nothing changes.
+        tracker.observe(3000, counters: &counters)
+        #expect(counters.seqGaps == 486 + 2499)
+        tracker.observe(1000, counters: &counters)
+        #expect(counters.seqLate == 1 && tracker.highest == 3000)
+        tracker.observe(2000, counters: &counters)  // inside the window: fills a gap
+        #expect(counters.seqGaps == 486 + 2498 && counters.seqLate == 1)
+        tracker.observe(2000, counters: &counters)
+        #expect(counters.seqDuplicates == 5)
 
         // A birth: the next number decides whether the numbering restarted.
         var session = SequenceTracker()
@@ -137,6 +146,21 @@ struct UnitTests {
         session.observe(0, counters: &c)
         session.observe(1, counters: &c)
         #expect(c.seqGaps == 0 && c.seqDuplicates == 1 && session.highest == 1)
+    }
+
+    @Test("the sequence window's bitmap shifts across words")
+    func bitWindow() {
+        var window = BitWindow()
+        window[0] = true
+        window[63] = true
+        window.shift(by: 1)
+        #expect(window[1] && window[64] && !window[0] && !window[63])
+        window.shift(by: 130)
+        #expect(window[131] && window[194])
+        window.shift(by: 900)
+        #expect(window.words.allSatisfy { $0 == 0 })
+        window.set(1..<5000)
+        #expect(window[1] && window[1023] && !window[0])
     }
 
     @Test("ingress validation: plain and JSON status, objects only, size limit")
