@@ -20,6 +20,7 @@ let package = Package(
         .library(name: "SwarmWire", targets: ["SwarmWire"]),
         .library(name: "SwarmNode", targets: ["SwarmNode"]),
         .executable(name: "swarm-node", targets: ["swarm-node"]),
+        .library(name: "Gateway", targets: ["Gateway"]),
     ],
     dependencies: [
         .package(url: "https://github.com/x-sheep/swift-property-based.git", from: "2.0.1"),
@@ -180,6 +181,30 @@ let package = Package(
         .testTarget(
             name: "MQTTTests",
             dependencies: ["MQTT"],
+            swiftSettings: swiftSettings
+        ),
+        // The MQTT device gateway on the Swarm runtime: device processes, ingress routing,
+        // downlink, groups, and the facade the backend API builds on. See docs/gateway.md.
+        .target(
+            name: "Gateway",
+            dependencies: [
+                "SwarmNode",
+                "SwarmCore",
+                "MQTT",
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+        .testTarget(
+            name: "GatewayTests",
+            dependencies: [
+                "Gateway",
+                "SwarmNode",
+                "SwarmCore",
+                "SwarmTransport",
+                "MQTT",
+                .product(name: "Logging", package: "swift-log"),
+            ],
             swiftSettings: swiftSettings
         ),
     ],

@@ -1,0 +1,463 @@
+import Foundation
+import Logging
+import MQTT
+import SwarmCore
+import SwarmNode
+import Synchronization
+
+/// The MQTT device gateway of one node (SPEC Part B) and the facade the backend API builds on.
+///
+/// ## Shape
+/// One ``DeviceGateway`` per ``SwarmNode``. It owns one `MQTTClient` per configured broker
+/// (``GatewaySettings/brokers``); on every broker it joins the share group
+/// (`$share/{shareGroup}/{prefix}/+/status|telemetry|state/reported`) and subscribes, unshared, to
+/// its own command reply topic ``replyTopic``. It registers the device process kind on the node
+/// (``DeviceProcess``, one per device id, on the id's ring owner).
+///
+/// ## Ingress
+/// The MQTT network thread only copies each message into the client's stream (the `MQTT`
+/// module's contract). One task per broker takes messages off that stream and validates them
+/// synchronously (topic shape, device id, size, JSON, shape); rejects are counted
+/// (``GatewayStats/rejected``) and logged at most once per key and interval. Accepted messages go
+/// to one of ``GatewaySettings/ingressLanes`` ordered lanes chosen by a hash of the device id;
+/// each lane's task calls `whereisOrRegister(id)` (atomic on the owner: one process, created at
+/// first contact) and then `send(id, …)` by name, retrying transient cluster errors (a name in
+/// transition, a ring change) a few times with backoff, so a race with a handoff or a crash does
+/// not lose the message. Every valid status message creates the process, `offline` included: the
+/// ingress node's replica can lag the owner by milliseconds, and dropping an `offline` for a
+/// device "not known yet" would lose a real will.
+///
+/// ## Downlink
+/// Desired state and group downlinks are published by the device process (on its host) on the
+/// broker the device last talked through (all brokers if unknown). Commands are published by the
+/// node that serves the request, with response topic ``replyTopic`` and random correlation data,
+/// so the reply comes straight back to the waiting node.
+///
+/// ## Lifecycle
+/// ``start()`` (register the kind, connect, subscribe), ``run()`` (until ``shutdown()``),
+/// ``shutdown()``. The node's own lifecycle is separate: start the node first, stop it after.
+public final class DeviceGateway: Sendable {
+    /// The node this gateway serves.
+    public let node: SwarmNode
+    /// The settings it was created with.
+    public let settings: GatewaySettings
+    /// This node's command reply topic: `{replyTopicPrefix}/{node name}/replies`.
+    public let replyTopic: String
+    /// The device topics.
+    public let topics: DeviceTopics
+
+    let runtime: DeviceRuntime
+    let counters = GatewayCounters()
+    let replies = ReplyTable()
+    let rejectLog: RateLimitedLog
+    let phase = Mutex(Phase.idle)
+    let laneStreams: [AsyncStream<LaneItem>]
+    let laneInputs: [AsyncStream<LaneItem>.Continuation]
+    let brokerReceived: [Counter]
+    /// Messages handed to a lane and not routed yet.
+    let inLanes = Atomic<Int>(0)
+    /// Set by ``drain(timeout:)``: the shared subscriptions are gone.
+    let ingressStopped = Atomic<Bool>(false)
+
+    enum Phase: Equatable {
+        case idle, starting, running, stopped
+    }
+
+    struct LaneItem: Sendable {
+        var id: String
+        var message: [UInt8]
+    }
+
+    var logger: Logger { settings.logger }
+
+    /// Creates the gateway and its MQTT clients (nothing connects before ``start()``). Throws
+    /// when there is no broker or a client setting is refused.
+    public init(node: SwarmNode, settings: GatewaySettings) throws {
+        guard !settings.brokers.isEmpty else { throw GatewayError.brokerUnavailable("no broker configured") }
+        self.node = node
+        self.settings = settings
+        self.topics = DeviceTopics(prefix: settings.topicPrefix)
+        self.replyTopic = "\(settings.replyTopicPrefix)/\(GatewaySettings.topicSafe(node.id.name))/replies"
+        self.rejectLog = RateLimitedLog(logger: settings.logger, interval: settings.rejectLogInterval)
+        var entries: [BrokerPool.Entry] = []
+        for (index, broker) in settings.brokers.enumerated() {
+            var client = broker.client
+            if client.clientID.hasPrefix("swarm-") && client.clientID.count == 22 {
+                // The random default: make it recognisable (and stable across restarts).
+                client.clientID = GatewaySettings.clientID(node: node.id.name, brokerIndex: index)
+            }
+            entries.append(BrokerPool.Entry(id: broker.id, client: try MQTTClient(settings: client, logger: settings.logger)))
+        }
+        self.brokerReceived = entries.map { _ in Counter() }
+        let pool = BrokerPool(entries: entries)
+        self.runtime = DeviceRuntime(node: node, settings: settings, counters: counters, brokers: pool, rejectLog: rejectLog)
+        var streams: [AsyncStream<LaneItem>] = []
+        var inputs: [AsyncStream<LaneItem>.Continuation] = []
+        for _ in 0..<max(1, settings.ingressLanes) {
+            let (stream, continuation) = AsyncStream.makeStream(of: LaneItem.self, bufferingPolicy: .unbounded)
+            streams.append(stream)
+            inputs.append(continuation)
+        }
+        self.laneStreams = streams
+        self.laneInputs = inputs
+    }
+
+    // MARK: - Lifecycle
+
+    /// Registers the device process kind on the node, connects to every broker and subscribes.
+    /// Idempotent once running. Throws (and closes the clients) when a broker refuses or cannot
+    /// be reached within its connect timeout.
+    public func start() async throws {
+        let proceed = try phase.withLock { phase -> Bool in
+            switch phase {
+            case .idle:
+                phase = .starting
+                return true
+            case .starting, .running: return false
+            case .stopped: throw GatewayError.notRunning
+            }
+        }
+        guard proceed else { return }
+        let runtime = self.runtime
+        let counters = self.counters
+        await node.register(kind: settings.processKind) { name, _ in
+            counters.processesStarted.add(1, ordering: .relaxed)
+            return DeviceProcess(id: name, runtime: runtime)
+        }
+        do {
+            for entry in runtime.brokers.entries {
+                try await entry.client.connect()
+                for filter in topics.sharedFilters(group: settings.shareGroup) {
+                    try await entry.client.subscribe(filter, qos: settings.ingressQoS)
+                }
+                try await entry.client.subscribe(replyTopic, qos: .atLeastOnce)
+            }
+        } catch {
+            await shutdown()
+            throw error
+        }
+        let started = phase.withLock { phase -> Bool in
+            guard phase == .starting else { return false }
+            phase = .running
+            return true
+        }
+        guard started else { throw GatewayError.notRunning }
+        logger.info("gateway on \(node.id.name): \(runtime.brokers.entries.count) broker(s), reply topic \(replyTopic)")
+    }
+
+    /// Runs ingress, lanes and the checkpoint sweep until ``shutdown()``; starts first if needed.
+    public func run() async throws {
+        try await start()
+        await withDiscardingTaskGroup { group in
+            for (index, entry) in runtime.brokers.entries.enumerated() {
+                group.addTask { await self.consumeMessages(entry, index: index) }
+                group.addTask { await self.consumeEvents(entry) }
+            }
+            for stream in laneStreams {
+                group.addTask { await self.consumeLane(stream) }
+            }
+            group.addTask { await self.sweep() }
+        }
+    }
+
+    /// Stops: closes every MQTT client (no will, no DISCONNECT reason), fails waiting commands,
+    /// ends ``run()``. Device processes live on with the node. Idempotent.
+    public func shutdown() async {
+        let wasStopped = phase.withLock { phase -> Bool in
+            defer { phase = .stopped }
+            return phase == .stopped
+        }
+        guard !wasStopped else { return }
+        for input in laneInputs { input.finish() }
+        replies.failAll(GatewayError.notRunning)
+        for entry in runtime.brokers.entries { await entry.client.close() }
+    }
+
+    /// Graceful leave of this node (SIGTERM, `POST /v1/cluster/drain`): stops taking device
+    /// messages (unsubscribes the shared subscriptions on every broker, so the brokers give this
+    /// node's share to the other gateway nodes), routes what it already took, then drains the
+    /// node, which hands every device process over with its whole state. Returns the node's drain
+    /// result. Facade calls (and command replies) keep working until ``shutdown()``; call that,
+    /// then stop the node.
+    @discardableResult
+    public func drain(timeout: Duration? = nil) async -> Bool {
+        if !ingressStopped.exchange(true, ordering: .relaxed) {
+            for entry in runtime.brokers.entries {
+                for filter in topics.sharedFilters(group: settings.shareGroup) {
+                    do {
+                        try await entry.client.unsubscribe(filter)
+                    } catch {
+                        logger.warning("drain: unsubscribe \(filter) on \(entry.id) failed: \(error)")
+                    }
+                }
+            }
+            // What the broker sent before the UNSUBACK is in the stream or the lanes: route it.
+            let deadline = ContinuousClock.now + .seconds(5)
+            try? await Task.sleep(for: .milliseconds(100))
+            while inLanes.load(ordering: .relaxed) > 0 && ContinuousClock.now < deadline {
+                try? await Task.sleep(for: .milliseconds(10))
+            }
+        }
+        return await node.drain(timeout: timeout)
+    }
+
+    /// True while running.
+    public var isRunning: Bool { phase.withLock { $0 == .running } }
+
+    /// Readiness: the gateway runs and takes ingress (not drained), its node is `running`, and
+    /// every broker connection is up.
+    public func isReady() async -> Bool {
+        guard isRunning, !ingressStopped.load(ordering: .relaxed), await node.lifecycle == .running else { return false }
+        return runtime.brokers.entries.allSatisfy { $0.client.isConnected }
+    }
+
+    // MARK: - Facade: devices
+
+    /// The twin of device `id`, or nil when no such device exists (HTTP 404). Asks the device
+    /// process wherever it runs (one Swarm call).
+    public func twin(_ id: String) async throws -> DeviceTwin? {
+        try validate(id)
+        guard await node.whereis(id) != nil else { return nil }
+        do {
+            return try decodeTwin(try await node.call(id, DeviceMessage.twin.encoded(), timeout: settings.queryTimeout))
+        } catch SwarmError.unknownName {
+            return nil
+        } catch {
+            throw mapped(error, device: id)
+        }
+    }
+
+    /// Applies `patch` (RFC 7386 merge patch, must be an object) to the desired state of device
+    /// `id`, bumps its version, publishes `{"version": n, "state": {…}}` retained to
+    /// `{prefix}/{id}/state/desired`, and returns the new twin. Throws `unknownDevice`.
+    public func patchDesired(_ id: String, _ patch: JSONValue) async throws -> DeviceTwin {
+        try validate(id)
+        guard case .object = patch else { throw GatewayError.invalidBody("a desired-state patch must be a JSON object") }
+        return try await callTwin(id, .patchDesired(patch))
+    }
+
+    /// Sends command `name` with `body` to device `id` on `{prefix}/{id}/commands/{name}` (QoS 1,
+    /// response topic ``replyTopic``, random correlation data, message expiry = the timeout) and
+    /// waits for the device's reply. Throws `unknownDevice`, `commandTimeout` (HTTP 504),
+    /// `invalidReply` (not JSON), `brokerUnavailable`.
+    public func command(_ id: String, name: String, body: JSONValue, timeout: Duration? = nil) async throws -> JSONValue {
+        try validate(id)
+        try validate(name)
+        guard isRunning else { throw GatewayError.notRunning }
+        guard await node.whereis(id) != nil else { throw GatewayError.unknownDevice(id) }
+        let timeout = timeout ?? settings.commandTimeout
+        var broker: String?
+        if runtime.brokers.entries.count > 1 {
+            do {
+                let answer = try await node.call(id, DeviceMessage.route(command: name).encoded(), timeout: timeout)
+                broker = answer.isEmpty ? nil : String(decoding: answer, as: UTF8.self)
+            } catch {
+                throw mapped(error, device: id)
+            }
+        }
+        let key = (0..<16).map { _ in UInt8.random(in: 0...255) }
+        let seconds = UInt32(clamping: max(1, Int((Double(timeout.components.seconds) + Double(timeout.components.attoseconds) / 1e18).rounded(.up))))
+        let message = MQTTMessage(
+            topic: topics.command(id, name), payload: body.serialized(), qos: .atLeastOnce,
+            properties: MQTTProperties(responseTopic: replyTopic, correlationData: key, messageExpiryInterval: seconds))
+        replies.open(key)
+        counters.commandsSent.add(1, ordering: .relaxed)
+        do {
+            try await runtime.brokers.publish(message, broker: broker)
+        } catch {
+            replies.fail(key, GatewayError.brokerUnavailable("\(error)"))
+            counters.publishFailures.add(1, ordering: .relaxed)
+            throw GatewayError.brokerUnavailable("\(error)")
+        }
+        let timedOut = GatewayError.commandTimeout(device: id, command: name)
+        let replies = self.replies
+        let outcome: Result<[UInt8], any Error> = await withTaskGroup(of: Result<[UInt8], any Error>?.self) { group in
+            group.addTask {
+                do {
+                    return .success(try await replies.wait(key, failure: timedOut))
+                } catch {
+                    return .failure(error)
+                }
+            }
+            group.addTask {
+                guard (try? await Task.sleep(for: timeout)) != nil else { return nil }
+                replies.fail(key, timedOut)
+                return nil
+            }
+            var result: Result<[UInt8], any Error> = .failure(timedOut)
+            if let first = await group.next(), let first { result = first } else if let second = await group.next(), let second { result = second }
+            group.cancelAll()
+            return result
+        }
+        var answered = false
+        if case .success = outcome { answered = true }
+        // For the device's counters; a device that vanished meanwhile is no error here.
+        try? await node.send(id, DeviceMessage.commandOutcome(command: name, answered: answered).encoded())
+        switch outcome {
+        case .success(let bytes):
+            counters.commandsAnswered.add(1, ordering: .relaxed)
+            do {
+                return try JSONValue.parse(bytes, limit: settings.maxPayloadBytes)
+            } catch {
+                throw GatewayError.invalidReply("\(error)")
+            }
+        case .failure(let error):
+            if case GatewayError.commandTimeout = error { counters.commandsTimedOut.add(1, ordering: .relaxed) }
+            throw error
+        }
+    }
+
+    // MARK: - Facade: groups
+
+    /// Adds device `id` to device group `group` (Swarm group `{groupPrefix}{group}`); returns the
+    /// twin. Throws `unknownDevice`, `invalidName`.
+    @discardableResult
+    public func addToGroup(_ id: String, group: String) async throws -> DeviceTwin {
+        try validate(id)
+        try validate(group)
+        return try await callTwin(id, .group(group, join: true))
+    }
+
+    /// Removes device `id` from `group` (not from `all`: `invalidBody`); returns the twin.
+    @discardableResult
+    public func removeFromGroup(_ id: String, group: String) async throws -> DeviceTwin {
+        try validate(id)
+        try validate(group)
+        guard group != "all" else { throw GatewayError.invalidBody("every device stays in group 'all'") }
+        return try await callTwin(id, .group(group, join: false))
+    }
+
+    /// The device ids in `group`, sorted (a local read of the replica: no network round trip).
+    public func groupMembers(_ group: String) async throws -> [String] {
+        try validate(group)
+        let pids = await node.members(runtime.swarmGroup(group))
+        let names = await namesByProcess()
+        return pids.compactMap { names[$0] }.sorted()
+    }
+
+    /// Publishes `body` to every member of `group`: Swarm `publish` (one batch per node), and
+    /// each member's process publishes it to `{prefix}/{id}/down` (QoS 1). Returns the number of
+    /// members it was sent to (0 for an empty or unknown group).
+    @discardableResult
+    public func publish(group: String, body: JSONValue) async throws -> Int {
+        try validate(group)
+        let swarmGroup = runtime.swarmGroup(group)
+        let count = await node.members(swarmGroup).count
+        guard count > 0 else { return 0 }
+        do {
+            try await node.publish(swarmGroup, DeviceMessage.down(body.serialized()).encoded())
+        } catch {
+            throw mapped(error, device: nil)
+        }
+        return count
+    }
+
+    /// Asks every member of `group` for its twin, or only the dotted `fields`
+    /// (`["reported.x", "online"]`), with Swarm `multiCall`; members that do not answer within
+    /// `timeout` are listed in `missing`. Never throws for a member.
+    public func query(group: String, fields: [String]? = nil, timeout: Duration? = nil) async throws -> GroupQueryResult {
+        try validate(group)
+        let swarmGroup = runtime.swarmGroup(group)
+        let members = await node.members(swarmGroup)
+        let result = await node.multiCall(swarmGroup, DeviceMessage.query(fields: fields).encoded(), timeout: timeout ?? settings.queryTimeout)
+        var replies: [String: JSONValue] = [:]
+        var answered: Set<ProcessID> = []
+        for (pid, bytes) in result.replies {
+            guard let value = try? JSONValue.parse(bytes), let id = value["id"]?.stringValue, let data = value["data"] else { continue }
+            replies[id] = data
+            answered.insert(pid)
+        }
+        let names = await namesByProcess()
+        let missing = members.filter { !answered.contains($0) }.map { names[$0] ?? $0.description }
+        return GroupQueryResult(replies: replies, missing: missing.sorted())
+    }
+
+    // MARK: - Facade: cluster and stats
+
+    /// The cluster as this node sees it: nodes, states, ring shares, devices per node.
+    public func clusterView() async throws -> ClusterView {
+        let dump: TrackerDump
+        do {
+            dump = try await node.dump()
+        } catch {
+            throw GatewayError.notRunning
+        }
+        let devices = await node.members(runtime.swarmGroup("all"))
+        var perNode: [String: Int] = [:]
+        for pid in devices { perNode[pid.node.name, default: 0] += 1 }
+        return ClusterView(
+            node: dump.node, state: dump.state,
+            nodes: dump.nodes.map {
+                ClusterView.Node(
+                    name: $0.name, state: $0.state, reachable: $0.reachable, inRing: $0.inRing, ringShare: $0.ringShare,
+                    devices: perNode[$0.name] ?? 0)
+            },
+            devices: devices.count, registrySize: dump.registrySize)
+    }
+
+    /// This node's counters (monotonic since start) and gauges.
+    public func stats() async -> GatewayStats {
+        let local = await node.members(runtime.swarmGroup("all")).filter { $0.node == node.id }.count
+        return GatewayStats(
+            received: counters.receivedTable, routed: counters.routed.load(ordering: .relaxed),
+            rejected: counters.rejectedTable, commandsSent: counters.commandsSent.load(ordering: .relaxed),
+            commandsAnswered: counters.commandsAnswered.load(ordering: .relaxed),
+            commandsTimedOut: counters.commandsTimedOut.load(ordering: .relaxed),
+            repliesUnmatched: counters.repliesUnmatched.load(ordering: .relaxed),
+            desiredPublished: counters.desiredPublished.load(ordering: .relaxed),
+            downlinksPublished: counters.downlinksPublished.load(ordering: .relaxed),
+            publishFailures: counters.publishFailures.load(ordering: .relaxed),
+            checkpoints: counters.checkpoints.load(ordering: .relaxed),
+            processesStarted: counters.processesStarted.load(ordering: .relaxed), localDevices: local,
+            brokers: runtime.brokers.entries.enumerated().map { index, entry in
+                BrokerStatus(
+                    id: entry.id, connected: entry.client.isConnected, connections: entry.client.connectionCount,
+                    received: brokerReceived[index].value)
+            })
+    }
+
+    // MARK: - Helpers
+
+    private func validate(_ name: String) throws {
+        guard DeviceID.isValid(name) else { throw GatewayError.invalidName(name) }
+    }
+
+    private func callTwin(_ id: String, _ message: DeviceMessage) async throws -> DeviceTwin {
+        guard await node.whereis(id) != nil else { throw GatewayError.unknownDevice(id) }
+        do {
+            return try decodeTwin(try await node.call(id, message.encoded(), timeout: settings.queryTimeout))
+        } catch {
+            throw mapped(error, device: id)
+        }
+    }
+
+    private func decodeTwin(_ bytes: [UInt8]) throws -> DeviceTwin {
+        do {
+            return try JSONDecoder().decode(DeviceTwin.self, from: Data(bytes))
+        } catch {
+            throw GatewayError.cluster("undecodable twin: \(error)")
+        }
+    }
+
+    private func mapped(_ error: any Error, device: String?) -> any Error {
+        switch error {
+        case let error as GatewayError: return error
+        case SwarmError.unknownName(let name): return GatewayError.unknownDevice(device ?? name)
+        case let error as SwarmError:
+            // A process-side failure travels as `startFailed("call failed: <error>")`.
+            let text = "\(error)"
+            if let range = text.range(of: "unknownDevice(\"") {
+                return GatewayError.unknownDevice(String(text[range.upperBound...].prefix { $0 != "\"" }))
+            }
+            return GatewayError.cluster(text)
+        case is SwarmNodeError: return GatewayError.notRunning
+        default: return GatewayError.cluster("\(error)")
+        }
+    }
+
+    private func namesByProcess() async -> [ProcessID: String] {
+        var names: [ProcessID: String] = [:]
+        for registration in await node.registered() { names[registration.pid] = registration.name }
+        return names
+    }
+}

@@ -1,0 +1,161 @@
+/// The messages a ``DeviceProcess`` understands: casts (`ingress`, `down`, `commandOutcome`) and
+/// calls (`twin`, `patchDesired`, `group`, `query`, `route`).
+///
+/// Encoding: one tag byte, then the fields in order; strings and byte strings are a 4-byte
+/// big-endian length plus the bytes, integers 8 bytes big endian, optionals a 0/1 byte first.
+/// JSON values travel as their UTF-8 JSON text. Compact, and no JSON escaping of raw payloads.
+enum DeviceMessage: Sendable, Hashable {
+    /// An inbound device message, already validated at the ingress node (valid JSON, size checked).
+    case ingress(kind: DeviceTopics.Kind, broker: String, receivedAt: Int64, retained: Bool, payload: [UInt8])
+    /// Call: the twin (reply: the twin's JSON).
+    case twin
+    /// Call: apply a merge patch to the desired state, publish it (reply: the twin's JSON).
+    case patchDesired(JSONValue)
+    /// Call: join (`true`) or leave a device group (reply: the twin's JSON).
+    case group(String, join: Bool)
+    /// Call: the twin or selected dotted paths (reply: ``QueryReply`` JSON `{"id":…, "data":…}`).
+    case query(fields: [String]?)
+    /// Call: which broker to publish a command on, and count it (reply: the broker id, or empty).
+    case route(command: String)
+    /// Cast: the result of a command (`answered` or timed out).
+    case commandOutcome(command: String, answered: Bool)
+    /// Cast: publish `body` to `{prefix}/{id}/down` (group publish).
+    case down([UInt8])
+
+    enum Tag: UInt8 {
+        case ingress = 1, twin, patchDesired, group, query, route, commandOutcome, down
+    }
+
+    struct DecodeError: Error, CustomStringConvertible {
+        var description: String
+    }
+
+    func encoded() -> [UInt8] {
+        var writer = ByteWriter()
+        switch self {
+        case .ingress(let kind, let broker, let receivedAt, let retained, let payload):
+            writer.byte(Tag.ingress.rawValue)
+            writer.string(kind.rawValue)
+            writer.string(broker)
+            writer.int(receivedAt)
+            writer.byte(retained ? 1 : 0)
+            writer.bytes(payload)
+        case .twin:
+            writer.byte(Tag.twin.rawValue)
+        case .patchDesired(let patch):
+            writer.byte(Tag.patchDesired.rawValue)
+            writer.bytes(patch.serialized())
+        case .group(let group, let join):
+            writer.byte(Tag.group.rawValue)
+            writer.string(group)
+            writer.byte(join ? 1 : 0)
+        case .query(let fields):
+            writer.byte(Tag.query.rawValue)
+            if let fields {
+                writer.byte(1)
+                writer.int(Int64(fields.count))
+                for field in fields { writer.string(field) }
+            } else {
+                writer.byte(0)
+            }
+        case .route(let command):
+            writer.byte(Tag.route.rawValue)
+            writer.string(command)
+        case .commandOutcome(let command, let answered):
+            writer.byte(Tag.commandOutcome.rawValue)
+            writer.string(command)
+            writer.byte(answered ? 1 : 0)
+        case .down(let body):
+            writer.byte(Tag.down.rawValue)
+            writer.bytes(body)
+        }
+        return writer.buffer
+    }
+
+    init(decoding bytes: [UInt8]) throws {
+        var reader = ByteReader(bytes)
+        guard let tag = Tag(rawValue: try reader.byte()) else { throw DecodeError(description: "unknown message tag") }
+        switch tag {
+        case .ingress:
+            guard let kind = DeviceTopics.Kind(rawValue: try reader.string()) else { throw DecodeError(description: "unknown ingress kind") }
+            self = .ingress(
+                kind: kind, broker: try reader.string(), receivedAt: try reader.int(), retained: try reader.byte() == 1,
+                payload: try reader.bytes())
+        case .twin:
+            self = .twin
+        case .patchDesired:
+            self = .patchDesired(try JSONValue.parse(try reader.bytes()))
+        case .group:
+            self = .group(try reader.string(), join: try reader.byte() == 1)
+        case .query:
+            if try reader.byte() == 1 {
+                let count = try reader.int()
+                guard count >= 0, count <= 10_000 else { throw DecodeError(description: "bad field count") }
+                var fields: [String] = []
+                for _ in 0..<count { fields.append(try reader.string()) }
+                self = .query(fields: fields)
+            } else {
+                self = .query(fields: nil)
+            }
+        case .route:
+            self = .route(command: try reader.string())
+        case .commandOutcome:
+            self = .commandOutcome(command: try reader.string(), answered: try reader.byte() == 1)
+        case .down:
+            self = .down(try reader.bytes())
+        }
+        guard reader.atEnd else { throw DecodeError(description: "trailing bytes") }
+    }
+}
+
+struct ByteWriter {
+    var buffer: [UInt8] = []
+
+    mutating func byte(_ value: UInt8) { buffer.append(value) }
+
+    mutating func int(_ value: Int64) {
+        let bits = UInt64(bitPattern: value)
+        for shift in stride(from: 56, through: 0, by: -8) { buffer.append(UInt8(truncatingIfNeeded: bits >> UInt64(shift))) }
+    }
+
+    mutating func bytes(_ value: [UInt8]) {
+        let count = UInt32(value.count)
+        for shift in stride(from: 24, through: 0, by: -8) { buffer.append(UInt8(truncatingIfNeeded: count >> UInt32(shift))) }
+        buffer.append(contentsOf: value)
+    }
+
+    mutating func string(_ value: String) { bytes(Array(value.utf8)) }
+}
+
+struct ByteReader {
+    let buffer: [UInt8]
+    var index = 0
+
+    init(_ buffer: [UInt8]) { self.buffer = buffer }
+
+    var atEnd: Bool { index == buffer.count }
+
+    mutating func byte() throws -> UInt8 {
+        guard index < buffer.count else { throw DeviceMessage.DecodeError(description: "truncated") }
+        defer { index += 1 }
+        return buffer[index]
+    }
+
+    mutating func int() throws -> Int64 {
+        guard buffer.count - index >= 8 else { throw DeviceMessage.DecodeError(description: "truncated") }
+        var bits: UInt64 = 0
+        for _ in 0..<8 { bits = bits << 8 | UInt64(buffer[index]); index += 1 }
+        return Int64(bitPattern: bits)
+    }
+
+    mutating func bytes() throws -> [UInt8] {
+        guard buffer.count - index >= 4 else { throw DeviceMessage.DecodeError(description: "truncated") }
+        var count = 0
+        for _ in 0..<4 { count = count << 8 | Int(buffer[index]); index += 1 }
+        guard buffer.count - index >= count else { throw DeviceMessage.DecodeError(description: "truncated") }
+        defer { index += count }
+        return Array(buffer[index..<(index + count)])
+    }
+
+    mutating func string() throws -> String { String(decoding: try bytes(), as: UTF8.self) }
+}

@@ -1,0 +1,328 @@
+import Foundation
+import Logging
+import MQTT
+import SwarmCore
+import SwarmNode
+import Synchronization
+
+/// What every device process on one node shares: the node, the settings, the MQTT clients, the
+/// counters, and the set of processes with a checkpoint still due.
+final class DeviceRuntime: Sendable {
+    let node: SwarmNode
+    let nodeName: String
+    let settings: GatewaySettings
+    let topics: DeviceTopics
+    let counters: GatewayCounters
+    let brokers: BrokerPool
+    let rejectLog: RateLimitedLog
+    /// Processes whose last change is not checkpointed yet (coalescing); flushed by the
+    /// gateway's sweep every ``GatewaySettings/checkpointInterval``.
+    let dirty = Mutex<[String: DeviceProcess]>([:])
+
+    init(node: SwarmNode, settings: GatewaySettings, counters: GatewayCounters, brokers: BrokerPool, rejectLog: RateLimitedLog) {
+        self.node = node
+        self.nodeName = node.id.name
+        self.settings = settings
+        self.topics = DeviceTopics(prefix: settings.topicPrefix)
+        self.counters = counters
+        self.brokers = brokers
+        self.rejectLog = rejectLog
+    }
+
+    var logger: Logger { settings.logger }
+
+    func swarmGroup(_ group: String) -> String { settings.groupPrefix + group }
+
+    /// Takes the processes with a checkpoint due.
+    func takeDirty() -> [DeviceProcess] {
+        dirty.withLock { table in
+            defer { table = [:] }
+            return Array(table.values)
+        }
+    }
+}
+
+/// One device (SPEC B "device process"): a Swarm process of kind ``GatewaySettings/processKind``,
+/// named by the device id, started on the name's ring owner at first contact (the ingress node's
+/// `whereisOrRegister`).
+///
+/// State (``DeviceState``): presence (online, connectedAt, lastSeen, birth metadata), groups,
+/// last telemetry values and sequence statistics, reported state (merge patches), desired state
+/// and its version, the broker the device last used, counters.
+///
+/// - **Handoff**: `.resume(state as JSON)`; ``endHandoff(state:)`` restores it (also the
+///   restart from a checkpoint after a crash); ``resolveConflict(state:)`` merges
+///   (``DeviceState/merge(_:)``).
+/// - **Checkpoints** (successor replication, SPEC A8): status, desired and group changes are
+///   checkpointed at once; telemetry and reported changes at most once per
+///   ``GatewaySettings/checkpointInterval`` (the gateway's sweep writes the last one), so a
+///   `kill -9` of the host loses at most that interval of telemetry/reported updates.
+/// - **Groups**: every device is in Swarm group `{groupPrefix}all` from its registration; birth
+///   `groups` and the API add more (`join`), the API removes (`leave`); the tracker carries
+///   memberships across handoffs and restarts.
+/// - **Bad input** never crashes the process: an undecodable message is logged and dropped.
+actor DeviceProcess: SwarmProcess {
+    let id: String
+    let runtime: DeviceRuntime
+    private(set) var state: DeviceState
+    private var pid: ProcessID?
+    private var changes = 0
+    private var checkpointedChanges = 0
+    private var lastCheckpoint: ContinuousClock.Instant?
+    private var stopped = false
+
+    init(id: String, runtime: DeviceRuntime) {
+        self.id = id
+        self.runtime = runtime
+        self.state = DeviceState(id: id)
+    }
+
+    // MARK: SwarmProcess
+
+    func receive(_ message: [UInt8]) async throws {
+        let decoded: DeviceMessage
+        do {
+            decoded = try DeviceMessage(decoding: message)
+        } catch {
+            runtime.rejectLog.warning("device-message", "device \(id): undecodable message dropped: \(error)")
+            return
+        }
+        switch decoded {
+        case .ingress(let kind, let broker, let receivedAt, let retained, let payload):
+            await applyIngress(kind: kind, broker: broker, receivedAt: receivedAt, retained: retained, payload: payload)
+        case .commandOutcome(_, let answered):
+            state.counters.commandsSent += 1
+            if answered { state.counters.commandsAnswered += 1 } else { state.counters.commandsTimedOut += 1 }
+            await changed(urgent: false)
+        case .down(let body):
+            let message = MQTTMessage(topic: runtime.topics.down(id), payload: body, qos: .atLeastOnce)
+            if runtime.brokers.publishWithoutWaiting(message, broker: state.broker) {
+                state.counters.downlinks += 1
+                runtime.counters.downlinksPublished.add(1, ordering: .relaxed)
+            } else {
+                runtime.counters.publishFailures.add(1, ordering: .relaxed)
+            }
+            await changed(urgent: false)
+        case .twin, .patchDesired, .group, .query, .route:
+            // Calls sent as casts: answer nothing, change nothing.
+            break
+        }
+    }
+
+    func call(_ message: [UInt8]) async throws -> [UInt8] {
+        let decoded = try DeviceMessage(decoding: message)
+        switch decoded {
+        case .twin:
+            return try twinBytes()
+        case .patchDesired(let patch):
+            state.desired = state.desired.mergePatched(with: patch)
+            if state.desired.objectValue == nil { state.desired = .emptyObject }
+            state.version += 1
+            await publishDesired()
+            await changed(urgent: true)
+            return try twinBytes()
+        case .group(let group, let join):
+            try await changeGroup(group, join: join)
+            return try twinBytes()
+        case .query(let fields):
+            let twin = state.twin(node: runtime.nodeName).json
+            let data: JSONValue
+            if let fields {
+                data = .object(Dictionary(fields.map { ($0, twin.value(atPath: $0) ?? .null) }, uniquingKeysWith: { a, _ in a }))
+            } else {
+                data = twin
+            }
+            return JSONValue.object(["id": .string(id), "data": data]).serialized()
+        case .route:
+            return Array((state.broker ?? "").utf8)
+        case .ingress, .commandOutcome, .down:
+            try await receive(message)
+            return []
+        }
+    }
+
+    func beginHandoff() async -> HandoffAnswer {
+        .resume((try? JSONEncoder().encode(state)).map { Array($0) } ?? [])
+    }
+
+    func endHandoff(state bytes: [UInt8]) async {
+        guard let restored = try? JSONDecoder().decode(DeviceState.self, from: Data(bytes)), restored.id == id else {
+            runtime.logger.warning("device \(id): handoff state not decodable (\(bytes.count) bytes); starting empty")
+            return
+        }
+        // Anything applied before the state arrived (nothing, normally: endHandoff comes first).
+        var merged = restored
+        if state != DeviceState(id: id) { merged.merge(state) }
+        state = merged
+        await changed(urgent: true)
+    }
+
+    func resolveConflict(state bytes: [UInt8]) async {
+        guard let other = try? JSONDecoder().decode(DeviceState.self, from: Data(bytes)), other.id == id else { return }
+        state.merge(other)
+        await changed(urgent: true)
+    }
+
+    func stop(reason: Tracker.StopReason) async {
+        stopped = true
+    }
+
+    // MARK: Ingress
+
+    private func applyIngress(kind: DeviceTopics.Kind, broker: String, receivedAt: Int64, retained: Bool, payload: [UInt8]) async {
+        guard let value = try? JSONValue.parse(payload) else {
+            runtime.rejectLog.warning("device-ingress", "device \(id): unparsable \(kind.rawValue) payload dropped")
+            return
+        }
+        state.lastSeen = max(state.lastSeen ?? 0, receivedAt)
+        state.broker = broker
+        state.counters.messages += 1
+        switch kind {
+        case .status:
+            state.counters.statusChanges += 1
+            await applyStatus(value, receivedAt: receivedAt, retained: retained)
+            await changed(urgent: true)
+        case .telemetry:
+            state.counters.telemetry += 1
+            var fields = value.objectValue ?? [:]
+            let seq = fields.removeValue(forKey: "seq")?.intValue
+            let newest = seq.map { state.sequence.isNewest($0) } ?? true
+            if let seq {
+                // Locals: `state` is an actor property, and two inout accesses to it would overlap.
+                var sequence = state.sequence
+                var counters = state.counters
+                sequence.observe(seq, counters: &counters)
+                state.sequence = sequence
+                state.counters = counters
+            }
+            if newest {
+                for (key, field) in fields { state.telemetry[key] = field }
+            }
+            await changed(urgent: false)
+        case .reported:
+            state.counters.reportedUpdates += 1
+            state.reported = state.reported.mergePatched(with: value)
+            if state.reported.objectValue == nil { state.reported = .emptyObject }
+            await changed(urgent: false)
+        }
+    }
+
+    private func applyStatus(_ value: JSONValue, receivedAt: Int64, retained: Bool) async {
+        guard receivedAt >= state.statusAt, let members = value.objectValue, let status = members["status"]?.stringValue else { return }
+        state.statusAt = receivedAt
+        if status == "online" {
+            // A retained birth replayed to a newly subscribing node is not a new connection.
+            if !(retained && state.online) {
+                state.connectedAt = receivedAt
+                state.sequence.sessionStarted()
+            }
+            state.online = true
+            var metadata = members
+            metadata["status"] = nil
+            let groups = metadata.removeValue(forKey: "groups")
+            state.metadata = metadata
+            if case .array(let names) = groups {
+                for name in names {
+                    guard let group = name.stringValue, DeviceID.isValid(group) else { continue }
+                    if !state.groups.contains(group) { try? await changeGroup(group, join: true) }
+                }
+            }
+        } else {
+            state.online = false
+        }
+    }
+
+    // MARK: Groups and downlink
+
+    private func changeGroup(_ group: String, join: Bool) async throws {
+        guard let pid = await resolvePID(wait: true) else {
+            throw GatewayError.cluster("device \(id) is not registered on this node")
+        }
+        if join {
+            try await runtime.node.join(runtime.swarmGroup(group), pid)
+            state.groups.insert(group)
+        } else {
+            try await runtime.node.leave(runtime.swarmGroup(group), pid)
+            state.groups.remove(group)
+        }
+        await changed(urgent: true)
+    }
+
+    private func publishDesired() async {
+        let body = JSONValue.object(["version": .int(state.version), "state": state.desired]).serialized()
+        let message = MQTTMessage(topic: runtime.topics.desired(id), payload: body, qos: .atLeastOnce, retain: true)
+        do {
+            try await runtime.brokers.publish(message, broker: state.broker)
+            state.counters.desiredPublished += 1
+            runtime.counters.desiredPublished.add(1, ordering: .relaxed)
+        } catch {
+            runtime.counters.publishFailures.add(1, ordering: .relaxed)
+            runtime.logger.warning("device \(id): desired state v\(state.version) not published: \(error)")
+        }
+    }
+
+    private func twinBytes() throws -> [UInt8] {
+        Array(try JSONEncoder().encode(state.twin(node: runtime.nodeName)))
+    }
+
+    // MARK: Checkpoints
+
+    /// Records a change; checkpoints now when `urgent` or when the last checkpoint is older than
+    /// the interval, else leaves it to the sweep.
+    private func changed(urgent: Bool) async {
+        changes += 1
+        let interval = runtime.settings.checkpointInterval
+        if urgent || lastCheckpoint.map({ ContinuousClock.now - $0 >= interval }) ?? true {
+            await checkpoint()
+        } else {
+            let me = self
+            runtime.dirty.withLock { $0[id] = me }
+        }
+    }
+
+    /// Writes the checkpoint if a change is not covered yet (the sweep calls this).
+    func flush() async {
+        if changes != checkpointedChanges { await checkpoint() }
+    }
+
+    private func checkpoint() async {
+        guard !stopped else { return }
+        guard let pid = await resolvePID(wait: false) else {
+            // Not in the local view yet (just started by a handoff): the sweep retries.
+            let me = self
+            runtime.dirty.withLock { $0[id] = me }
+            return
+        }
+        let covered = changes
+        guard let bytes = try? JSONEncoder().encode(state) else { return }
+        do {
+            try await runtime.node.checkpoint(pid, state: Array(bytes))
+            checkpointedChanges = covered
+            lastCheckpoint = .now
+            runtime.counters.checkpoints.add(1, ordering: .relaxed)
+        } catch {
+            // The node is stopping; nothing to replicate to.
+        }
+        if changes != checkpointedChanges {
+            let me = self
+            runtime.dirty.withLock { $0[id] = me }
+        }
+    }
+
+    /// This process's id: the local registration of the device id. With `wait`, gives the
+    /// registration up to 200 ms to appear (a process started by a handoff runs before the
+    /// tracker registers it here).
+    private func resolvePID(wait: Bool) async -> ProcessID? {
+        if let pid { return pid }
+        let node = runtime.node
+        let attempts = wait ? 20 : 1
+        for attempt in 0..<attempts {
+            if let found = await node.whereis(id), found.node == node.id {
+                pid = found
+                return found
+            }
+            if attempt < attempts - 1 { try? await Task.sleep(for: .milliseconds(10)) }
+        }
+        return nil
+    }
+}

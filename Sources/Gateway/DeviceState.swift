@@ -1,0 +1,202 @@
+/// Telemetry sequence tracking over a window of ``SequenceTracker/windowSize`` numbers below the
+/// highest one seen.
+///
+/// Shared subscriptions spread one device's messages over the gateway nodes round robin, so they
+/// reach the owner reordered, by hundreds of positions during a burst (one node's ingress lags
+/// another's); a reordered arrival is not a duplicate. Two bitmaps below the highest number:
+/// `seen`, and `missing` (numbers skipped when a higher one arrived, counted in `seqGaps`). An
+/// arrival below the highest fills its gap (`seqGaps` − 1, `seqOutOfOrder` + 1) if it was
+/// missing, is a duplicate if it was seen, and is merely out of order otherwise (it precedes the
+/// first number this window saw). An arrival further back than the window is counted in
+/// `seqLate` and changes nothing (its gap, if it was one, stays counted).
+///
+/// Restarts: a device that restarts reconnects and sends a birth. The birth may reach the owner
+/// *after* telemetry it preceded (the two came through different gateway nodes), so it does not
+/// reset the window by itself: it marks a restart as possible, and the next number decides: 0 or
+/// 1 (where devices start counting), not above the highest and already seen means the numbering
+/// restarted and the window starts again there; anything else keeps the window. Counters are never
+/// reset.
+struct SequenceTracker: Codable, Sendable, Hashable {
+    /// Numbers tracked below the highest.
+    static let windowSize = 1024
+
+    var highest: Int64?
+    /// Bit i set: `highest - i` was seen.
+    var seen = BitWindow()
+    /// Bit i set: `highest - i` was skipped and is counted as a gap.
+    var missing = BitWindow()
+    /// A birth arrived since the last number.
+    var restartPossible = false
+
+    mutating func reset() {
+        highest = nil
+        seen = BitWindow()
+        missing = BitWindow()
+        restartPossible = false
+    }
+
+    /// A birth: the device may have restarted its numbering.
+    mutating func sessionStarted() {
+        restartPossible = true
+    }
+
+    mutating func observe(_ seq: Int64, counters: inout DeviceCounters) {
+        if restartPossible {
+            restartPossible = false
+            if let top = highest, seq <= top, seq <= 1, top - seq < Self.windowSize, seen[Int(top - seq)] {
+                reset()
+            }
+        }
+        guard let top = highest else {
+            highest = seq
+            seen = BitWindow()
+            seen[0] = true
+            missing = BitWindow()
+            return
+        }
+        if seq > top {
+            let distance = seq - top
+            counters.seqGaps += distance - 1
+            let shift = Int(min(distance, Int64(Self.windowSize)))
+            seen.shift(by: shift)
+            missing.shift(by: shift)
+            seen[0] = true
+            missing.set(1..<shift)
+            highest = seq
+            return
+        }
+        let distance = top - seq
+        guard distance < Self.windowSize else {
+            counters.seqLate += 1
+            return
+        }
+        let bit = Int(distance)
+        if seen[bit] {
+            counters.seqDuplicates += 1
+            return
+        }
+        seen[bit] = true
+        counters.seqOutOfOrder += 1
+        if missing[bit] {
+            missing[bit] = false
+            counters.seqGaps -= 1
+        }
+    }
+
+    /// True when `seq` is at or above the highest number seen (its values are the newest).
+    func isNewest(_ seq: Int64) -> Bool { highest.map { seq >= $0 } ?? true }
+}
+
+/// A fixed window of ``SequenceTracker/windowSize`` bits; bit 0 is the newest position.
+struct BitWindow: Codable, Sendable, Hashable {
+    var words = [UInt64](repeating: 0, count: SequenceTracker.windowSize / 64)
+
+    subscript(index: Int) -> Bool {
+        get { words[index / 64] & (1 << UInt64(index % 64)) != 0 }
+        set {
+            if newValue {
+                words[index / 64] |= 1 << UInt64(index % 64)
+            } else {
+                words[index / 64] &= ~(1 << UInt64(index % 64))
+            }
+        }
+    }
+
+    /// Moves every bit `count` positions older; bits past the end drop.
+    mutating func shift(by count: Int) {
+        guard count > 0 else { return }
+        let wordShift = count / 64
+        let bitShift = UInt64(count % 64)
+        var shifted = [UInt64](repeating: 0, count: words.count)
+        for index in stride(from: words.count - 1, through: wordShift, by: -1) {
+            var value = words[index - wordShift] << bitShift
+            if bitShift > 0 && index - wordShift - 1 >= 0 {
+                value |= words[index - wordShift - 1] >> (64 - bitShift)
+            }
+            shifted[index] = value
+        }
+        words = shifted
+    }
+
+    /// Sets the bits in `range` (clipped to the window).
+    mutating func set(_ range: Range<Int>) {
+        for index in range.clamped(to: 0..<SequenceTracker.windowSize) { self[index] = true }
+    }
+}
+
+/// Everything a device process knows: what handoff, checkpoints and conflicts carry (as JSON).
+struct DeviceState: Codable, Sendable, Hashable {
+    var id: String
+    var online = false
+    /// Ingress time of the last applied status message (older ones are ignored: the birth and
+    /// the will of one device may reach the owner through different nodes, out of order).
+    var statusAt: Int64 = 0
+    var connectedAt: Int64?
+    var lastSeen: Int64?
+    var metadata: [String: JSONValue] = [:]
+    /// Device groups (without the Swarm prefix), always including `all`.
+    var groups: Set<String> = ["all"]
+    var telemetry: [String: JSONValue] = [:]
+    var sequence = SequenceTracker()
+    var reported: JSONValue = .emptyObject
+    var desired: JSONValue = .emptyObject
+    var version: Int64 = 0
+    var broker: String?
+    var counters = DeviceCounters()
+
+    init(id: String) { self.id = id }
+
+    func twin(node: String) -> DeviceTwin {
+        DeviceTwin(
+            id: id, online: online, node: node, groups: groups.sorted(), metadata: metadata, telemetry: telemetry,
+            reported: reported, desired: desired, delta: JSONValue.delta(desired: desired, reported: reported),
+            version: version, lastSeen: lastSeen.map(Timestamp.iso), connectedAt: connectedAt.map(Timestamp.iso),
+            broker: broker, counters: counters)
+    }
+
+    /// Merges what a conflicting copy knew into this one (SPEC A6 `resolveConflict`): the newer
+    /// presence, the newer desired version, the union of groups, the larger counters, and the
+    /// reported state and telemetry of the copy seen last.
+    mutating func merge(_ other: DeviceState) {
+        let otherIsNewer = (other.lastSeen ?? 0) > (lastSeen ?? 0)
+        if other.statusAt > statusAt {
+            online = other.online
+            statusAt = other.statusAt
+            connectedAt = other.connectedAt
+            metadata = other.metadata
+        }
+        if otherIsNewer {
+            lastSeen = other.lastSeen
+            telemetry = other.telemetry
+            sequence = other.sequence
+            reported = other.reported
+            broker = other.broker ?? broker
+        }
+        if other.version > version {
+            version = other.version
+            desired = other.desired
+        }
+        groups.formUnion(other.groups)
+        counters = DeviceCounters.maximum(counters, other.counters)
+    }
+}
+
+extension DeviceCounters {
+    static func maximum(_ a: DeviceCounters, _ b: DeviceCounters) -> DeviceCounters {
+        var result = DeviceCounters()
+        result.messages = max(a.messages, b.messages)
+        result.telemetry = max(a.telemetry, b.telemetry)
+        result.reportedUpdates = max(a.reportedUpdates, b.reportedUpdates)
+        result.statusChanges = max(a.statusChanges, b.statusChanges)
+        result.seqGaps = max(a.seqGaps, b.seqGaps)
+        result.seqDuplicates = max(a.seqDuplicates, b.seqDuplicates)
+        result.seqOutOfOrder = max(a.seqOutOfOrder, b.seqOutOfOrder)
+        result.seqLate = max(a.seqLate, b.seqLate)
+        result.commandsSent = max(a.commandsSent, b.commandsSent)
+        result.commandsAnswered = max(a.commandsAnswered, b.commandsAnswered)
+        result.commandsTimedOut = max(a.commandsTimedOut, b.commandsTimedOut)
+        result.downlinks = max(a.downlinks, b.downlinks)
+        result.desiredPublished = max(a.desiredPublished, b.desiredPublished)
+        return result
+    }
+}

@@ -1,0 +1,82 @@
+import Logging
+import MQTT
+
+/// Configuration of one node's ``DeviceGateway``. Every field has a documented default except
+/// the brokers (at least one).
+public struct GatewaySettings: Sendable {
+    /// One MQTT broker the devices connect to. With several, devices are sharded over them and
+    /// every gateway node joins the share group on every broker.
+    public struct Broker: Sendable {
+        /// A stable name for the broker, the same on every node (it is recorded in device twins
+        /// as the broker the device last talked through). Default: `host:port`.
+        public var id: String
+        /// Client settings (host, port, credentials, TLS…). The client id is derived from the
+        /// node name when left at `MQTTClient.Settings`' random default
+        /// (``GatewaySettings/clientID(node:brokerIndex:)``); an explicit client id is kept.
+        public var client: MQTTClient.Settings
+
+        public init(id: String? = nil, client: MQTTClient.Settings) {
+            self.id = id ?? "\(client.host):\(client.port)"
+            self.client = client
+        }
+    }
+
+    /// The brokers, in the same order on every node.
+    public var brokers: [Broker]
+    /// Device topic prefix (SPEC B-wire). Default `devices`.
+    public var topicPrefix = "devices"
+    /// Shared-subscription group name (`$share/{group}/…`). Default `swarm-gateway`.
+    public var shareGroup = "swarm-gateway"
+    /// Prefix of this node's command reply topic, `{replyTopicPrefix}/{node}/replies`
+    /// (subscribed without sharing by this node only). Default `gateway`.
+    public var replyTopicPrefix = "gateway"
+    /// Largest accepted inbound payload in bytes (larger ones are rejected and counted).
+    /// Default 64 KiB.
+    public var maxPayloadBytes = 64 * 1024
+    /// The Swarm process kind of device processes. Default `device`.
+    public var processKind = "device"
+    /// Prefix of the Swarm group names that hold device groups: device group `g` is Swarm group
+    /// `{groupPrefix}g`, so device groups never clash with other users of the node. Default
+    /// `device-group:`.
+    public var groupPrefix = "device-group:"
+    /// Shortest interval between two checkpoints of one device for telemetry and reported
+    /// changes (status, desired and group changes checkpoint at once). Default 250 ms.
+    public var checkpointInterval: Duration = .milliseconds(250)
+    /// Default command timeout when the caller gives none. Default 5 s.
+    public var commandTimeout: Duration = .seconds(5)
+    /// Default group query timeout. Default 5 s.
+    public var queryTimeout: Duration = .seconds(5)
+    /// Ingress lanes: inbound messages are spread over this many ordered queues by a hash of the
+    /// device id, so a slow first-contact registration holds up only its lane, and one device's
+    /// messages keep their arrival order on this node. Default 8.
+    public var ingressLanes = 8
+    /// QoS of the ingress subscriptions. Default 1.
+    public var ingressQoS: MQTTQoS = .atLeastOnce
+    /// Shortest interval between two log lines about rejected input of one kind. Default 5 s.
+    public var rejectLogInterval: Duration = .seconds(5)
+    /// Logger for the gateway.
+    public var logger = Logger(label: "swarm.gateway")
+
+    /// Settings for `brokers`, defaults elsewhere.
+    public init(brokers: [Broker]) {
+        self.brokers = brokers
+    }
+
+    /// The MQTT client id of `node` on `broker` (`swarm-gw-{node}-{broker index}`, with
+    /// characters outside `[A-Za-z0-9._-]` replaced by `_`).
+    public static func clientID(node: String, brokerIndex: Int) -> String {
+        "swarm-gw-\(topicSafe(node))-\(brokerIndex)"
+    }
+
+    /// `text` with every character outside `[A-Za-z0-9._-]` replaced by `_` (safe as one topic
+    /// level and as a client id).
+    static func topicSafe(_ text: String) -> String {
+        String(
+            text.map { character -> Character in
+                if character.isASCII && (character.isLetter || character.isNumber || "._-".contains(character)) {
+                    return character
+                }
+                return "_"
+            })
+    }
+}
