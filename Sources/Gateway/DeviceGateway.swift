@@ -217,7 +217,7 @@ public final class DeviceGateway: Sendable {
     /// process wherever it runs (one Swarm call).
     public func twin(_ id: String) async throws -> DeviceTwin? {
         try validate(id)
-        guard await node.whereis(id) != nil else { return nil }
+        guard node.whereis(id) != nil else { return nil }
         do {
             return try decodeTwin(try await node.call(id, DeviceMessage.twin.encoded(), timeout: settings.queryTimeout))
         } catch SwarmError.unknownName {
@@ -244,7 +244,7 @@ public final class DeviceGateway: Sendable {
         try validate(id)
         try validate(name)
         guard isRunning else { throw GatewayError.notRunning }
-        guard await node.whereis(id) != nil else { throw GatewayError.unknownDevice(id) }
+        guard node.whereis(id) != nil else { throw GatewayError.unknownDevice(id) }
         let timeout = timeout ?? settings.commandTimeout
         var broker: String?
         if runtime.brokers.entries.count > 1 {
@@ -330,7 +330,7 @@ public final class DeviceGateway: Sendable {
     /// The device ids in `group`, sorted (a local read of the replica: no network round trip).
     public func groupMembers(_ group: String) async throws -> [String] {
         try validate(group)
-        let pids = await node.members(runtime.swarmGroup(group))
+        let pids = node.members(runtime.swarmGroup(group))
         let names = await namesByProcess()
         return pids.compactMap { names[$0] }.sorted()
     }
@@ -342,7 +342,7 @@ public final class DeviceGateway: Sendable {
     public func publish(group: String, body: JSONValue) async throws -> Int {
         try validate(group)
         let swarmGroup = runtime.swarmGroup(group)
-        let count = await node.members(swarmGroup).count
+        let count = node.members(swarmGroup).count
         guard count > 0 else { return 0 }
         do {
             try await node.publish(swarmGroup, DeviceMessage.down(body.serialized()).encoded())
@@ -358,7 +358,7 @@ public final class DeviceGateway: Sendable {
     public func query(group: String, fields: [String]? = nil, timeout: Duration? = nil) async throws -> GroupQueryResult {
         try validate(group)
         let swarmGroup = runtime.swarmGroup(group)
-        let members = await node.members(swarmGroup)
+        let members = node.members(swarmGroup)
         let result = await node.multiCall(swarmGroup, DeviceMessage.query(fields: fields).encoded(), timeout: timeout ?? settings.queryTimeout)
         var replies: [String: JSONValue] = [:]
         var answered: Set<ProcessID> = []
@@ -382,7 +382,7 @@ public final class DeviceGateway: Sendable {
         } catch {
             throw GatewayError.notRunning
         }
-        let devices = await node.members(runtime.swarmGroup("all"))
+        let devices = node.members(runtime.swarmGroup("all"))
         var perNode: [String: Int] = [:]
         for pid in devices { perNode[pid.node.name, default: 0] += 1 }
         return ClusterView(
@@ -397,7 +397,7 @@ public final class DeviceGateway: Sendable {
 
     /// This node's counters (monotonic since start) and gauges.
     public func stats() async -> GatewayStats {
-        let local = await node.members(runtime.swarmGroup("all")).filter { $0.node == node.id }.count
+        let local = node.members(runtime.swarmGroup("all")).filter { $0.node == node.id }.count
         return GatewayStats(
             received: counters.receivedTable, routed: counters.routed.load(ordering: .relaxed),
             rejected: counters.rejectedTable, commandsSent: counters.commandsSent.load(ordering: .relaxed),
@@ -423,7 +423,7 @@ public final class DeviceGateway: Sendable {
     }
 
     private func callTwin(_ id: String, _ message: DeviceMessage) async throws -> DeviceTwin {
-        guard await node.whereis(id) != nil else { throw GatewayError.unknownDevice(id) }
+        guard node.whereis(id) != nil else { throw GatewayError.unknownDevice(id) }
         do {
             return try decodeTwin(try await node.call(id, message.encoded(), timeout: settings.queryTimeout))
         } catch {
@@ -457,7 +457,7 @@ public final class DeviceGateway: Sendable {
 
     private func namesByProcess() async -> [ProcessID: String] {
         var names: [ProcessID: String] = [:]
-        for registration in await node.registered() { names[registration.pid] = registration.name }
+        for registration in node.registered() { names[registration.pid] = registration.name }
         return names
     }
 }

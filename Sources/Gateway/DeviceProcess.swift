@@ -317,7 +317,7 @@ actor DeviceProcess: SwarmProcess {
         let node = runtime.node
         let attempts = wait ? 20 : 1
         for attempt in 0..<attempts {
-            if let found = await node.whereis(id), found.node == node.id {
+            if let found = node.whereis(id), found.node == node.id {
                 pid = found
                 return found
             }

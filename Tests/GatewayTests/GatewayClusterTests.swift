@@ -58,7 +58,7 @@ struct GatewayClusterTests {
                         #expect(twin.counters.seqGaps == 1, "\(id): \(twin.counters)")
                         #expect(twin.counters.seqDuplicates == 1, "\(id): \(twin.counters)")
                         #expect(twin.telemetry == ["temp": 20, "unit": "C"])
-                        let owner = try #require(await members[0].node.whereis(id))
+                        let owner = try #require(members[0].node.whereis(id))
                         #expect(twin.node == owner.node.name)
                     }
                     // Round robin over the share group: every node took part in ingress, and
@@ -243,7 +243,7 @@ struct GatewayClusterTests {
                     })
                     for id in ids { _ = try await members[0].gateway.patchDesired(id, ["target": 21]) }
                     let victim = members[1]
-                    let lost = await ids.asyncFilter { await victim.node.whereis($0)?.node == victim.node.id }
+                    let lost = await ids.asyncFilter { victim.node.whereis($0)?.node == victim.node.id }
                     try #require(!lost.isEmpty, "no device landed on \(victim.name)")
                     // Let the coalesced checkpoints go out, then stop the node abruptly.
                     try await Task.sleep(for: .milliseconds(800))
@@ -309,8 +309,8 @@ struct GatewayClusterTests {
                     #expect(await eventually { await totals() == ["badID": 9, "malformed": 6, "badShape": 6, "oversized": 3, "badTopic": 0, "routeFailed": 0] })
                     let twin = try #require(try await members[0].gateway.twin("ok-1"))
                     #expect(twin.online && twin.reported == .emptyObject && twin.counters.seqGaps == 0)
-                    #expect(await members[0].node.whereis("bad id") == nil)
-                    #expect(await members[0].node.registered().map(\.name) == ["ok-1"])
+                    #expect(members[0].node.whereis("bad id") == nil)
+                    #expect(members[0].node.registered().map(\.name) == ["ok-1"])
                     await rogue.close()
                 }
             }
@@ -336,7 +336,7 @@ extension GatewayClusterTests {
                         #expect(await eventually { (try? await members[0].gateway.twin(id)).map { $0.reported["phase"] != nil && $0.counters.telemetry == 1 } ?? false })
                     }
                     let leaving = members[2]
-                    let moved = await ids.asyncFilter { await leaving.node.whereis($0)?.node == leaving.node.id }
+                    let moved = await ids.asyncFilter { leaving.node.whereis($0)?.node == leaving.node.id }
                     try #require(!moved.isEmpty, "no device on \(leaving.name)")
                     #expect(await leaving.gateway.drain(timeout: .seconds(15)))
                     #expect(await leaving.gateway.isReady() == false)
