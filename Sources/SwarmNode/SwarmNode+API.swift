@@ -145,8 +145,8 @@ extension SwarmNode {
     /// for the whole group (no task per member); the calls leave in one tracker input.
     public func multiCall(_ group: String, _ message: [UInt8], timeout: Duration = .seconds(5)) async -> MultiCallResult {
         let members = self.members(group)
-        guard !members.isEmpty else { return MultiCallResult(replies: [], failures: 0) }
-        guard (try? ensureRunning()) != nil else { return MultiCallResult(replies: [], failures: members.count) }
+        guard !members.isEmpty else { return MultiCallResult(replies: [], failed: []) }
+        guard (try? ensureRunning()) != nil else { return MultiCallResult(replies: [], failed: members) }
         let collectorID = makeEnvelopeID()
         var envelopes: [(ProcessID, Envelope)] = []
         envelopes.reserveCapacity(members.count)
@@ -156,7 +156,7 @@ extension SwarmNode {
         }
         return await withCheckedContinuation { continuation in
             collectors[collectorID] = MultiCallCollector(
-                outstanding: members.count, callIDs: envelopes.map { $0.1.id }, continuation: continuation)
+                waiting: Dictionary(uniqueKeysWithValues: envelopes.map { ($0.1.id, $0.0) }), continuation: continuation)
             for (pid, envelope) in envelopes { pendingCalls[envelope.id] = .member(collector: collectorID, pid: pid) }
             deadlines.add(after: timeout, .collector(collectorID))
             apply { tracker, now in
@@ -202,10 +202,14 @@ extension SwarmNode {
 
     // MARK: Plumbing
 
+    /// Throws unless the node can take API calls: running, or draining with the drain not yet
+    /// complete. After a completed drain the node has left the cluster (peers dropped it), so a
+    /// message routed from here could vanish: the caller gets `notRunning("drained")` instead.
     func ensureRunning() throws {
         guard hasTracker, lifecycle == .running || lifecycle == .draining else {
             throw SwarmNodeError.notRunning(lifecycle.rawValue)
         }
+        if drainCompleted { throw SwarmNodeError.notRunning("drained") }
     }
 
     func waitForDrain() async {

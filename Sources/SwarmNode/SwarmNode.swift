@@ -238,7 +238,7 @@ public actor SwarmNode {
             if case .single(let continuation) = pending { continuation.resume(throwing: SwarmNodeError.notRunning("stopping")) }
         }
         pendingCalls = [:]
-        for (_, collector) in collectors { collector.continuation.resume(returning: collector.result(missing: collector.outstanding)) }
+        for (_, collector) in collectors { collector.continuation.resume(returning: collector.result()) }
         collectors = [:]
         for waiter in drainWaiters { waiter.resume() }
         drainWaiters = []
@@ -556,14 +556,14 @@ public actor SwarmNode {
             }
         case .member(let collectorID, let pid):
             guard let collector = collectors[collectorID] else { return }
-            collector.outstanding -= 1
+            collector.waiting[callID] = nil
             switch result {
             case .success(let bytes): collector.replies.append((pid, bytes))
-            case .failure: collector.failures += 1
+            case .failure: collector.failed.append(pid)
             }
-            if collector.outstanding == 0 {
+            if collector.waiting.isEmpty {
                 collectors[collectorID] = nil
-                collector.continuation.resume(returning: collector.result(missing: 0))
+                collector.continuation.resume(returning: collector.result())
             }
         }
     }
@@ -575,8 +575,8 @@ public actor SwarmNode {
     /// A multi-call's deadline: what has not answered counts as failed.
     func expireCollector(_ id: UInt64) {
         guard let collector = collectors.removeValue(forKey: id) else { return }
-        for callID in collector.callIDs { pendingCalls[callID] = nil }
-        collector.continuation.resume(returning: collector.result(missing: collector.outstanding))
+        for callID in collector.waiting.keys { pendingCalls[callID] = nil }
+        collector.continuation.resume(returning: collector.result())
     }
 
     /// Queues a notice (`endHandoff`, `resolveConflict`) behind the process's earlier messages.
@@ -683,21 +683,21 @@ enum PendingCall {
 
 /// The replies of one multi-call as they arrive (a class: updated in place, never copied).
 final class MultiCallCollector {
-    var outstanding: Int
+    /// Calls not answered yet: call id → member.
+    var waiting: [UInt64: ProcessID]
     var replies: [(pid: ProcessID, reply: [UInt8])] = []
-    var failures = 0
-    var callIDs: [UInt64]
+    /// Members whose call failed.
+    var failed: [ProcessID] = []
     let continuation: CheckedContinuation<MultiCallResult, Never>
 
-    init(outstanding: Int, callIDs: [UInt64], continuation: CheckedContinuation<MultiCallResult, Never>) {
-        self.outstanding = outstanding
-        self.callIDs = callIDs
+    init(waiting: [UInt64: ProcessID], continuation: CheckedContinuation<MultiCallResult, Never>) {
+        self.waiting = waiting
         self.continuation = continuation
     }
 
-    /// The result, `missing` members counted as failures, replies sorted by process id.
-    func result(missing: Int) -> MultiCallResult {
-        MultiCallResult(replies: replies.sorted { $0.pid < $1.pid }, failures: failures + missing)
+    /// The result so far: members still waiting count as failed (timed out); both lists sorted.
+    func result() -> MultiCallResult {
+        MultiCallResult(replies: replies.sorted { $0.pid < $1.pid }, failed: (failed + waiting.values).sorted())
     }
 }
 

@@ -77,9 +77,19 @@ public struct Registration: Hashable, Sendable {
 
 /// The outcome of ``SwarmNode/multiCall(_:_:timeout:)``: replies of the members that answered in
 /// time, and how many did not (failed, timed out or were unreachable). Never throws for members.
+/// What ``SwarmNode/multiCall(_:_:timeout:)`` collected: every member is in exactly one list.
 public struct MultiCallResult: Sendable {
+    /// Members that answered, with their replies, sorted by process id.
     public var replies: [(pid: ProcessID, reply: [UInt8])]
-    public var failures: Int
+    /// Members whose call failed or timed out, sorted.
+    public var failed: [ProcessID]
+    /// How many members did not answer.
+    public var failures: Int { failed.count }
+
+    public init(replies: [(pid: ProcessID, reply: [UInt8])], failed: [ProcessID]) {
+        self.replies = replies
+        self.failed = failed
+    }
 }
 
 /// Splits `host:port` (also `[v6]:port`).

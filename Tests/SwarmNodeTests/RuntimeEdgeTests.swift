@@ -83,6 +83,7 @@ struct RuntimeEdgeTests {
             #expect(result.replies.count == 2)
             #expect(result.replies.allSatisfy { text($0.reply) == "pong" })
             #expect(result.failures == 1)
+            #expect(result.failed == [node.whereis("h")].compactMap { $0 }, "the member that timed out is named")
             #expect(multiTook >= .milliseconds(300) && multiTook < .seconds(3), "multiCall took \(multiTook)")
             // Everyone answers: the result comes as soon as the last reply does.
             try await node.unregister("h")
