@@ -35,6 +35,8 @@ final class DeviceConnection {
     private let telemetryInterval: UInt64
     private let telemetryQoS: Int32
     private var pendingReplies: [UInt32: PendingReply] = [:]
+    /// Message id of the clean-exit offline publish; DISCONNECT follows its PUBACK.
+    private var leavingMessageID: Int32?
     private let host: String
     private let port: Int32
 
@@ -85,8 +87,8 @@ final class DeviceConnection {
         mosquitto_disconnect_v5_callback_set(raw) { _, obj, rc, _ in
             DeviceConnection.from(obj)?.onDisconnect(rc)
         }
-        mosquitto_publish_v5_callback_set(raw) { _, obj, _, reason, _ in
-            DeviceConnection.from(obj)?.onPublished(reason)
+        mosquitto_publish_v5_callback_set(raw) { _, obj, mid, reason, _ in
+            DeviceConnection.from(obj)?.onPublished(mid, reason)
         }
         mosquitto_message_v5_callback_set(raw) { _, obj, message, properties in
             guard let message else { return }
@@ -221,7 +223,14 @@ final class DeviceConnection {
         }
     }
 
-    private func onPublished(_ reason: Int32) {
+    private func onPublished(_ mid: Int32, _ reason: Int32) {
+        if phase == .leaving, mid == leavingMessageID, let raw = mosq {
+            // The offline status is stored: now DISCONNECT (reason 0, so no will). Waiting for the
+            // PUBACK matters: closing a socket with unread input (that PUBACK) makes the kernel
+            // send RST, and a broker that sees RST drops the DISCONNECT and publishes the will.
+            leavingMessageID = nil
+            _ = mosquitto_disconnect_v5(raw, 0, nil)
+        }
         loop.counters.add(loop.counters.acked)
         if reason >= 0x80 {
             loop.counters.add(loop.counters.rejected)
@@ -327,18 +336,20 @@ final class DeviceConnection {
 
     // MARK: Outbound
 
+    /// Publishes; returns the message id, or nil when libmosquitto refused (counted as an error).
     @discardableResult
-    private func publish(_ topic: String, _ payload: [UInt8], qos: Int32, retain: Bool = false) -> Bool {
-        guard let raw = mosq else { return false }
+    private func publish(_ topic: String, _ payload: [UInt8], qos: Int32, retain: Bool = false) -> Int32? {
+        guard let raw = mosq else { return nil }
+        var mid: Int32 = 0
         let rc = payload.withUnsafeBytes {
-            mosquitto_publish_v5(raw, nil, topic, Int32($0.count), $0.baseAddress, qos, retain, nil)
+            mosquitto_publish_v5(raw, &mid, topic, Int32($0.count), $0.baseAddress, qos, retain, nil)
         }
         guard rc == MOSQ_ERR_SUCCESS.rawValue else {
             loop.counters.add(loop.counters.errors)
-            return false
+            return nil
         }
         loop.counters.add(loop.counters.published)
-        return true
+        return mid
     }
 
     func onTimer(_ timer: Timer, now: UInt64) {
@@ -355,7 +366,7 @@ final class DeviceConnection {
                     loop.counters.add(loop.counters.telemetrySkipped)
                 } else {
                     let payload = behavior.nextTelemetry(unixMilliseconds: unixMillis())
-                    if publish(behavior.topics.telemetry, payload, qos: telemetryQoS) {
+                    if publish(behavior.topics.telemetry, payload, qos: telemetryQoS) != nil {
                         loop.counters.add(loop.counters.telemetrySent)
                     }
                     syncRegistration()
@@ -370,7 +381,7 @@ final class DeviceConnection {
                 return
             }
             if phase == .connected, let patch = behavior.nextReportedPatch() {
-                if publish(behavior.topics.reported, patch, qos: 1) { loop.counters.add(loop.counters.reportedSent) }
+                if publish(behavior.topics.reported, patch, qos: 1) != nil { loop.counters.add(loop.counters.reportedSent) }
                 syncRegistration()
             }
             loop.schedule(device: localIndex, kind: .reported, at: now + UInt64(behavior.profile.reported.interval * 1e9))
@@ -435,9 +446,10 @@ final class DeviceConnection {
             trace?("\(behavior.id) dropped the connection (abrupt exit)")
             destroy()
         case .connected:
-            publish(behavior.topics.status, DeviceBehavior.offlinePayload, qos: 1, retain: true)
+            // Publish offline (retained, QoS 1); DISCONNECT follows its PUBACK (onPublished).
             phase = .leaving
-            _ = mosquitto_disconnect_v5(raw, 0, nil)
+            leavingMessageID = publish(behavior.topics.status, DeviceBehavior.offlinePayload, qos: 1, retain: true)
+            if leavingMessageID == nil { _ = mosquitto_disconnect_v5(raw, 0, nil) }
             if mosquitto_want_write(raw) { _ = mosquitto_loop_write(raw, 64) }
             syncRegistration()
         default:

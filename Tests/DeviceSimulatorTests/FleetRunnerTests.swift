@@ -27,6 +27,9 @@ struct FleetRunnerTests {
                 #expect(stats.abruptExits == 0)
                 #expect(await inbox.wait { $0.count >= 2 })
                 #expect(try JSONValue.parse(inbox.all[1].payload) == ["status": "offline"])
+                // No will on top of it: the broker saw the DISCONNECT.
+                try await Task.sleep(for: .milliseconds(200))
+                #expect(inbox.all.count == 2)
             }
             // The offline status stays retained.
             try await withObserver(broker, subscribe: ["devices/dev-1/status"]) { _, inbox in
