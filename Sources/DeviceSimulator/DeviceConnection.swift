@@ -125,9 +125,13 @@ final class DeviceConnection {
     func connect() {
         guard let raw = mosq, phase == .idle else { return }
         let keepAlive = Int32(behavior.profile.keepAliveSeconds)
+        // Non-blocking TCP connect: when the broker's accept backlog is full and a SYN is
+        // dropped, a blocking connect would stall every device of this loop for the 1 s SYN
+        // retransmission. The CONNECT packet waits in libmosquitto until the socket is writable
+        // (EPOLLOUT, see syncRegistration).
         let rc = everConnected || reconnectAttempt > 0
-            ? mosquitto_reconnect(raw)
-            : mosquitto_connect_bind_v5(raw, host, port, keepAlive, nil, nil)
+            ? mosquitto_reconnect_async(raw)
+            : mosquitto_connect_bind_async(raw, host, port, keepAlive, nil)
         registered = (-1, 0)
         guard rc == MOSQ_ERR_SUCCESS.rawValue else {
             loop.counters.add(loop.counters.connectFailures)
@@ -349,6 +353,7 @@ final class DeviceConnection {
             return nil
         }
         loop.counters.add(loop.counters.published)
+        trace?("\(behavior.id) -> \(topic)\(retain ? " (retained)" : "") \(String(decoding: payload, as: UTF8.self))")
         return mid
     }
 

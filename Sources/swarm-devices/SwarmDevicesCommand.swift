@@ -143,7 +143,7 @@ struct RunCommand: AsyncParsableCommand {
     @Option(help: "Loop threads (each drives many devices over epoll). Default: cores, at most 4.")
     var threads: Int?
 
-    @Option(help: "New connections per second. Default: the fleet file's, else 2000.")
+    @Option(help: "New connections per second. Default: the fleet file's, else 5000.")
     var connectRate: Double?
 
     @Option(help: "Seconds between progress lines (0 = none).")
@@ -188,6 +188,8 @@ struct RunCommand: AsyncParsableCommand {
         var settings = try options.settings(fleet: definition)
         if let threads { settings.threads = threads }
         if let rate = connectRate ?? definition.connectRate { settings.connectRate = rate }
+        // Worker processes share the fleet's connect rate.
+        if let shard, let (_, total) = parseShard(shard) { settings.connectRate /= Double(total) }
         let runner = try reportingConfigErrors { try FleetRunner(devices: specs, settings: settings) }
         let duration = options.duration ?? definition.durationSeconds ?? 0
         let abrupt = options.abruptFraction ?? definition.abruptFraction ?? 0
