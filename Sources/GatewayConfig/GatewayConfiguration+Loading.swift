@@ -10,11 +10,15 @@ extension GatewayConfiguration {
     ///     with `SWARM_GATEWAY_` must be a known key (a misspelt one is an error).
     ///   - overrides: command-line flags that were given, keyed by file key (`clusterListen`) or
     ///     flag name (`--cluster-listen` / `cluster-listen`). Lists are comma-separated.
+    ///   - listOverrides: repeatable flags (`--broker A --broker B`), same keys, one element per
+    ///     occurrence (no comma splitting, so a password may contain a comma). A key in both
+    ///     dictionaries is an error.
     /// - Throws: ``GatewayConfigError`` naming the key and source of the first problem.
     public static func load(
         file: String? = nil,
         environment: [String: String] = [:],
-        overrides: [String: String] = [:]
+        overrides: [String: String] = [:],
+        listOverrides: [String: [String]] = [:]
     ) throws(GatewayConfigError) -> GatewayConfiguration {
         var layers: [(ConfigSource, [String: ConfigValue])] = []
 
@@ -37,6 +41,16 @@ extension GatewayConfiguration {
                 throw GatewayConfigError(key: shown, source: .flag(shown), message: "unknown option\(suggestion(for: name, among: keys.map(\.name) + keys.map(\.flag)))")
             }
             flagLayer[key.name] = (key.flag, .string(value))
+        }
+        for (name, values) in listOverrides {
+            guard let key = key(named: name) else {
+                let shown = name.hasPrefix("--") ? name : "--" + name
+                throw GatewayConfigError(key: shown, source: .flag(shown), message: "unknown option\(suggestion(for: name, among: keys.map(\.name) + keys.map(\.flag)))")
+            }
+            guard flagLayer[key.name] == nil else {
+                throw GatewayConfigError(key: key.name, source: .flag(key.flag), message: "given both as a single value and as a list")
+            }
+            flagLayer[key.name] = (key.flag, .array(values.map { .string($0) }))
         }
 
         var configuration = GatewayConfiguration()

@@ -124,10 +124,13 @@ extension GatewayConfiguration {
         public var defaultText: String
         /// What it does.
         public var summary: String
+        /// The flag's name when it is not the key in kebab case (`brokers` → `--broker`,
+        /// repeatable).
+        var flagName: String? = nil
         /// `SWARM_GATEWAY_CLUSTER_LISTEN`.
         public var environmentVariable: String { "SWARM_GATEWAY_" + Self.snake(name).uppercased() }
         /// `--cluster-listen`.
-        public var flag: String { "--" + Self.snake(name).replacingOccurrences(of: "_", with: "-") }
+        public var flag: String { "--" + (flagName ?? Self.snake(name).replacingOccurrences(of: "_", with: "-")) }
 
         /// `clusterListen` → `cluster_listen`, `brokerCAFile` → `broker_ca_file`.
         static func snake(_ name: String) -> String {
@@ -155,7 +158,7 @@ extension GatewayConfiguration {
         Key(name: "seeds", kind: .hostPortList, defaultText: "none", summary: "Cluster addresses of seed nodes, dialled until connected."),
         Key(name: "dnsDiscovery", kind: .hostPortList, defaultText: "none", summary: "DNS names with the cluster port (`NAME:PORT`), resolved periodically to find peers (a Kubernetes headless service)."),
         Key(name: "httpListen", kind: .hostPort, defaultText: "127.0.0.1:8080", summary: "Address of the backend HTTP API, metrics and dashboard. Port 0 picks a free port."),
-        Key(name: "brokers", kind: .brokerList, defaultText: "none (embedded broker)", summary: "MQTT brokers, `mqtt://USER:PASS@HOST:PORT` or `mqtts://...`; every node joins the share group on each."),
+        Key(name: "brokers", kind: .brokerList, defaultText: "none (embedded broker)", summary: "MQTT brokers, `mqtt://USER:PASS@HOST:PORT` or `mqtts://...`; every node joins the share group on each. The flag is repeatable.", flagName: "broker"),
         Key(name: "brokerCAFile", kind: .path, defaultText: "the system's CA certificates", summary: "PEM file of CA certificates for `mqtts://` brokers; must exist."),
         Key(name: "clusterSecret", kind: .secret, defaultText: "none", summary: "Shared secret authenticating cluster peers (at least 16 bytes). Required when `seeds` or `dnsDiscovery` is set."),
         Key(name: "apiToken", kind: .secret, defaultText: "none (API open)", summary: "Bearer token the backend API requires on `/v1` (at least 8 characters, no spaces)."),

@@ -3,6 +3,7 @@ import DeviceSimulator
 import Dispatch
 import Foundation
 import Glibc
+import Synchronization
 
 /// The device fleet simulator.
 ///
@@ -112,7 +113,6 @@ final class SignalFlag: Sendable {
     var isSet: Bool { flag.value }
 }
 
-import Synchronization
 final class SynchronizedBool: Sendable {
     private let storage = Atomic<Bool>(false)
     func set() { storage.store(true, ordering: .relaxed) }

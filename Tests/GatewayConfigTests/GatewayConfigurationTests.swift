@@ -5,9 +5,11 @@ import Testing
 @Suite("Gateway configuration")
 struct GatewayConfigurationTests {
     /// Loads, returning the error's description on failure.
-    func loadError(file: String? = nil, environment: [String: String] = [:], overrides: [String: String] = [:]) -> GatewayConfigError? {
+    func loadError(
+        file: String? = nil, environment: [String: String] = [:], overrides: [String: String] = [:], listOverrides: [String: [String]] = [:]
+    ) -> GatewayConfigError? {
         do {
-            _ = try GatewayConfiguration.load(file: file, environment: environment, overrides: overrides)
+            _ = try GatewayConfiguration.load(file: file, environment: environment, overrides: overrides, listOverrides: listOverrides)
             return nil
         } catch {
             return error
@@ -69,6 +71,15 @@ struct GatewayConfigurationTests {
         #expect(configuration.brokers[1] == BrokerEndpoint(tls: true, host: "b2", port: 8883))
         #expect(!configuration.embeddedBroker)
         #expect(configuration.denyNodes == ["/^test-.*/", "old-node"])
+    }
+
+    @Test("repeatable flags keep commas inside values")
+    func repeatableFlags() throws {
+        let configuration = try GatewayConfiguration.load(
+            listOverrides: ["--broker": ["mqtt://gw:a,b@h1:1883", "mqtt://gw:c@h2:1884"]])
+        #expect(configuration.brokers.map(\.password) == [Secret("a,b"), Secret("c")])
+        #expect(loadError(listOverrides: ["node-name": ["a", "b"]])?.message == "expected a string, got an array")
+        #expect(loadError(overrides: ["brokers": "mqtt://h"], listOverrides: ["brokers": ["mqtt://h"]])?.key == "brokers")
     }
 
     @Test("errors name the key and the source")
@@ -163,6 +174,7 @@ struct GatewayConfigurationTests {
         #expect(keys.first { $0.name == "brokerCAFile" }?.environmentVariable == "SWARM_GATEWAY_BROKER_CA_FILE")
         #expect(keys.first { $0.name == "brokerCAFile" }?.flag == "--broker-ca-file")
         #expect(keys.first { $0.name == "clusterListen" }?.flag == "--cluster-listen")
+        #expect(keys.first { $0.name == "brokers" }?.flag == "--broker")
         let docs = try String(contentsOfFile: Self.repoRoot + "/docs/configuration.md", encoding: .utf8)
         for key in keys {
             #expect(docs.contains("`\(key.name)`"), "\(key.name) is not documented")
