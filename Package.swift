@@ -24,6 +24,7 @@ let package = Package(
         .library(name: "DeviceSimulator", targets: ["DeviceSimulator"]),
         .executable(name: "swarm-devices", targets: ["swarm-devices"]),
         .library(name: "GatewayConfig", targets: ["GatewayConfig"]),
+        .executable(name: "swarm-gateway", targets: ["swarm-gateway"]),
     ],
     dependencies: [
         .package(url: "https://github.com/x-sheep/swift-property-based.git", from: "2.0.1"),
@@ -240,6 +241,24 @@ let package = Package(
         // errors that name the key and its source. Foundation only.
         .target(name: "GatewayConfig", swiftSettings: swiftSettings),
         .testTarget(name: "GatewayConfigTests", dependencies: ["GatewayConfig"], swiftSettings: swiftSettings),
+        // The gateway executable: `run` (one node: embedded broker or configured brokers, the
+        // Swarm node, the device gateway, the HTTP API), the local demo and operator commands.
+        .executableTarget(
+            name: "swarm-gateway",
+            dependencies: [
+                "Gateway",
+                "GatewayConfig",
+                "SwarmNode",
+                "SwarmCore",
+                "SwarmTransport",
+                "MQTT",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "UnixSignals", package: "swift-service-lifecycle"),
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ],
+            swiftSettings: swiftSettings
+        ),
     ],
     swiftLanguageModes: [.v6]
 )

@@ -453,7 +453,13 @@ extension Tracker.Instance {
 
     mutating func drainTick() {
         guard draining, !drainComplete else { return }
-        guard drainRemaining == 0, handoffs.isEmpty else { return }
+        // A node configured without peers (no seeds, no discovery) and connected to none has
+        // nowhere to hand its processes: its drain is complete at once (they stop with it).
+        // A node that expects peers keeps waiting — one may be restarting (a rolling update).
+        let alone = !expectsPeers && connections.isEmpty
+        guard alone || (drainRemaining == 0 && handoffs.isEmpty) else { return }
+        let remaining = drainRemaining
+        if alone && remaining > 0 { trace("drain: no peer to hand \(remaining) name(s) to; complete") }
         drainComplete = true
         guard var record = membership[me.name] else { return }
         record.state = .gone

@@ -710,6 +710,17 @@ let three = ["gw-1", "gw-2", "gw-3"]
         #expect(cluster.undelivered.isEmpty)
     }
 
+    /// A node configured without peers has nowhere to hand off: its drain completes at once.
+    /// (One that expects peers keeps its processes and waits — a peer may be restarting; the
+    /// simulator's drain-while-partitioned faults cover that.)
+    @Test func drainOfALoneNode() {
+        var cluster = Cluster(["gw-1"])
+        #expect(cluster.register("solo", from: "gw-1", request: 1)?.pid != nil)
+        #expect(!cluster.nodes["gw-1"]!.expectsPeers)
+        let drain = cluster.on("gw-1") { $0.onDrain(now: $1) }
+        #expect(drain.contains { $0.isDrainComplete }, "nothing to wait for")
+    }
+
     @Test func drainCompletesAfterAllHandoffs() {
         var cluster = Cluster(two)
         cluster.handoffPolicy = .resume([42])

@@ -1,0 +1,157 @@
+import Foundation
+import Gateway
+import GatewayConfig
+import Logging
+import MQTT
+import ServiceLifecycle
+import SwarmCore
+import SwarmNode
+import SwarmTransport
+import UnixSignals
+
+/// One gateway node process: the embedded broker when no broker is configured, the Swarm node,
+/// the device gateway, and (later in the list) the HTTP API — as services of one `ServiceGroup`.
+///
+/// Shutdown (SIGTERM, SIGINT, or `POST /v1/cluster/drain`): the gateway stops taking device
+/// messages, routes what it took, drains the node (every device process is handed over with its
+/// state), then everything stops and the process exits 0.
+struct GatewayProcess {
+    let configuration: GatewayConfiguration
+
+    func run() async -> Int32 {
+        let level = Logger.Level(rawValue: configuration.logLevel.rawValue) ?? .info
+        LoggingSystem.bootstrap { label in
+            var handler = StreamLogHandler.standardError(label: label)
+            handler.logLevel = level
+            return handler
+        }
+        let logger = Logger(label: "swarm-gateway")
+        logger.info("starting \(configuration.nodeName): \(configuration)")
+
+        var broker: EmbeddedBroker?
+        var brokerURLs = configuration.brokers
+        if brokerURLs.isEmpty {
+            guard configuration.embeddedBroker else {
+                logger.critical("no broker configured and embeddedBroker is false: nothing to connect to")
+                return 78
+            }
+            do {
+                var settings = EmbeddedBroker.Settings()
+                settings.host = "127.0.0.1"
+                settings.port = configuration.embeddedBrokerPort
+                let embedded = try EmbeddedBroker(settings: settings, logger: Logger(label: "swarm.mqtt.broker"))
+                try await embedded.start()
+                broker = embedded
+                brokerURLs = [BrokerEndpoint(host: "127.0.0.1", port: embedded.port)]
+                logger.info("embedded Mosquitto listening on 127.0.0.1:\(embedded.port)")
+            } catch {
+                logger.critical("could not start the embedded Mosquitto: \(error)")
+                return 69
+            }
+        }
+        defer { if let broker { Task { await broker.stop() } } }
+
+        let node: SwarmNode
+        let gateway: DeviceGateway
+        do {
+            node = SwarmNode(settings: try nodeSettings())
+            gateway = try DeviceGateway(node: node, settings: gatewaySettings(brokers: brokerURLs))
+        } catch {
+            logger.critical("\(error)")
+            await broker?.stop()
+            return 78
+        }
+        let service = GatewayNodeService(node: node, gateway: gateway, logger: logger)
+        let group = ServiceGroup(
+            configuration: ServiceGroupConfiguration(
+                services: [.init(service: service, successTerminationBehavior: .gracefullyShutdownGroup)],
+                gracefulShutdownSignals: [.sigterm, .sigint],
+                logger: logger))
+        var status: Int32 = 0
+        do {
+            try await group.run()
+        } catch {
+            logger.critical("stopped: \(error)")
+            status = 1
+        }
+        await broker?.stop()
+        broker = nil
+        logger.info("\(configuration.nodeName) exits (\(status))")
+        return status
+    }
+
+    func nodeSettings() throws -> SwarmNodeSettings {
+        let secret = configuration.clusterSecret?.value ?? Self.randomSecret()
+        var settings = SwarmNodeSettings(name: configuration.nodeName, secret: ClusterSecret(secret))
+        settings.host = configuration.clusterListen.host
+        settings.port = configuration.clusterListen.port
+        settings.seeds = configuration.seeds.map(\.description)
+        settings.discovery = configuration.dnsDiscovery.map(\.description)
+        settings.tracker.heartbeatInterval = Self.nanoseconds(configuration.heartbeatInterval)
+        settings.tracker.failureTimeout = Self.nanoseconds(configuration.failureTimeout)
+        settings.drainTimeout = configuration.drainTimeout
+        settings.filter = try NodeFilter(
+            allow: configuration.allowNodes.map(NodeFilter.Pattern.init(parsing:)),
+            deny: configuration.denyNodes.map(NodeFilter.Pattern.init(parsing:)))
+        settings.logger = Logger(label: "swarm.node")
+        return settings
+    }
+
+    func gatewaySettings(brokers: [BrokerEndpoint]) -> GatewaySettings {
+        var settings = GatewaySettings(
+            brokers: brokers.map { endpoint in
+                var client = MQTTClient.Settings(host: endpoint.host, port: endpoint.port)
+                client.username = endpoint.username
+                client.password = endpoint.password?.value
+                if endpoint.tls {
+                    client.tls = configuration.brokerCAFile.map { MQTTClient.Settings.TLS(caFile: $0) } ?? MQTTClient.Settings.TLS(caPath: "/etc/ssl/certs")
+                }
+                return GatewaySettings.Broker(id: "\(endpoint.host):\(endpoint.port)", client: client)
+            })
+        settings.topicPrefix = configuration.topicPrefix
+        settings.shareGroup = configuration.shareGroup
+        settings.maxPayloadBytes = configuration.maxPayloadBytes
+        settings.logger = Logger(label: "swarm.gateway")
+        return settings
+    }
+
+    /// A single node without a configured secret still needs one for its (unused) cluster port.
+    static func randomSecret() -> String {
+        (0..<32).map { _ in String(UInt8.random(in: 0...255), radix: 16) }.joined()
+    }
+
+    static func nanoseconds(_ duration: Duration) -> UInt64 {
+        let (seconds, attoseconds) = duration.components
+        return UInt64(max(0, seconds)) * 1_000_000_000 + UInt64(max(0, attoseconds) / 1_000_000_000)
+    }
+}
+
+/// The node and its gateway as one service: runs both; on graceful shutdown drains in the
+/// right order (ingress first, then the node's processes), then stops both.
+struct GatewayNodeService: Service {
+    let node: SwarmNode
+    let gateway: DeviceGateway
+    let logger: Logger
+
+    func run() async throws {
+        try await node.start()
+        try await gateway.start()
+        // The node runs outside this task's graceful-shutdown scope: the gateway decides when
+        // the node drains (after ingress stopped), not the signal directly.
+        let nodeTask = Task.detached { try await node.run() }
+        try await withGracefulShutdownHandler {
+            try await gateway.run()
+        } onGracefulShutdown: {
+            Task.detached {
+                logger.info("graceful shutdown: draining")
+                let drained = await gateway.drain()
+                if !drained { logger.warning("drain did not complete in time; stopping anyway") }
+                try? await Task.sleep(for: .milliseconds(200))
+                await gateway.shutdown()
+                await node.shutdown()
+            }
+        }
+        await node.shutdown()
+        _ = try? await nodeTask.value
+    }
+}
