@@ -252,6 +252,7 @@ let package = Package(
                 "SwarmCore",
                 "SwarmTransport",
                 "MQTT",
+                .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "UnixSignals", package: "swift-service-lifecycle"),

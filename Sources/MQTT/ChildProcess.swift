@@ -5,20 +5,24 @@ import Synchronization
 /// A child process started with `posix_spawn`, with bounded waits.
 ///
 /// The child gets stdin from `/dev/null`, stdout and stderr appended to `outputPath` (or
-/// `/dev/null`), no inherited descriptors beyond those three, an environment of only `PATH`, an
-/// empty signal mask and default signal dispositions.
-final class ChildProcess: Sendable {
+/// `/dev/null`), no inherited descriptors beyond those three, an environment of only `PATH`
+/// plus what the caller passes, an empty signal mask, default signal dispositions, and its own
+/// process group (a terminal's Ctrl-C reaches only the parent, which stops it in order).
+/// Public for the gateway's demo, which runs nodes and the device simulator as children.
+public final class ChildProcess: Sendable {
     /// The child's process id.
-    let pid: pid_t
+    public let pid: Int32
     /// The raw `waitpid` status once the child has been reaped.
     private let reaped = Mutex<Int32?>(nil)
 
-    private init(pid: pid_t) {
+    private init(pid: Int32) {
         self.pid = pid
     }
 
     /// Starts `executable` (an absolute path) with `arguments`.
-    static func spawn(executable: String, arguments: [String], outputPath: String?) throws -> ChildProcess {
+    public static func spawn(
+        executable: String, arguments: [String], outputPath: String?, environment: [String: String] = [:]
+    ) throws -> ChildProcess {
         var actions = posix_spawn_file_actions_t()
         posix_spawn_file_actions_init(&actions)
         defer { posix_spawn_file_actions_destroy(&actions) }
@@ -51,6 +55,7 @@ final class ChildProcess: Sendable {
 
         let argumentStrings: [String] = [executable] + arguments
         let environmentStrings: [String] = ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"]
+            + environment.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }
         let argv: [UnsafeMutablePointer<CChar>?] = argumentStrings.map { strdup($0) } + [nil]
         let envp: [UnsafeMutablePointer<CChar>?] = environmentStrings.map { strdup($0) } + [nil]
         defer {
@@ -92,23 +97,23 @@ final class ChildProcess: Sendable {
     }
 
     /// True while the child has not exited.
-    var isRunning: Bool { poll() == nil }
+    public var isRunning: Bool { poll() == nil }
 
     /// The exit code when the child exited normally; nil while running or when killed by a signal.
-    var exitCode: Int32? {
+    public var exitCode: Int32? {
         guard let status = poll(), status >= 0, status & 0x7f == 0 else { return nil }
         return (status >> 8) & 0xff
     }
 
     /// Sends `signal` unless the child has already been reaped (its pid may be reused).
-    func signal(_ signal: Int32) {
+    public func signal(_ signal: Int32) {
         reaped.withLock { status in
             if status == nil { _ = kill(pid, signal) }
         }
     }
 
     /// Polls every 10 ms until the child exits or `timeout` passes; returns the wait status.
-    func waitForExit(timeout: Duration) async -> Int32? {
+    public func waitForExit(timeout: Duration) async -> Int32? {
         let deadline = ContinuousClock.now + timeout
         while true {
             if let status = poll() { return status }
@@ -118,7 +123,7 @@ final class ChildProcess: Sendable {
     }
 
     /// SIGTERM, wait up to `grace`, then SIGKILL and wait up to 5 s more.
-    func terminate(grace: Duration) async {
+    public func terminate(grace: Duration) async {
         signal(SIGTERM)
         if await waitForExit(timeout: grace) != nil { return }
         signal(SIGKILL)

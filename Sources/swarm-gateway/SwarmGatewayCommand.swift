@@ -9,7 +9,7 @@ struct SwarmGatewayCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "swarm-gateway",
         abstract: "Swarm Gateway: a clustered MQTT device gateway on a Swift Swarm registry.",
-        subcommands: [RunCommand.self],
+        subcommands: [RunCommand.self, DemoCommand.self],
         defaultSubcommand: RunCommand.self
     )
 }
