@@ -25,6 +25,7 @@ let package = Package(
         .executable(name: "swarm-devices", targets: ["swarm-devices"]),
         .library(name: "GatewayConfig", targets: ["GatewayConfig"]),
         .executable(name: "swarm-gateway", targets: ["swarm-gateway"]),
+        .executable(name: "swarm-chaos", targets: ["swarm-chaos"]),
     ],
     dependencies: [
         .package(url: "https://github.com/x-sheep/swift-property-based.git", from: "2.0.1"),
@@ -258,6 +259,14 @@ let package = Package(
                 .product(name: "UnixSignals", package: "swift-service-lifecycle"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
+            swiftSettings: swiftSettings
+        ),
+        // The fault harness (issue 5, docs/reliability.md): gateway nodes in network namespaces,
+        // partitions as routes, kill -9 under load, soak. Linux, root. Checks through the HTTP
+        // API; SwarmCore for the ring (owner of each device) only.
+        .executableTarget(
+            name: "swarm-chaos",
+            dependencies: ["SwarmCore", .product(name: "ArgumentParser", package: "swift-argument-parser")],
             swiftSettings: swiftSettings
         ),
     ],
