@@ -159,23 +159,27 @@ final class GatewayNode: @unchecked Sendable {
     }
 }
 
-/// Runs `body` for each element on `width` threads and collects the results in order.
-func parallelMap<T, R>(_ items: [T], width: Int = 8, _ body: (T) -> R) -> [R] {
-    let results = Mutex<[Int: R]>([:])
+/// Runs `body` for each element on `width` threads (real threads: the work is blocking I/O)
+/// and collects the results in order.
+func parallelMap<T, R>(_ items: [T], width: Int = 8, _ body: @escaping (T) -> R) -> [R] {
+    let results = Mutex<[Int: UncheckedBox<R>]>([:])
     let next = Atomic<Int>(0)
-    withoutActuallyEscaping(body) { body in
-        let box = UncheckedBox(body)
-        let itemsBox = UncheckedBox(items)
-        DispatchQueue.concurrentPerform(iterations: max(1, min(width, items.count))) { _ in
-            while true {
-                let i = next.add(1, ordering: .relaxed).oldValue
-                if i >= itemsBox.value.count { break }
-                let r = box.value(itemsBox.value[i])
-                _ = results.withLock { $0[i] = UncheckedBox(r).value }
-            }
+    let threads = max(1, min(width, items.count))
+    let done = DispatchSemaphore(value: 0)
+    let work = UncheckedBox({
+        while true {
+            let i = next.add(1, ordering: .relaxed).oldValue
+            if i >= items.count { break }
+            let r = body(items[i])
+            results.withLock { $0[i] = UncheckedBox(r) }
         }
+        done.signal()
+    })
+    for _ in 0..<threads {
+        Thread.detachNewThread { work.value() }
     }
-    return results.withLock { table in (0..<items.count).map { table[$0]! } }
+    for _ in 0..<threads { done.wait() }
+    return results.withLock { table in (0..<items.count).map { table[$0]!.value } }
 }
 
 struct UncheckedBox<T>: @unchecked Sendable {
@@ -289,7 +293,7 @@ final class Cluster: @unchecked Sendable {
     /// The fleet's final summary (after it exited).
     func fleetSummary(timeout: Double) -> [String: Any]? {
         guard fleet != 0 else { return nil }
-        if Proc.wait(fleet, timeout: timeout) == nil { Proc.kill9(fleet) }
+        if Proc.wait(fleet, timeout: timeout) == nil { Proc.killTree(fleet) }
         Children.shared.remove(fleet)
         fleet = 0
         guard let data = FileManager.default.contents(atPath: fleetOutput) else { return nil }
@@ -422,7 +426,7 @@ final class Cluster: @unchecked Sendable {
 
     func stopAll() {
         for node in nodes { node.kill9() }
-        if fleet != 0 { Proc.kill9(fleet); Children.shared.remove(fleet); fleet = 0 }
-        if broker != 0 { Proc.kill9(broker); Children.shared.remove(broker); broker = 0 }
+        if fleet != 0 { Proc.killTree(fleet); Children.shared.remove(fleet); fleet = 0 }
+        if broker != 0 { Proc.killTree(broker); Children.shared.remove(broker); broker = 0 }
     }
 }

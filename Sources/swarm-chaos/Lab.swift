@@ -128,6 +128,7 @@ final class Lab: Sendable {
                 guard let pid = pid_t(parts.first ?? ""), parts.count == 2 else { continue }
                 let command = Proc.commandLine(pid)
                 if command.contains("mosquitto") || command.contains("swarm-devices") || command.contains("swarm-gateway") || command.hasPrefix("timeout") {
+                    for child in Proc.descendants(of: pid) { Glibc.kill(child, SIGKILL) }
                     Glibc.kill(pid, SIGKILL)
                 }
             }

@@ -118,6 +118,28 @@ enum Proc {
         }
     }
 
+    /// Every descendant of `pid`, deepest first (/proc/PID/task/*/children, recursively).
+    static func descendants(of pid: pid_t) -> [pid_t] {
+        var result: [pid_t] = []
+        let tasks = (try? FileManager.default.contentsOfDirectory(atPath: "/proc/\(pid)/task")) ?? []
+        for task in tasks {
+            guard let text = try? String(contentsOfFile: "/proc/\(pid)/task/\(task)/children", encoding: .utf8) else { continue }
+            for child in text.split(separator: " ").compactMap({ pid_t($0.trimmingCharacters(in: .whitespacesAndNewlines)) }) {
+                result += descendants(of: child) + [child]
+            }
+        }
+        return result
+    }
+
+    /// SIGKILL of `pid`'s descendants (deepest first, so no grandchild is left to init), then of
+    /// `pid`, which is reaped (bounded).
+    static func killTree(_ pid: pid_t) {
+        for child in descendants(of: pid) { Glibc.kill(child, SIGKILL) }
+        _ = wait(pid, timeout: 1)
+        Glibc.kill(pid, SIGKILL)
+        _ = wait(pid, timeout: 5)
+    }
+
     /// The first child of `pid` (/proc/PID/task/PID/children), e.g. the gateway under `timeout`.
     static func firstChild(of pid: pid_t) -> pid_t? {
         guard let text = try? String(contentsOfFile: "/proc/\(pid)/task/\(pid)/children", encoding: .utf8) else { return nil }
@@ -175,12 +197,12 @@ final class Children: Sendable {
             table.removeAll()
             return copy
         }
-        // The program under a `timeout` wrapper first, so that the wrapper reaps it (no zombie
-        // left to init); then the wrapper's whole process group.
+        // Descendants first (the program under a `timeout` wrapper, the fleet's worker
+        // processes), so that nothing is left to init; then the wrapper's process group.
         for pid in all.keys {
-            if let child = Proc.firstChild(of: pid) { Glibc.kill(child, SIGKILL) }
+            for child in Proc.descendants(of: pid) { Glibc.kill(child, SIGKILL) }
         }
-        for pid in all.keys { _ = Proc.wait(pid, timeout: 2) }
+        for pid in all.keys { _ = Proc.wait(pid, timeout: 1) }
         for pid in all.keys {
             Glibc.kill(-pid, SIGKILL)
             Glibc.kill(pid, SIGKILL)

@@ -12,7 +12,7 @@ struct SwarmChaosCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "swarm-chaos",
         abstract: "Partitions in network namespaces, kill -9 under load, soak (needs root).",
-        subcommands: [PartitionsCommand.self, KillCommand.self, SoakCommand.self, CICommand.self, CleanupCommand.self])
+        subcommands: [PartitionsCommand.self, KillCommand.self, SoakCommand.self, CICommand.self, UpCommand.self, CleanupCommand.self])
 }
 
 struct CommonOptions: ParsableArguments {
@@ -317,5 +317,31 @@ struct CleanupCommand: ParsableCommand {
             print("removed leftovers of \(p)")
         }
         if prefixes.isEmpty { print("no leftovers") }
+    }
+}
+
+/// The lab for manual experiments: the bridge, N nodes, the broker and a fleet, kept for
+/// `--seconds` (or until Ctrl-C), then removed. Prints the addresses and namespace names.
+struct UpCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "up", abstract: "Start the lab (nodes, broker, fleet) and keep it for --seconds or until Ctrl-C.")
+    @OptionGroup var common: CommonOptions
+    @Option(help: "Gateway nodes.") var nodes = 5
+    @Option(help: "Devices (0 = no fleet).") var devices = 100
+    @Option(help: "Telemetry per device per second.") var rate = 0.5
+    @Option(help: "Seconds to keep the lab.") var seconds = 60.0
+
+    func run() throws {
+        let run = try Run(common: common, nodes: nodes)
+        defer { run.teardown() }
+        let cluster = Cluster(lab: run.lab, setup: run.setup, nodeCount: nodes)
+        try cluster.startBroker()
+        for node in cluster.nodes { try cluster.start(node) }
+        if devices > 0 { try cluster.startFleet(count: devices, rate: rate, duration: seconds) }
+        for node in cluster.nodes {
+            print("\(node.name): pid \(node.pid), namespace \(node.namespace), API http://\(node.address):\(node.httpPort), cluster \(node.address):\(node.clusterPort)")
+        }
+        print("broker mqtt://\(run.lab.hostAddress):1883; logs in \(run.workDir); cut A->B: ip -n NS_A route add blackhole ADDR_B/32")
+        Proc.sleep(seconds)
+        cluster.stopAll()
     }
 }
