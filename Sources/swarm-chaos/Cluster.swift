@@ -279,11 +279,12 @@ final class Cluster: @unchecked Sendable {
     }
 
     /// The simulated fleet (root namespace, through the broker on the bridge), bounded by `duration`.
-    func startFleet(count: Int, rate: Double, duration: Double, qos: Int? = nil) throws {
+    func startFleet(count: Int, rate: Double?, duration: Double, qos: Int? = nil) throws {
         var arguments = [
             "timeout", "-s", "KILL", "\(Int(duration) + 60)", setup.devices, "run", "--broker", brokerURL, "--fleet", setup.fleetFile,
-            "--count", "\(count)", "--rate", "\(rate)", "--duration", "\(duration)", "--abrupt-fraction", "0", "--progress", "10", "--json",
+            "--count", "\(count)", "--duration", "\(duration)", "--abrupt-fraction", "0", "--progress", "10", "--json",
         ]
+        if let rate { arguments += ["--rate", "\(rate)"] }
         if let qos { arguments += ["--qos", "\(qos)"] }
         try? FileManager.default.removeItem(atPath: fleetOutput)
         fleet = try Proc.spawn(arguments, output: fleetOutput, errorOutput: "\(setup.workDir)/fleet.log")

@@ -62,13 +62,13 @@ extension Cluster {
 struct KillUnderLoad {
     let cluster: Cluster
     var devices: Int
-    var rate: Double
+    var rate: Double?
     var settle: Double = 5
     var desiredSample: Int
 
     struct Report: Codable {
         var devices: Int
-        var rate: Double
+        var rate: Double?
         var victim: String
         var victimDevices: Int
         var detectedSeconds: Double?
@@ -94,7 +94,7 @@ struct KillUnderLoad {
     func run() throws -> Report {
         let log = cluster.log
         try cluster.startNodes()
-        log("3 nodes ready; starting \(devices) devices at \(rate)/s")
+        log("3 nodes ready; starting \(devices) devices at \(rate.map { "\($0)/s" } ?? "the profiles' rates")")
         try cluster.startFleet(count: devices, rate: rate, duration: Double(cluster.setup.maxSeconds))
         let ids = try cluster.awaitDevices(count: devices, timeout: 60 + Double(devices) / 200)
         let settled = cluster.converge(since: Proc.now(), timeout: 60, twinSample: 0)
@@ -161,13 +161,13 @@ struct KillUnderLoad {
 struct Soak {
     let cluster: Cluster
     var devices: Int
-    var rate: Double
+    var rate: Double?
     var seconds: Double
     var sampleEvery: Double = 5
 
     struct Report: Codable {
         var devices: Int
-        var rate: Double
+        var rate: Double?
         var seconds: Double
         /// Per node: VmRSS (KiB) at the first sample after the fleet is up, and at the end.
         var rssStartKiB: [String: Int]
@@ -192,7 +192,7 @@ struct Soak {
     func run() throws -> Report {
         let log = cluster.log
         try cluster.startNodes()
-        log("3 nodes ready; \(devices) devices at \(rate)/s for \(Int(seconds)) s")
+        log("3 nodes ready; \(devices) devices at \(rate.map { "\($0)/s" } ?? "the profiles' rates") for \(Int(seconds)) s")
         let dropped0 = cluster.brokerDropped()
         try cluster.startFleet(count: devices, rate: rate, duration: seconds)
         let start = Proc.now()

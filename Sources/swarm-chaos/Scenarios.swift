@@ -102,13 +102,14 @@ struct PartitionScenarios {
         guard baseline(name) else { return skip(name) }
         let end = Proc.now() + seconds
         var toggles = 0
+        var healed = Proc.now()
         while Proc.now() < end {
-            if lab.activeCuts == 0 { lab.partition([[a], [b]]) } else { lab.healAll() }
+            if lab.activeCuts == 0 { lab.partition([[a], [b]]) } else { lab.healAll(); healed = Proc.now() }
             toggles += 1
             Proc.sleep(Double.random(in: 0.15...0.8, using: &rng))
         }
-        lab.healAll()
-        _ = measure(name, since: Proc.now(), detail: "\(toggles) toggles in \(String(format: "%.1f", seconds)) s")
+        if lab.activeCuts > 0 { lab.healAll(); healed = Proc.now() }
+        _ = measure(name, since: healed, detail: "\(toggles) toggles in \(String(format: "%.1f", seconds)) s")
     }
 
     /// Waits (bounded) until some live node's dump shows a handoff in flight.
@@ -128,12 +129,14 @@ struct PartitionScenarios {
         let name = "kill -9 of a joining node during handoff"
         guard baseline(name) else { return skip(name) }
         let joiner = node(5)
+        let killed = Proc.now()
         joiner.kill9()
-        guard measure("  (gw-5 killed, 4 nodes)", since: Proc.now()) else { return }
+        guard measure("  (gw-5 killed, 4 nodes)", since: killed) else { return }
         do { try cluster.start(joiner) } catch { return skip(name) }
         let seen = awaitHandoff(timeout: 8, on: cluster.nodes.filter { $0 !== joiner })
+        let killedAgain = Proc.now()
         joiner.kill9()
-        _ = measure(name, since: Proc.now(), detail: seen ? "killed with handoffs in flight" : "no handoff observed before the kill")
+        _ = measure(name, since: killedAgain, detail: seen ? "killed with handoffs in flight" : "no handoff observed before the kill")
     }
 
     /// `kill -9` of a draining node in the middle of its drain.
@@ -146,8 +149,9 @@ struct PartitionScenarios {
             return
         }
         let seen = awaitHandoff(timeout: 3, on: [victim])
+        let killed = Proc.now()
         victim.kill9()
-        _ = measure(name, since: Proc.now(), detail: seen ? "killed with handoffs in flight" : "no handoff observed before the kill")
+        _ = measure(name, since: killed, detail: seen ? "killed with handoffs in flight" : "no handoff observed before the kill")
     }
 
     /// `kill -9` and an immediate restart: the same name with a new incarnation.
@@ -156,9 +160,9 @@ struct PartitionScenarios {
         guard baseline(name) else { return skip(name) }
         let victim = node(2)
         let before = victim.dump()?.incarnation
+        let since = Proc.now()
         victim.kill9()
         do { try cluster.start(victim) } catch { return skip(name) }
-        let since = Proc.now()
         var detail = ""
         let passed = measure(name, since: since)
         if passed, let after = victim.dump()?.incarnation {
@@ -193,6 +197,7 @@ struct PartitionScenarios {
             let hold = Double.random(in: 0.5...3.5, using: &rng)
             let kind = Int.random(in: 0..<6, using: &rng)
             var description = ""
+            var healedAt: Double?
             var nodes = Array(1...cluster.nodes.count)
             nodes.shuffle(using: &rng)
             switch kind {
@@ -221,18 +226,22 @@ struct PartitionScenarios {
                 description = "flap gw-\(nodes[0]) <-> gw-\(nodes[1])"
                 let end = Proc.now() + hold
                 while Proc.now() < end {
-                    if lab.activeCuts == 0 { lab.partition([[nodes[0]], [nodes[1]]]) } else { lab.healAll() }
+                    if lab.activeCuts == 0 { lab.partition([[nodes[0]], [nodes[1]]]) } else { lab.healAll(); healedAt = Proc.now() }
                     Proc.sleep(Double.random(in: 0.1...0.6, using: &rng))
                 }
             default:
-                description = "kill -9 + restart gw-\(nodes[0])"
+                description = "kill -9 + restart gw-\(nodes[0]) (time from the restart)"
                 node(nodes[0]).kill9()
                 Proc.sleep(hold)
+                healedAt = Proc.now()
                 try? cluster.start(node(nodes[0]))
             }
-            lab.healAll()
+            if lab.activeCuts > 0 || healedAt == nil {
+                lab.healAll()
+                healedAt = Proc.now()
+            }
             let name = "random cycle \(cycle): \(description), held \(String(format: "%.1f", hold)) s"
-            if measure(name, since: Proc.now()), let seconds = outcomes.last?.convergeSeconds { times.append(seconds) }
+            if measure(name, since: healedAt!), let seconds = outcomes.last?.convergeSeconds { times.append(seconds) }
         }
         if !times.isEmpty {
             let sorted = times.sorted()

@@ -64,6 +64,7 @@ final class Run: @unchecked Sendable {
         getrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit)
         limit.rlim_cur = limit.rlim_max
         setrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit)
+        Cluster.t0 = Proc.now()
         Run.current = self
         installHandlers(maxSeconds: common.maxSeconds)
         try lab.create()
@@ -178,7 +179,7 @@ struct KillCommand: ParsableCommand {
     static let configuration = CommandConfiguration(commandName: "kill", abstract: "3 nodes under steady telemetry; kill -9 the busiest node.")
     @OptionGroup var common: CommonOptions
     @Option(help: "Devices.") var devices = 10_000
-    @Option(help: "Telemetry per device per second.") var rate = 0.2
+    @Option(help: "Telemetry per device per second (default: the fleet profiles' rates).") var rate: Double?
     @Option(help: "Devices that get a desired state before the kill.") var desiredSample = 1000
     @Option(help: "Seconds of telemetry after the recovery before counting gaps.") var settle = 5.0
 
@@ -191,7 +192,7 @@ struct KillCommand: ParsableCommand {
         if !report.passed { throw ExitCode(1) }
     }
 
-    static func execute(run: Run, devices: Int, rate: Double, desiredSample: Int, settle: Double) throws -> KillUnderLoad.Report {
+    static func execute(run: Run, devices: Int, rate: Double?, desiredSample: Int, settle: Double) throws -> KillUnderLoad.Report {
         let cluster = Cluster(lab: run.lab, setup: run.setup, nodeCount: 3)
         try cluster.startBroker()
         let report = try KillUnderLoad(cluster: cluster, devices: devices, rate: rate, settle: settle, desiredSample: desiredSample).run()
@@ -203,7 +204,7 @@ struct KillCommand: ParsableCommand {
     static func describe(_ r: KillUnderLoad.Report) -> String {
         func s(_ v: Double?) -> String { v.map { String(format: "%.3f s", $0) } ?? "never" }
         return """
-            kill -9 under load: \(r.devices) devices at \(r.rate)/s, victim \(r.victim) hosting \(r.victimDevices)
+            kill -9 under load: \(r.devices) devices at \(r.rate.map { "\($0)/s" } ?? "profile rates"), victim \(r.victim) hosting \(r.victimDevices)
               failure detected (victim out of every survivor's ring): \(s(r.detectedSeconds))
               every device process running again: \(s(r.restoredSeconds))
               twins answering: \(r.twinsAnswering)/\(r.devices), on the dead node: \(r.twinsOnDeadNode)
@@ -220,7 +221,7 @@ struct SoakCommand: ParsableCommand {
     static let configuration = CommandConfiguration(commandName: "soak", abstract: "3 nodes, the fleet for a bounded period: memory, broker drops, lost/duplicated telemetry.")
     @OptionGroup var common: CommonOptions
     @Option(help: "Devices.") var devices = 10_000
-    @Option(help: "Telemetry per device per second.") var rate = 0.2
+    @Option(help: "Telemetry per device per second (default: the fleet profiles' rates).") var rate: Double?
     @Option(help: "Seconds.") var seconds = 600.0
 
     func run() throws {
@@ -232,7 +233,7 @@ struct SoakCommand: ParsableCommand {
         if !report.passed { throw ExitCode(1) }
     }
 
-    static func execute(run: Run, devices: Int, rate: Double, seconds: Double) throws -> Soak.Report {
+    static func execute(run: Run, devices: Int, rate: Double?, seconds: Double) throws -> Soak.Report {
         let cluster = Cluster(lab: run.lab, setup: run.setup, nodeCount: 3)
         try cluster.startBroker()
         let report = try Soak(cluster: cluster, devices: devices, rate: rate, seconds: seconds).run()
@@ -247,7 +248,7 @@ struct SoakCommand: ParsableCommand {
             return "\(k) \(a / 1024)→\(b / 1024) MiB (\(b - a >= 0 ? "+" : "")\(b - a) KiB, max \((r.rssMaxKiB[k] ?? 0) / 1024) MiB)"
         }.joined(separator: ", ")
         return """
-            soak: \(r.devices) devices at \(r.rate)/s for \(Int(r.seconds)) s
+            soak: \(r.devices) devices at \(r.rate.map { "\($0)/s" } ?? "profile rates") for \(Int(r.seconds)) s
               RSS: \(rss)
               broker RSS: \(r.brokerRssStartKiB.map { "\($0 / 1024)" } ?? "?")→\(r.brokerRssEndKiB.map { "\($0 / 1024)" } ?? "?") MiB; $SYS dropped: \(r.brokerDroppedStart.map(String.init) ?? "?")→\(r.brokerDroppedEnd.map(String.init) ?? "?")
               telemetry sent \(r.telemetrySent.map(String.init) ?? "?") (skipped by backpressure \(r.telemetrySkipped.map(String.init) ?? "?")), received by twins \(r.telemetryReceived)
