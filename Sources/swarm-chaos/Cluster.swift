@@ -311,6 +311,7 @@ final class Cluster: @unchecked Sendable {
             last = live.map { $0.groupCount("all") }
             if last.allSatisfy({ $0 == count }), let ids = live.first?.groupMembers("all"), ids.count == count {
                 deviceIDs = ids
+                log("all \(count) devices registered on every node after \(String(format: "%.1f", Proc.now() - (deadline - timeout))) s")
                 return ids
             }
             Proc.sleep(0.5)

@@ -96,7 +96,7 @@ struct KillUnderLoad {
         try cluster.startNodes()
         log("3 nodes ready; starting \(devices) devices at \(rate.map { "\($0)/s" } ?? "the profiles' rates")")
         try cluster.startFleet(count: devices, rate: rate, duration: Double(cluster.setup.maxSeconds))
-        let ids = try cluster.awaitDevices(count: devices, timeout: 60 + Double(devices) / 200)
+        let ids = try cluster.awaitDevices(count: devices, timeout: 60 + Double(devices) / 40)
         let settled = cluster.converge(since: Proc.now(), timeout: 60, twinSample: 0)
         guard settled.seconds != nil else { throw Proc.Failure(description: "no clean state before the kill: \(settled.lastProblems.prefix(4))") }
         // Desired state on a sample, set before the kill: it must survive.
@@ -196,7 +196,7 @@ struct Soak {
         let dropped0 = cluster.brokerDropped()
         try cluster.startFleet(count: devices, rate: rate, duration: seconds)
         let start = Proc.now()
-        let ids = try cluster.awaitDevices(count: devices, timeout: min(seconds, 60 + Double(devices) / 200))
+        let ids = try cluster.awaitDevices(count: devices, timeout: min(seconds, 60 + Double(devices) / 40))
         func rss() -> [String: Int] {
             Dictionary(uniqueKeysWithValues: cluster.live.compactMap { n in Proc.rssKiB(n.pid).map { (n.name, $0) } })
         }

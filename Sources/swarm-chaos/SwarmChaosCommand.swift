@@ -129,7 +129,8 @@ func finish(_ outcomes: [Outcome], label: String) -> Int32 {
     let passed = outcomes.filter(\.passed).count
     let failed = outcomes.count - passed
     for o in outcomes {
-        print("\(o.passed ? "PASS" : "FAIL")  \(o.scenario): \(o.convergeSeconds.map { String(format: "converged in %.3f s", $0) } ?? "not converged")\(o.detail.isEmpty ? "" : " (\(o.detail))")")
+        let time = o.convergeSeconds.map { String(format: "converged in %.3f s", $0) } ?? (o.passed ? "ok" : "not converged")
+        print("\(o.passed ? "PASS" : "FAIL")  \(o.scenario): \(time)\(o.detail.isEmpty ? "" : " (\(o.detail))")")
     }
     print("\(label): \(passed) passed, \(failed) failed")
     return failed == 0 ? 0 : 1
@@ -167,7 +168,7 @@ struct PartitionsCommand: ParsableCommand {
         try cluster.startNodes()
         cluster.log("5 nodes ready; \(devices) devices at \(rate)/s")
         try cluster.startFleet(count: devices, rate: rate, duration: Double(run.setup.maxSeconds))
-        _ = try cluster.awaitDevices(count: devices, timeout: 60 + Double(devices) / 200)
+        _ = try cluster.awaitDevices(count: devices, timeout: 60 + Double(devices) / 40)
         var scenarios = PartitionScenarios(cluster: cluster, options: options)
         scenarios.runAll(only: only)
         cluster.stopAll()
@@ -291,7 +292,7 @@ struct CICommand: ParsableCommand {
         }
         part("kill -9 under load", nodes: 3) { run in
             let r = try KillCommand.execute(run: run, devices: devices, rate: 2, desiredSample: devices, settle: 3)
-            return [Outcome(scenario: "kill -9 under load", passed: r.passed, convergeSeconds: r.restoredSeconds,
+            return [Outcome(scenario: "kill -9 under load (time: every device process running again)", passed: r.passed, convergeSeconds: r.restoredSeconds,
                             detail: "gaps \(r.gapsTotal), duplicates \(r.duplicatesTotal), desired \(r.desiredSurvived)/\(r.desiredSet)\(r.problems.isEmpty ? "" : "; " + r.problems.joined(separator: "; "))")]
         }
         part("soak", nodes: 3) { run in
