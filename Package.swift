@@ -260,6 +260,21 @@ let package = Package(
             ],
             swiftSettings: swiftSettings
         ),
+        // Benchmark (release builds only): the gateway workloads M1, M2, M3, M5 and the command
+        // round trip, on a real Mosquitto with in-process gateway nodes. See docs/benchmarks.md.
+        .executableTarget(
+            name: "gateway-bench",
+            dependencies: [
+                "Gateway",
+                "DeviceSimulator",
+                "SwarmNode",
+                "SwarmCore",
+                "SwarmTransport",
+                "MQTT",
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: swiftSettings
+        ),
     ],
     swiftLanguageModes: [.v6]
 )
