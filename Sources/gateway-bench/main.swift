@@ -255,6 +255,7 @@ if options.workloads.contains("M1") {
     let routedRate = Double(end.routed - start.routed) / window
     try? await Task.sleep(for: .seconds(2))
     let droppedAfter = await brokerDropped(port: port) ?? 0
+    report.record("M1.received", "messages/s the gateway nodes took from the broker", Double(end.received - start.received) / window, "msg/s", setup: setup)
     report.record("M1.gateway", "messages/s routed to device processes", routedRate, "msg/s", setup: setup)
     report.record("M1.ratio", "gateway / plain subscriber", routedRate / plainRate, "x", setup: setup, target: "≥ 0.9", met: routedRate / plainRate >= 0.9)
     report.record("M1.dropped", "broker drops ($SYS publish/messages/dropped) during the gateway run", Double(droppedAfter - droppedBefore), "msgs", setup: setup, target: "0", met: droppedAfter == droppedBefore)
