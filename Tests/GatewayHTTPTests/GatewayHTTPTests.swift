@@ -23,7 +23,12 @@ struct GatewayHTTPTests {
                     let ids = (0..<9).map { "tw-\($0)" }
                     try await withDevices(ids, broker: broker, birth: { id -> JSONValue? in ["status": "online", "model": .string("m-\(id)"), "groups": ["meters"]] }) { devices in
                         for device in devices { try await device.telemetry(["seq": 1, "temp": 21.5]) }
-                        #expect(await eventually { await ids.asyncAllSatisfy { id in (try? await members[0].gateway.twin(id))?.telemetry["temp"] != nil } })
+                        // Birth and telemetry may reach the device process in either order (shared subscriptions).
+                        #expect(await eventually {
+                            await ids.asyncAllSatisfy { id in
+                                await twinEverywhere(members, id) { $0.online && $0.groups == ["all", "meters"] && $0.telemetry["temp"] != nil }
+                            }
+                        })
                         var servedRemote = 0
                         for node in api {
                             for id in ids {
@@ -39,7 +44,7 @@ struct GatewayHTTPTests {
                                 #expect(twin["metadata"]?["model"] == .string("m-\(id)"))
                                 #expect(twin["telemetry"]?["temp"] == 21.5)
                                 #expect(twin["groups"] == ["all", "meters"])
-                                let owner = members[0].node.whereis(id)?.node.name
+                                let owner = node.member.node.whereis(id)?.node.name
                                 #expect(twin["node"]?.stringValue == owner)
                                 if owner != node.member.name { servedRemote += 1 }
                             }
