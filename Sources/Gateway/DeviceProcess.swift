@@ -261,8 +261,10 @@ actor DeviceProcess: SwarmProcess {
         }
     }
 
+    /// The twin in the deterministic encoding (`DeviceTwin.json`: sorted keys, `null` for absent
+    /// optionals), which decodes as a `DeviceTwin` and is what the HTTP API answers as is.
     private func twinBytes() throws -> [UInt8] {
-        Array(try JSONEncoder().encode(state.twin(node: runtime.nodeName)))
+        state.twin(node: runtime.nodeName).json.serialized()
     }
 
     // MARK: Checkpoints

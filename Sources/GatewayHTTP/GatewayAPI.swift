@@ -84,8 +84,9 @@ public final class GatewayAPI: Sendable {
 
         router.get("/v1/devices/:id") { _, context -> Response in
             let id = try Self.parameter(context, "id")
-            guard let twin = try await gateway.twin(id) else { throw APIError(GatewayError.unknownDevice(id)) }
-            return .json(twin.json)
+            // The device process's bytes as they come (the `DeviceTwin.json` encoding): no decode.
+            guard let twin = try await gateway.twinJSON(id) else { throw APIError(GatewayError.unknownDevice(id)) }
+            return .json(twin)
         }
 
         router.patch("/v1/devices/:id/desired") { request, context -> Response in

@@ -5,7 +5,8 @@
 // by a few libmosquitto clients), and the HTTP API of node 1 on a loopback port. Once every twin
 // is known on node 1 it writes a wrk Lua script that GETs /v1/devices/{random id} (2/3 of the
 // ids owned by the other nodes with N = 3), prints `READY <url> <script>`, serves for
-// `--seconds`, prints the node's counters and stops everything (broker included).
+// `--seconds` (or until `--stop-file` exists), prints the node's counters and stops everything
+// (broker included).
 //
 //   swift build -c release --product gateway-http-bench
 //   .build/release/gateway-http-bench --devices 1000 --seconds 60 --port 18080 --script /tmp/m4.lua &
@@ -27,6 +28,7 @@ struct Options {
     var port = 18080
     var script = "/tmp/gateway-m4.lua"
     var token: String?
+    var stopFile: String?
 
     static func parse(_ arguments: [String]) -> Options {
         var options = Options()
@@ -40,8 +42,9 @@ struct Options {
             case "--port": options.port = Int(value) ?? options.port
             case "--script": options.script = value
             case "--token": options.token = value
+            case "--stop-file": options.stopFile = value
             default:
-                print("usage: gateway-http-bench [--devices D] [--nodes N] [--seconds S] [--port P] [--script PATH] [--token T]")
+                print("usage: gateway-http-bench [--devices D] [--nodes N] [--seconds S] [--port P] [--script PATH] [--token T] [--stop-file PATH]")
                 exit(2)
             }
         }
@@ -156,7 +159,12 @@ try await withThrowingTaskGroup(of: Void.self) { group in
     // Unbuffered: a script waits for this line.
     FileHandle.standardOutput.write(Data("READY http://127.0.0.1:\(port) \(options.script)\n".utf8))
 
-    try await Task.sleep(for: .seconds(options.seconds))
+    // Serve for --seconds, or until --stop-file exists.
+    let end = ContinuousClock.now + .seconds(options.seconds)
+    while ContinuousClock.now < end {
+        if let stop = options.stopFile, FileManager.default.fileExists(atPath: stop) { break }
+        try await Task.sleep(for: .milliseconds(200))
+    }
     let stats = await allGateways[0].stats()
     say("gw-1: routed \(stats.routed), rejected \(stats.rejected.values.reduce(0, +)), local devices \(stats.localDevices)")
     for publisher in publishers { await publisher.close() }
