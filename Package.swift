@@ -21,6 +21,7 @@ let package = Package(
         .library(name: "SwarmNode", targets: ["SwarmNode"]),
         .executable(name: "swarm-node", targets: ["swarm-node"]),
         .library(name: "Gateway", targets: ["Gateway"]),
+        .library(name: "GatewayHTTP", targets: ["GatewayHTTP"]),
         .library(name: "DeviceSimulator", targets: ["DeviceSimulator"]),
         .executable(name: "swarm-devices", targets: ["swarm-devices"]),
         .library(name: "GatewayConfig", targets: ["GatewayConfig"]),
@@ -34,6 +35,9 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-crypto.git", from: "3.12.3"),
         .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.13.0"),
         .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.5.0"),
+        .package(url: "https://github.com/hummingbird-project/hummingbird.git", from: "2.28.1"),
+        .package(url: "https://github.com/swift-server/swift-prometheus.git", from: "2.4.1"),
+        .package(url: "https://github.com/apple/swift-http-types.git", from: "1.0.0"),
     ],
     targets: [
         // Pure protocol logic: ring, registry replica, tracker, handoff, groups, membership.
@@ -248,6 +252,7 @@ let package = Package(
             name: "swarm-gateway",
             dependencies: [
                 "Gateway",
+                "GatewayHTTP",
                 "GatewayConfig",
                 "SwarmNode",
                 "SwarmCore",
@@ -258,6 +263,73 @@ let package = Package(
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "UnixSignals", package: "swift-service-lifecycle"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+        // Benchmark (release builds only): the gateway workloads M1, M2, M3, M5 and the command
+        // round trip, on a real Mosquitto with in-process gateway nodes. See docs/benchmarks.md.
+        .executableTarget(
+            name: "gateway-bench",
+            dependencies: [
+                "Gateway",
+                "DeviceSimulator",
+                "SwarmNode",
+                "SwarmCore",
+                "SwarmTransport",
+                "MQTT",
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+        // The backend HTTP API (Hummingbird) over one node's DeviceGateway: devices, groups,
+        // cluster, drain, Prometheus metrics, health. The only targets that depend on
+        // Hummingbird are this one, its tests and its benchmark. See docs/openapi.yaml.
+        .target(
+            name: "GatewayHTTP",
+            dependencies: [
+                "Gateway",
+                "SwarmNode",
+                "SwarmCore",
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "HTTPTypes", package: "swift-http-types"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Prometheus", package: "swift-prometheus"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+        .testTarget(
+            name: "GatewayHTTPTests",
+            dependencies: [
+                "GatewayHTTP",
+                "Gateway",
+                "SwarmNode",
+                "SwarmCore",
+                "SwarmTransport",
+                "MQTT",
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "HummingbirdTesting", package: "hummingbird"),
+                .product(name: "HTTPTypes", package: "swift-http-types"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+        // Benchmark M4 (release builds only): a broker, 3 in-process nodes, simulated devices and
+        // the HTTP API of one node, for an external load tool (wrk). See docs/benchmarks.md.
+        .executableTarget(
+            name: "gateway-http-bench",
+            dependencies: [
+                "GatewayHTTP",
+                "Gateway",
+                "SwarmNode",
+                "SwarmCore",
+                "SwarmTransport",
+                "MQTT",
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: swiftSettings
         ),

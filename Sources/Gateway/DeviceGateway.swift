@@ -227,6 +227,21 @@ public final class DeviceGateway: Sendable {
         }
     }
 
+    /// The twin of device `id` as JSON bytes (the encoding of ``DeviceTwin/json``: sorted keys,
+    /// `null` for absent optionals), or nil when no such device exists: ``twin(_:)`` without the
+    /// decode, for the HTTP API's `GET /v1/devices/{id}`.
+    public func twinJSON(_ id: String) async throws -> [UInt8]? {
+        try validate(id)
+        guard node.whereis(id) != nil else { return nil }
+        do {
+            return try await node.call(id, DeviceMessage.twin.encoded(), timeout: settings.queryTimeout)
+        } catch SwarmError.unknownName {
+            return nil
+        } catch {
+            throw mapped(error, device: id)
+        }
+    }
+
     /// Applies `patch` (RFC 7386 merge patch, must be an object) to the desired state of device
     /// `id`, bumps its version, publishes `{"version": n, "state": {…}}` retained to
     /// `{prefix}/{id}/state/desired`, and returns the new twin. Throws `unknownDevice`.

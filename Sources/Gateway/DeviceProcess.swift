@@ -64,7 +64,11 @@ final class DeviceRuntime: Sendable {
 actor DeviceProcess: SwarmProcess {
     let id: String
     let runtime: DeviceRuntime
-    private(set) var state: DeviceState
+    private(set) var state: DeviceState {
+        didSet { twinCache = nil }
+    }
+    /// The encoded twin, kept until the state changes (reads by id are the API's hot path).
+    private var twinCache: [UInt8]?
     private var pid: ProcessID?
     private var changes = 0
     private var checkpointedChanges = 0
@@ -261,8 +265,13 @@ actor DeviceProcess: SwarmProcess {
         }
     }
 
+    /// The twin in the deterministic encoding (`DeviceTwin.json`: sorted keys, `null` for absent
+    /// optionals), which decodes as a `DeviceTwin` and is what the HTTP API answers as is.
     private func twinBytes() throws -> [UInt8] {
-        Array(try JSONEncoder().encode(state.twin(node: runtime.nodeName)))
+        if let twinCache { return twinCache }
+        let bytes = state.twin(node: runtime.nodeName).json.serialized()
+        twinCache = bytes
+        return bytes
     }
 
     // MARK: Checkpoints

@@ -6,8 +6,8 @@ import Synchronization
 ///
 /// The child gets stdin from `/dev/null`, stdout and stderr appended to `outputPath` (or
 /// `/dev/null`), no inherited descriptors beyond those three, an environment of only `PATH`
-/// plus what the caller passes, an empty signal mask, default signal dispositions, and its own
-/// process group (a terminal's Ctrl-C reaches only the parent, which stops it in order).
+/// plus what the caller passes, an empty signal mask, default signal dispositions, and
+/// optionally a process group of its own.
 /// Public for the gateway's demo, which runs nodes and the device simulator as children.
 public final class ChildProcess: Sendable {
     /// The child's process id.
@@ -20,8 +20,13 @@ public final class ChildProcess: Sendable {
     }
 
     /// Starts `executable` (an absolute path) with `arguments`.
+    /// - Parameter ownProcessGroup: put the child in a process group of its own, so a terminal's
+    ///   Ctrl-C (or a signal to the parent's group) reaches only the parent, which then stops
+    ///   the child in order. The price: if the parent is killed with SIGKILL, the child lives on.
+    ///   Off by default (a broker for tests dies with its test process's group).
     public static func spawn(
-        executable: String, arguments: [String], outputPath: String?, environment: [String: String] = [:]
+        executable: String, arguments: [String], outputPath: String?, environment: [String: String] = [:],
+        ownProcessGroup: Bool = false
     ) throws -> ChildProcess {
         var actions = posix_spawn_file_actions_t()
         posix_spawn_file_actions_init(&actions)
@@ -48,10 +53,12 @@ public final class ChildProcess: Sendable {
         }
         posix_spawnattr_setsigmask(&attributes, &emptyMask)
         posix_spawnattr_setsigdefault(&attributes, &defaultSignals)
-        // Its own process group: a terminal's Ctrl-C (or `timeout`'s signal to the group) reaches
-        // the parent, which stops the child in order (a gateway drains before its broker goes).
-        posix_spawnattr_setpgroup(&attributes, 0)
-        posix_spawnattr_setflags(&attributes, Int16(POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF | POSIX_SPAWN_SETPGROUP))
+        var flags = POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF
+        if ownProcessGroup {
+            posix_spawnattr_setpgroup(&attributes, 0)
+            flags |= POSIX_SPAWN_SETPGROUP
+        }
+        posix_spawnattr_setflags(&attributes, Int16(flags))
 
         let argumentStrings: [String] = [executable] + arguments
         let environmentStrings: [String] = ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"]

@@ -58,6 +58,10 @@ public final class EmbeddedBroker: Sendable {
         public var directory: String? = nil
         /// Extra configuration lines appended verbatim. Default empty.
         public var extraConfiguration: [String] = []
+        /// Run the broker in a process group of its own (see ``ChildProcess/spawn``): a
+        /// terminal's Ctrl-C then reaches only this process, which stops the broker last. Off
+        /// by default, so a broker dies with its process group if its parent is SIGKILLed.
+        public var ownProcessGroup = false
         /// How long ``start()`` waits for the port to accept connections. Default 10 s.
         public var startTimeout: Duration = .seconds(10)
         /// How long ``stop()`` waits after SIGTERM before SIGKILL. Default 5 s.
@@ -199,7 +203,8 @@ public final class EmbeddedBroker: Sendable {
         let process = try ChildProcess.spawn(
             executable: executable,
             arguments: ["-c", configurationPath],
-            outputPath: directory + "/mosquitto.stdout"
+            outputPath: directory + "/mosquitto.stdout",
+            ownProcessGroup: settings.ownProcessGroup
         )
         state.withLock { $0.process = process }
 

@@ -211,7 +211,21 @@ struct RunCommand: AsyncParsableCommand {
     /// their summaries. Their progress lines go to stderr as they come.
     func runShards(_ count: Int, devices: Int) async throws -> FleetStats {
         printErr("swarm-devices: \(devices) devices need \(count) processes (3 file descriptors per device, hard limit per process)")
-        signal(SIGINT, SIG_IGN)  // Ctrl-C reaches the children (same process group); they stop and report.
+        // Ctrl-C reaches the children directly (same process group); a SIGTERM sent to this
+        // process alone (a supervisor, the demo) is forwarded to them. Either way they stop
+        // their devices (clean or abrupt, as configured) and report.
+        signal(SIGINT, SIG_IGN)
+        signal(SIGTERM, SIG_IGN)
+        let pids = Mutex<[Int32]>([])
+        let forwarders = [SIGINT, SIGTERM].map { number -> any DispatchSourceSignal in
+            let source = DispatchSource.makeSignalSource(signal: number, queue: .global())
+            source.setEventHandler {
+                if number == SIGTERM { for pid in pids.withLock({ $0 }) { kill(pid, SIGTERM) } }
+            }
+            source.resume()
+            return source
+        }
+        defer { forwarders.forEach { $0.cancel() } }
         var arguments = Array(CommandLine.arguments.dropFirst())
         if arguments.first == "run" { arguments.removeFirst() }
         var children: [(Process, Pipe)] = []
@@ -222,6 +236,7 @@ struct RunCommand: AsyncParsableCommand {
             let pipe = Pipe()
             process.standardOutput = pipe
             try process.run()
+            pids.withLock { $0.append(process.processIdentifier) }
             children.append((process, pipe))
         }
         var total: FleetStats?

@@ -75,6 +75,7 @@ struct DemoCommand: AsyncParsableCommand {
         var brokerSettings = EmbeddedBroker.Settings()
         brokerSettings.host = "127.0.0.1"
         brokerSettings.port = brokerPort
+        brokerSettings.ownProcessGroup = true  // Ctrl-C reaches the demo only; the broker stops last
         var quiet = Logger(label: "demo.broker")
         quiet.logLevel = .warning
         let broker = try EmbeddedBroker(settings: brokerSettings, logger: quiet)
@@ -94,7 +95,7 @@ struct DemoCommand: AsyncParsableCommand {
                 if !seeds.isEmpty { arguments += ["--seeds", seeds.joined(separator: ",")] }
                 let child = try ChildProcess.spawn(
                     executable: gatewayBinary, arguments: arguments, outputPath: "\(logDirectory)/\(name).log",
-                    environment: ["SWARM_GATEWAY_CLUSTER_SECRET": secret])
+                    environment: ["SWARM_GATEWAY_CLUSTER_SECRET": secret], ownProcessGroup: true)
                 children.append((name, child))
             }
             print("waiting for the nodes to be ready…")
@@ -108,7 +109,7 @@ struct DemoCommand: AsyncParsableCommand {
                 let child = try ChildProcess.spawn(
                     executable: devicesBinary,
                     arguments: ["run", "--fleet", fleet, "--count", String(devices), "--broker", brokerURL, "--rate", String(rate), "--progress", "30"],
-                    outputPath: "\(logDirectory)/devices.log")
+                    outputPath: "\(logDirectory)/devices.log", ownProcessGroup: true)
                 children.append(("devices", child))
             }
             let sample = Self.sampleDeviceID(fleet: fleet)

@@ -1,20 +1,23 @@
 import Foundation
 import Gateway
 import GatewayConfig
+import GatewayHTTP
 import Logging
 import MQTT
 import ServiceLifecycle
 import SwarmCore
 import SwarmNode
 import SwarmTransport
+import Synchronization
 import UnixSignals
 
-/// One gateway node process: the embedded broker when no broker is configured, the Swarm node,
-/// the device gateway, and (later in the list) the HTTP API — as services of one `ServiceGroup`.
+/// One gateway node process: the embedded broker when no broker is configured, then one
+/// `ServiceGroup` with the HTTP API and the node + gateway service.
 ///
 /// Shutdown (SIGTERM, SIGINT, or `POST /v1/cluster/drain`): the gateway stops taking device
 /// messages, routes what it took, drains the node (every device process is handed over with its
-/// state), then everything stops and the process exits 0.
+/// state), then the node and the gateway stop, then the HTTP API (it answers — `/readyz` 503 —
+/// until the drain is over), and the process exits 0.
 struct GatewayProcess {
     let configuration: GatewayConfiguration
 
@@ -62,11 +65,31 @@ struct GatewayProcess {
             return 78
         }
         let service = GatewayNodeService(node: node, gateway: gateway, logger: logger)
+        var httpSettings = GatewayHTTPSettings(
+            host: configuration.httpListen.host, port: configuration.httpListen.port, apiToken: configuration.apiToken?.value)
+        httpSettings.logger = Logger(label: "swarm.gateway.http")
+        // `POST /v1/cluster/drain` drains through the API, then stops the whole process.
+        let groupBox = Mutex<ServiceGroup?>(nil)
+        let http = GatewayHTTPServer(gateway: gateway, settings: httpSettings) { drained in
+            logger.info("drain requested over the API \(drained ? "completed" : "timed out"); stopping")
+            await groupBox.withLock { $0 }?.triggerGracefulShutdown()
+        }
+        // Graceful shutdown runs in reverse order: the node + gateway service drains first, the
+        // HTTP API stops last.
         let group = ServiceGroup(
             configuration: ServiceGroupConfiguration(
-                services: [.init(service: service, successTerminationBehavior: .gracefullyShutdownGroup)],
+                services: [
+                    .init(service: http),
+                    .init(service: service, successTerminationBehavior: .gracefullyShutdownGroup),
+                ],
                 gracefulShutdownSignals: [.sigterm, .sigint],
                 logger: logger))
+        groupBox.withLock { $0 = group }
+        Task {
+            if let port = try? await http.listeningPort() {
+                logger.info("HTTP API, dashboard and metrics on http://\(configuration.httpListen.host):\(port)/")
+            }
+        }
         var status: Int32 = 0
         do {
             try await group.run()

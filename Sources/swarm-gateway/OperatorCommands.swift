@@ -66,7 +66,10 @@ func text(_ value: Any?) -> String {
     case nil, is NSNull: return "-"
     case let string as String: return string
     case let bool as Bool where type(of: value!) == Bool.self: return bool ? "yes" : "no"
-    case let number as NSNumber: return number.stringValue
+    case let number as NSNumber:
+        // JSONSerialization gives booleans as NSNumber (type "c" on Linux, CFBoolean on Darwin).
+        if String(cString: number.objCType) == "c" || "\(type(of: number))".contains("Bool") { return number.boolValue ? "yes" : "no" }
+        return number.stringValue
     default:
         if let data = try? JSONSerialization.data(withJSONObject: value!, options: [.sortedKeys, .fragmentsAllowed]) {
             return String(decoding: data, as: UTF8.self)
@@ -219,7 +222,7 @@ struct DeviceCommand: AsyncParsableCommand {
             return
         }
         let root = twin as? [String: Any] ?? [:]
-        print("device \(text(root["id"])): \(text(root["online"]) == "yes" ? "online" : "offline"), on node \(text(root["node"])), last seen \(text(root["lastSeen"]))")
+        print("device \(text(root["id"])): \(text(root["online"]) == "yes" || text(root["online"]) == "1" ? "online" : "offline"), on node \(text(root["node"])), last seen \(text(root["lastSeen"]))")
         print("groups:    \((root["groups"] as? [String])?.joined(separator: ", ") ?? "-")")
         for key in ["metadata", "telemetry", "reported", "desired", "delta"] { print("\((key + ":").padding(toLength: 11, withPad: " ", startingAt: 0))\(text(root[key]))") }
         print("version:   \(text(root["version"]))")

@@ -1,0 +1,189 @@
+import Foundation
+import Gateway
+import Prometheus
+import SwarmCore
+import Synchronization
+
+/// The Prometheus side of the API: HTTP request counts and latencies (kept in a
+/// `PrometheusCollectorRegistry` owned by this server, never the process-global metrics system,
+/// so several servers can live in one process), and the gateway's and node's figures, read at
+/// scrape time from ``DeviceGateway/stats()`` and the tracker dump.
+final class HTTPMetrics: Sendable {
+    struct RequestKey: Hashable, Sendable {
+        var method: String
+        var route: String
+        var status: Int
+    }
+
+    struct RouteKey: Hashable, Sendable {
+        var method: String
+        var route: String
+    }
+
+    let registry = PrometheusCollectorRegistry()
+    private let requests = Mutex<[RequestKey: Prometheus.Counter]>([:])
+    private let durations = Mutex<[RouteKey: DurationHistogram]>([:])
+
+    static let buckets: [Duration] = [
+        .microseconds(100), .microseconds(250), .microseconds(500), .milliseconds(1), .microseconds(2500),
+        .milliseconds(5), .milliseconds(10), .milliseconds(25), .milliseconds(50), .milliseconds(100),
+        .milliseconds(250), .milliseconds(500), .seconds(1), .milliseconds(2500), .seconds(5), .seconds(10),
+    ]
+    static var requestsName: MetricNameDescriptor {
+        MetricNameDescriptor(
+        namespace: "swarm_gateway", subsystem: "http", metricName: "requests", unitName: "total",
+            helpText: "HTTP requests answered, by method, route and status.")
+    }
+    static var durationName: MetricNameDescriptor {
+        MetricNameDescriptor(
+        namespace: "swarm_gateway", subsystem: "http", metricName: "request_duration", unitName: "seconds",
+            helpText: "HTTP request latency (handler and middleware), by method and route.")
+    }
+
+    /// Records one answered request. `route` is the route template (`/v1/devices/{id}`), never
+    /// the raw path, so the label set stays bounded.
+    func record(method: String, route: String, status: Int, duration: Duration) {
+        let key = RequestKey(method: method, route: route, status: status)
+        let counter = requests.withLock { table in
+            if let counter = table[key] { return counter }
+            let counter = registry.makeCounter(
+                descriptor: Self.requestsName, labels: [("method", method), ("route", route), ("status", String(status))])
+            table[key] = counter
+            return counter
+        }
+        counter.increment()
+        let routeKey = RouteKey(method: method, route: route)
+        let histogram = durations.withLock { table in
+            if let histogram = table[routeKey] { return histogram }
+            let histogram = registry.makeDurationHistogram(
+                descriptor: Self.durationName, labels: [("method", method), ("route", route)], buckets: Self.buckets)
+            table[routeKey] = histogram
+            return histogram
+        }
+        histogram.record(duration)
+    }
+
+    /// The whole exposition (text format 0.0.4): gateway counters, node figures, HTTP metrics.
+    func exposition(stats: GatewayStats, view: ClusterView?, dump: TrackerDump?, ready: Bool) -> [UInt8] {
+        var text = PrometheusText()
+        text.family("swarm_gateway_received_total", "counter", "Inbound device messages by kind, before validation.")
+        for (kind, value) in stats.received.sorted(by: { $0.key < $1.key }) {
+            text.sample("swarm_gateway_received_total", ["kind": kind], value)
+        }
+        text.family("swarm_gateway_ingress_accepted_total", "counter", "Inbound device messages routed to their device process.")
+        text.sample("swarm_gateway_ingress_accepted_total", [:], stats.routed)
+        text.family("swarm_gateway_ingress_rejected_total", "counter", "Inbound device messages rejected, by reason.")
+        for (reason, value) in stats.rejected.sorted(by: { $0.key < $1.key }) {
+            text.sample("swarm_gateway_ingress_rejected_total", ["reason": reason], value)
+        }
+        let simple: [(String, String, Int)] = [
+            ("swarm_gateway_commands_sent_total", "Commands published to devices by this node.", stats.commandsSent),
+            ("swarm_gateway_commands_answered_total", "Commands answered by their device.", stats.commandsAnswered),
+            ("swarm_gateway_commands_timed_out_total", "Commands not answered in time.", stats.commandsTimedOut),
+            ("swarm_gateway_replies_unmatched_total", "Command replies that matched no pending command.", stats.repliesUnmatched),
+            ("swarm_gateway_desired_published_total", "Desired-state messages published by device processes on this node.", stats.desiredPublished),
+            ("swarm_gateway_downlinks_published_total", "Group downlinks published by device processes on this node.", stats.downlinksPublished),
+            ("swarm_gateway_publish_failures_total", "Publishes that failed (broker down or not connected).", stats.publishFailures),
+            ("swarm_gateway_checkpoints_total", "State checkpoints written by device processes on this node.", stats.checkpoints),
+            ("swarm_gateway_processes_started_total", "Device processes started on this node.", stats.processesStarted),
+        ]
+        for (name, help, value) in simple {
+            text.family(name, "counter", help)
+            text.sample(name, [:], value)
+        }
+        text.family("swarm_gateway_local_devices", "gauge", "Device processes hosted by this node.")
+        text.sample("swarm_gateway_local_devices", [:], stats.localDevices)
+        text.family("swarm_gateway_broker_connected", "gauge", "1 while the connection to the broker is up.")
+        for broker in stats.brokers { text.sample("swarm_gateway_broker_connected", ["broker": broker.id], broker.connected ? 1 : 0) }
+        text.family("swarm_gateway_broker_connections_total", "counter", "Connections made to the broker (first plus reconnects).")
+        for broker in stats.brokers { text.sample("swarm_gateway_broker_connections_total", ["broker": broker.id], broker.connections) }
+        text.family("swarm_gateway_broker_received_total", "counter", "Inbound messages received from the broker.")
+        for broker in stats.brokers { text.sample("swarm_gateway_broker_received_total", ["broker": broker.id], broker.received) }
+        text.family("swarm_gateway_ready", "gauge", "1 when the node is ready (what /readyz answers).")
+        text.sample("swarm_gateway_ready", [:], ready ? 1 : 0)
+
+        if let view {
+            text.family("swarm_cluster_devices", "gauge", "Devices known in the cluster (members of group all).")
+            text.sample("swarm_cluster_devices", [:], view.devices)
+            text.family("swarm_cluster_node_devices", "gauge", "Devices hosted per node, as this node sees it.")
+            for node in view.nodes { text.sample("swarm_cluster_node_devices", ["node": node.name], node.devices) }
+            text.family("swarm_cluster_node_ring_share", "gauge", "Share of the ring's key space per node (0..1).")
+            for node in view.nodes { text.sample("swarm_cluster_node_ring_share", ["node": node.name], node.ringShare) }
+            text.family("swarm_cluster_node_up", "gauge", "1 per node and membership state, as this node sees it.")
+            for node in view.nodes { text.sample("swarm_cluster_node_up", ["node": node.name, "state": node.state], node.reachable ? 1 : 0) }
+        }
+        if let dump {
+            let gauges: [(String, String, Int)] = [
+                ("swarm_registry_size", "Names in this node's registry replica.", dump.registrySize),
+                ("swarm_registry_local_names", "Names whose process runs on this node.", dump.localNames),
+                ("swarm_registry_contested_names", "Names registered on more than one node (to be resolved).", dump.contestedNames),
+                ("swarm_tracker_pending_starts", "Factory starts in progress on this node.", dump.pendingStarts),
+                ("swarm_tracker_outstanding_requests", "Tracker requests waiting for an answer.", dump.outstandingRequests),
+                ("swarm_tracker_handoffs", "Handoffs in progress.", dump.handoffs.count),
+                ("swarm_tracker_orphans", "Names without a live host awaiting restart.", dump.orphans),
+                ("swarm_tracker_standby_states", "Replicated states held for processes of other nodes.", dump.standbyStates),
+                ("swarm_ring_nodes", "Nodes in the hash ring.", dump.ringNodes.count),
+                ("swarm_node_draining", "1 while this node drains.", dump.draining ? 1 : 0),
+            ]
+            for (name, help, value) in gauges {
+                text.family(name, "gauge", help)
+                text.sample(name, [:], value)
+            }
+            text.family("swarm_ring_epoch", "counter", "Ring changes seen by this node.")
+            text.sample("swarm_ring_epoch", [:], Int(clamping: dump.ringEpoch))
+        }
+        var bytes = text.bytes
+        registry.emit(into: &bytes)
+        return bytes
+    }
+}
+
+/// A small writer of the Prometheus text format (0.0.4).
+struct PrometheusText {
+    var bytes: [UInt8] = []
+
+    mutating func family(_ name: String, _ type: String, _ help: String) {
+        bytes.append(contentsOf: "# HELP \(name) \(help)\n# TYPE \(name) \(type)\n".utf8)
+    }
+
+    mutating func sample(_ name: String, _ labels: KeyValuePairs<String, String>, _ value: Int) {
+        line(name, labels, String(value))
+    }
+
+    mutating func sample(_ name: String, _ labels: KeyValuePairs<String, String>, _ value: Double) {
+        line(name, labels, value.isFinite ? String(value) : "NaN")
+    }
+
+    private mutating func line(_ name: String, _ labels: KeyValuePairs<String, String>, _ value: String) {
+        bytes.append(contentsOf: name.utf8)
+        if !labels.isEmpty {
+            bytes.append(UInt8(ascii: "{"))
+            for (index, (key, label)) in labels.enumerated() {
+                if index > 0 { bytes.append(UInt8(ascii: ",")) }
+                bytes.append(contentsOf: key.utf8)
+                bytes.append(contentsOf: "=\"".utf8)
+                bytes.append(contentsOf: Self.escaped(label).utf8)
+                bytes.append(UInt8(ascii: "\""))
+            }
+            bytes.append(UInt8(ascii: "}"))
+        }
+        bytes.append(UInt8(ascii: " "))
+        bytes.append(contentsOf: value.utf8)
+        bytes.append(UInt8(ascii: "\n"))
+    }
+
+    /// A label value with `\`, `"` and newlines escaped.
+    static func escaped(_ value: String) -> String {
+        guard value.contains(where: { $0 == "\\" || $0 == "\"" || $0 == "\n" }) else { return value }
+        var out = ""
+        for character in value {
+            switch character {
+            case "\\": out += "\\\\"
+            case "\"": out += "\\\""
+            case "\n": out += "\\n"
+            default: out.append(character)
+            }
+        }
+        return out
+    }
+}

@@ -1,0 +1,386 @@
+// gateway-bench: the gateway workloads M1, M2, M3, M5 of BENCHMARKS.md (release builds only), and
+// the command round trip. One Mosquitto (EmbeddedBroker) on loopback; gateway nodes in this
+// process (real SwarmNodes over loopback TCP, each with its DeviceGateway on the broker); devices
+// from the simulator (in this process for M1, `swarm-devices` child processes for the larger
+// fleets, which need more descriptors than one process may open). M4 (HTTP GETs) is measured with
+// wrk against the HTTP API, see docs/benchmarks.md.
+//
+//   swift build -c release --product swarm-devices && swift build -c release --product gateway-bench
+//   .build/release/gateway-bench [--nodes 3] [--devices 1000] [--fleet 10000] [--seconds 10] [--json FILE]
+import DeviceSimulator
+import Foundation
+import Gateway
+import Logging
+import MQTT
+import SwarmCore
+import SwarmNode
+import SwarmTransport
+
+// MARK: - Options and figures
+
+struct Options {
+    var nodes = 3
+    var devices = 1000
+    var fleet = 10_000
+    var seconds = 10.0
+    var rate = 100.0
+    var json: String?
+    var workloads: Set<String> = ["M1", "RTT", "M2", "M3", "M5"]
+
+    static func parse() -> Options {
+        var options = Options()
+        var arguments = CommandLine.arguments.dropFirst().makeIterator()
+        while let argument = arguments.next() {
+            func value() -> String {
+                guard let next = arguments.next() else { fatalError("missing value for \(argument)") }
+                return next
+            }
+            switch argument {
+            case "--nodes": options.nodes = Int(value()) ?? options.nodes
+            case "--devices": options.devices = Int(value()) ?? options.devices
+            case "--fleet": options.fleet = Int(value()) ?? options.fleet
+            case "--seconds": options.seconds = Double(value()) ?? options.seconds
+            case "--rate": options.rate = Double(value()) ?? options.rate
+            case "--json": options.json = value()
+            case "--workloads": options.workloads = Set(value().split(separator: ",").map { $0.uppercased() })
+            default:
+                say("usage: gateway-bench [--nodes 3] [--devices 1000] [--fleet 10000] [--seconds 10] [--rate 100] [--workloads M1,RTT,M2,M3,M5] [--json FILE]")
+                exit(2)
+            }
+        }
+        return options
+    }
+}
+
+struct Figure: Codable {
+    var id: String
+    var label: String
+    var value: Double
+    var unit: String
+    var setup: String
+    var target: String?
+    var met: Bool?
+}
+
+final class Report: @unchecked Sendable {
+    var figures: [Figure] = []
+    func record(_ id: String, _ label: String, _ value: Double, _ unit: String, setup: String, target: String? = nil, met: Bool? = nil) {
+        figures.append(Figure(id: id, label: label, value: value, unit: unit, setup: setup, target: target, met: met))
+        let mark = met.map { $0 ? " ✔" : " ✘" } ?? ""
+        say(String(format: "%-14@ %@: %.2f %@%@%@", id as NSString, label, value, unit, target.map { "  (target \($0))" } ?? "", mark))
+    }
+}
+
+/// A line on stdout, unbuffered (progress must show when the output is a pipe).
+func say(_ line: String) { FileHandle.standardOutput.write(Data((line + "\n").utf8)) }
+
+func seconds(_ duration: Duration) -> Double {
+    let (whole, atto) = duration.components
+    return Double(whole) + Double(atto) / 1e18
+}
+
+func percentile(_ sorted: [Double], _ p: Double) -> Double {
+    guard !sorted.isEmpty else { return .nan }
+    return sorted[min(sorted.count - 1, Int((Double(sorted.count) * p).rounded(.up)) - 1)]
+}
+
+func quiet(_ label: String) -> Logger {
+    var logger = Logger(label: label)
+    logger.logLevel = .error
+    return logger
+}
+
+// MARK: - Cluster
+
+struct Member: Sendable {
+    let node: SwarmNode
+    let gateway: DeviceGateway
+}
+
+final class GatewayCluster: Sendable {
+    let members: [Member]
+    let runner: Task<Void, Never>
+
+    init(count: Int, brokerPort: Int) async throws {
+        var members: [Member] = []
+        var seed: String?
+        for index in 1...count {
+            var settings = SwarmNodeSettings(name: "gw-\(index)", secret: ClusterSecret("gateway-bench-cluster-secret"))
+            settings.seeds = seed.map { [$0] } ?? []
+            settings.logger = quiet("bench.node")
+            let node = SwarmNode(settings: settings)
+            try await node.start()
+            if seed == nil { seed = await node.address }
+            var client = MQTTClient.Settings(host: "127.0.0.1", port: brokerPort)
+            client.receiveMaximum = 65_535
+            var gatewaySettings = GatewaySettings(brokers: [GatewaySettings.Broker(client: client)])
+            gatewaySettings.logger = quiet("bench.gateway")
+            gatewaySettings.shareGroup = "bench"
+            gatewaySettings.ingressQoS = .atMostOnce
+            members.append(Member(node: node, gateway: try DeviceGateway(node: node, settings: gatewaySettings)))
+        }
+        let all = members
+        self.members = all
+        runner = Task {
+            await withTaskGroup(of: Void.self) { group in
+                for member in all {
+                    group.addTask { try? await member.node.run() }
+                    group.addTask { try? await member.gateway.run() }
+                }
+            }
+        }
+        let deadline = ContinuousClock.now + .seconds(60)
+        while ContinuousClock.now < deadline {
+            var ready = true
+            for member in all {
+                let dump = try await member.node.dump()
+                let gatewayReady = await member.gateway.isReady()
+                if dump.ringNodes.count != count || !gatewayReady { ready = false }
+            }
+            if ready { return }
+            try await Task.sleep(for: .milliseconds(50))
+        }
+        throw GatewayError.cluster("the \(count)-node gateway cluster did not become ready")
+    }
+
+    /// Messages received from the broker and routed to device processes, summed over nodes.
+    func counters() async -> (received: Int, routed: Int, rejected: Int) {
+        var received = 0
+        var routed = 0
+        var rejected = 0
+        for member in members {
+            let stats = await member.gateway.stats()
+            received += stats.received.values.reduce(0, +)
+            routed += stats.routed
+            rejected += stats.rejected.values.reduce(0, +)
+        }
+        return (received, routed, rejected)
+    }
+
+    func shutdown() async {
+        for member in members { await member.gateway.shutdown() }
+        for member in members { await member.node.shutdown() }
+        await runner.value
+    }
+}
+
+/// The broker's `$SYS` dropped-publish counter (needs `sys_interval`).
+func brokerDropped(port: Int) async -> Int? {
+    guard let subscriber = try? PlainSubscriber(broker: try BrokerURL.parse("mqtt://127.0.0.1:\(port)"), filters: []) else { return nil }
+    subscriber.close()
+    let output = try? await runProcess("/usr/bin/mosquitto_sub", ["-p", String(port), "-t", "$SYS/broker/publish/messages/dropped", "-C", "1", "-W", "5"])
+    return output.flatMap { Int($0.trimmingCharacters(in: .whitespacesAndNewlines)) }
+}
+
+func runProcess(_ path: String, _ arguments: [String]) async throws -> String {
+    let process = Process()
+    process.executableURL = URL(fileURLWithPath: path)
+    process.arguments = arguments
+    let pipe = Pipe()
+    process.standardOutput = pipe
+    process.standardError = FileHandle.nullDevice
+    try process.run()
+    let data = pipe.fileHandleForReading.readDataToEndOfFile()
+    process.waitUntilExit()
+    return String(decoding: data, as: UTF8.self)
+}
+
+func fleetSpecs(_ count: Int, rate: Double?) throws -> [DeviceSpec] {
+    let definition = try FleetDefinition.load(path: "devices/fleet-demo.json")
+    return try definition.expand(count: count)
+}
+
+// MARK: - Workloads
+
+let options = Options.parse()
+let report = Report()
+LoggingSystem.bootstrap { label in
+    var handler = StreamLogHandler.standardError(label: label)
+    handler.logLevel = .error
+    return handler
+}
+var brokerSettings = EmbeddedBroker.Settings()
+brokerSettings.maxQueuedMessages = 100_000
+brokerSettings.maxInflightMessages = 1000
+brokerSettings.extraConfiguration = ["sys_interval 1"]
+let broker = try EmbeddedBroker(settings: brokerSettings, logger: quiet("bench.broker"))
+try await broker.start()
+let port = broker.port
+let brokerURL = try BrokerURL.parse("mqtt://127.0.0.1:\(port)")
+let base = "Mosquitto 2 on 127.0.0.1, \(options.nodes) gateway node(s) in this process, 2 cores"
+say("gateway-bench: \(base); devices \(options.devices), fleet \(options.fleet)")
+
+func runFleet(_ count: Int, rate: Double, seconds duration: Double, during: () async -> Void = {}) async throws -> FleetStats {
+    var settings = FleetRunner.Settings(broker: brokerURL)
+    settings.telemetryRate = rate
+    settings.payloadBytes = 100
+    settings.qos = 0
+    let runner = try FleetRunner(devices: try fleetSpecs(count, rate: rate), settings: settings)
+    try runner.start()
+    _ = await runner.waitUntilConnected(timeout: .seconds(60))
+    await during()
+    try? await Task.sleep(for: .milliseconds(Int(duration * 1000)))
+    return await runner.stop()
+}
+
+if options.workloads.contains("M1") {
+    // (a) The limit: a plain libmosquitto subscriber that only counts, no gateway running.
+    let plain = try PlainSubscriber(broker: brokerURL, filters: ["devices/+/telemetry"], qos: 0, receiveMaximum: 65_535)
+    try await Task.sleep(for: .milliseconds(300))
+    var plainStart = 0
+    var plainWindow = ContinuousClock.now
+    let plainStats = try await runFleet(options.devices, rate: options.rate, seconds: options.seconds) {
+        try? await Task.sleep(for: .seconds(1))  // warm-up
+        plainStart = plain.messages
+        plainWindow = ContinuousClock.now
+    }
+    let plainRate = Double(plain.messages - plainStart) / seconds(ContinuousClock.now - plainWindow)
+    plain.close()
+    let setup = "\(base); \(options.devices) simulated devices (one process, epoll), telemetry 100 B QoS 0 offered at \(Int(options.rate)) msg/s each"
+    report.record("M1.limit", "plain subscriber msgs/s (the limit)", plainRate, "msg/s", setup: setup)
+    report.record("M1.offered", "devices' telemetry sent/s (limit run)", Double(plainStats.telemetrySent) / plainStats.elapsedSeconds, "msg/s", setup: setup)
+
+    // (b) The gateway: every message routed to its device process.
+    let cluster = try await GatewayCluster(count: options.nodes, brokerPort: port)
+    var start = (received: 0, routed: 0, rejected: 0)
+    var windowStart = ContinuousClock.now
+    let droppedBefore = await brokerDropped(port: port) ?? 0
+    _ = try await runFleet(options.devices, rate: options.rate, seconds: options.seconds) {
+        try? await Task.sleep(for: .seconds(1))
+        start = await cluster.counters()
+        windowStart = ContinuousClock.now
+    }
+    let end = await cluster.counters()
+    let window = seconds(ContinuousClock.now - windowStart)
+    let routedRate = Double(end.routed - start.routed) / window
+    try? await Task.sleep(for: .seconds(2))
+    let droppedAfter = await brokerDropped(port: port) ?? 0
+    report.record("M1.received", "messages/s the gateway nodes took from the broker", Double(end.received - start.received) / window, "msg/s", setup: setup)
+    report.record("M1.gateway", "messages/s routed to device processes", routedRate, "msg/s", setup: setup)
+    report.record("M1.ratio", "gateway / plain subscriber", routedRate / plainRate, "x", setup: setup, target: "≥ 0.9", met: routedRate / plainRate >= 0.9)
+    report.record("M1.dropped", "broker drops ($SYS publish/messages/dropped) during the gateway run", Double(droppedAfter - droppedBefore), "msgs", setup: setup, target: "0", met: droppedAfter == droppedBefore)
+    report.record("M1.rejected", "messages rejected by the gateway", Double(end.rejected - start.rejected), "msgs", setup: setup)
+
+    if options.workloads.contains("RTT") {
+        // Command round trips: backend → device → backend, from every node, devices answering.
+        var settings = FleetRunner.Settings(broker: brokerURL)
+        settings.telemetryRate = 0
+        // Thermostats answer `ping` (the other demo profiles leave unknown commands unanswered).
+        let specs = try fleetSpecs(600, rate: 0).filter { $0.id.hasPrefix("thermo-") }.prefix(100)
+        let runner = try FleetRunner(devices: Array(specs), settings: settings)
+        try runner.start()
+        _ = await runner.waitUntilConnected(timeout: .seconds(30))
+        let ids = specs.map(\.id)
+        // Wait for every twin, then time commands.
+        let deadline = ContinuousClock.now + .seconds(30)
+        while ContinuousClock.now < deadline, (try? await cluster.members[0].gateway.groupMembers("all").count) ?? 0 < ids.count {
+            try await Task.sleep(for: .milliseconds(50))
+        }
+        var latencies: [Double] = []
+        var failures = 0
+        for index in 0..<(ProcessInfo.processInfo.environment["RTT_N"].flatMap { Int($0) } ?? 600) {
+            let member = cluster.members[index % cluster.members.count]
+            let id = ids[index % ids.count]
+            let t0 = ContinuousClock.now
+            do {
+                _ = try await member.gateway.command(id, name: "ping", body: ["n": .int(Int64(index))], timeout: .seconds(5))
+                latencies.append(seconds(ContinuousClock.now - t0) * 1000)
+            } catch {
+                failures += 1
+                if failures <= 3 { say("command \(id) via \(member.node.id.name) failed: \(error)") }
+            }
+        }
+        await runner.stop()
+        latencies.sort()
+        let rttSetup = "\(base); 100 simulated devices answering; 600 commands from every node in turn, one at a time"
+        report.record("RTT.p50", "command round trip p50", percentile(latencies, 0.5), "ms", setup: rttSetup, target: "≤ 2 ms", met: percentile(latencies, 0.5) <= 2)
+        report.record("RTT.p99", "command round trip p99", percentile(latencies, 0.99), "ms", setup: rttSetup)
+        report.record("RTT.failed", "commands failed", Double(failures), "cmds", setup: rttSetup)
+    }
+    await cluster.shutdown()
+}
+
+// M2, M3, M5: a fleet of `--fleet` devices from swarm-devices child processes.
+if !options.workloads.intersection(["M2", "M3", "M5"]).isEmpty {
+    let devicesBinary = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().appendingPathComponent("swarm-devices").path
+    guard FileManager.default.isExecutableFile(atPath: devicesBinary) else {
+        say("M2/M3/M5 skipped: swarm-devices is not built next to gateway-bench")
+        exit(1)
+    }
+    let cluster = try await GatewayCluster(count: options.nodes, brokerPort: port)
+    let gateway = cluster.members[0].gateway
+    let setup = "\(base); \(options.fleet) devices from swarm-devices (2 processes), idle (no telemetry)"
+    let connectStart = ContinuousClock.now
+    let fleet = Process()
+    fleet.executableURL = URL(fileURLWithPath: devicesBinary)
+    fleet.arguments = ["run", "--broker", "mqtt://127.0.0.1:\(port)", "--fleet", "devices/fleet-demo.json", "--count", String(options.fleet),
+                       "--rate", "0", "--abrupt-fraction", "0.3", "--progress", "60", "--json"]
+    let output = Pipe()
+    fleet.standardOutput = output
+    fleet.standardError = FileHandle.nullDevice
+    try fleet.run()
+    var created: Duration?
+    var online = 0
+    let deadline = ContinuousClock.now + .seconds(120)
+    while ContinuousClock.now < deadline {
+        let members = (try? await gateway.groupMembers("all").count) ?? 0
+        if members >= options.fleet {
+            let query = try await gateway.query(group: "all", fields: ["online"], timeout: .seconds(10))
+            online = query.replies.values.filter { $0 == ["online": true] }.count
+            if online >= options.fleet { created = ContinuousClock.now - connectStart; break }
+        }
+        try await Task.sleep(for: .milliseconds(100))
+    }
+    if options.workloads.contains("M5") {
+        report.record("M5.online", "seconds until all D twins exist and are online (from the simulator's start)", created.map(seconds) ?? .nan, "s", setup: setup)
+        report.record("M5.online.count", "twins online", Double(online), "devices", setup: setup)
+    }
+    if options.workloads.contains("M2") {
+        let down = try PlainSubscriber(broker: brokerURL, filters: ["devices/+/down"], qos: 0, receiveMaximum: 65_535)
+        try await Task.sleep(for: .milliseconds(500))
+        let t0 = ContinuousClock.now
+        let members = try await gateway.publish(group: "all", body: ["blink": 3])
+        let end = ContinuousClock.now + .seconds(30)
+        while down.messages < members, ContinuousClock.now < end { try await Task.sleep(for: .milliseconds(2)) }
+        let took = seconds(ContinuousClock.now - t0)
+        report.record("M2.broadcast", "publish to all: time until every member's down message left the broker (seen by a subscriber to devices/+/down)", took, "s", setup: "\(setup); group all = \(members)", target: "≤ 1 s", met: took <= 1 && down.messages >= members)
+        report.record("M2.delivered", "down messages seen", Double(down.messages), "msgs", setup: setup)
+        down.close()
+    }
+    if options.workloads.contains("M3") {
+        let t0 = ContinuousClock.now
+        let result = try await gateway.query(group: "all", fields: ["reported"], timeout: .seconds(10))
+        let took = seconds(ContinuousClock.now - t0)
+        report.record("M3.query", "query of all (fields reported): time", took, "s", setup: setup, target: "≤ 1 s with all replies", met: took <= 1 && result.missing.isEmpty)
+        report.record("M3.replies", "replies", Double(result.replies.count), "replies", setup: setup)
+        report.record("M3.missing", "missing", Double(result.missing.count), "devices", setup: setup)
+    }
+    // M5: disconnect (70 % clean, 30 % by will) and wait until every twin is offline.
+    fleet.terminate()
+    let t0 = ContinuousClock.now
+    var offline = 0
+    let end = ContinuousClock.now + .seconds(60)
+    while ContinuousClock.now < end {
+        let query = try await gateway.query(group: "all", fields: ["online"], timeout: .seconds(10))
+        offline = query.replies.values.filter { $0 == ["online": false] }.count
+        if offline >= options.fleet { break }
+        try await Task.sleep(for: .milliseconds(100))
+    }
+    fleet.waitUntilExit()
+    if options.workloads.contains("M5") {
+        report.record("M5.offline", "seconds from SIGTERM to the simulator until every twin is offline (30 % by will)", seconds(ContinuousClock.now - t0), "s", setup: setup)
+        report.record("M5.offline.count", "twins offline", Double(offline), "devices", setup: setup, target: "all \(options.fleet)", met: offline == options.fleet)
+        if let summary = try? JSONSerialization.jsonObject(with: output.fileHandleForReading.readDataToEndOfFile()) as? [String: Any] {
+            if let connect = summary["connectSeconds"] as? Double { report.record("M5.connect", "simulator: seconds for D connects", connect, "s", setup: setup) }
+        }
+    }
+    await cluster.shutdown()
+}
+
+await broker.stop()
+if let path = options.json {
+    let encoder = JSONEncoder()
+    encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+    try encoder.encode(report.figures).write(to: URL(fileURLWithPath: path))
+    say("wrote \(path)")
+}
