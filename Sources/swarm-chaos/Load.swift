@@ -177,6 +177,10 @@ struct Soak {
         var brokerRssEndKiB: Int?
         var brokerDroppedStart: Int?
         var brokerDroppedEnd: Int?
+        /// Lines of the broker log reporting dropped messages ("Outgoing messages are being dropped
+        /// for client …"; Mosquitto logs that once per client): a second source, because Mosquitto
+        /// 2.0.11 does not always have `$SYS/broker/publish/messages/dropped` to give a new subscriber.
+        var brokerDropLogLines: Int
         var telemetrySent: Int?
         var telemetrySkipped: Int?
         var telemetryReceived: Int
@@ -215,6 +219,8 @@ struct Soak {
         let summary = cluster.fleetSummary(timeout: 30)
         Proc.sleep(2)  // the last messages reach their device processes
         let dropped1 = cluster.brokerDropped()
+        let brokerLog = (try? String(contentsOfFile: "\(cluster.setup.workDir)/mosquitto.log", encoding: .utf8)) ?? ""
+        let dropLines = brokerLog.split(separator: "\n").filter { $0.lowercased().contains("dropped") }.count
         let twins = cluster.twins(ids)
         var received = 0, gaps = 0, dups = 0, late = 0, withGaps = 0
         for case let twin?? in twins.values {
@@ -235,12 +241,13 @@ struct Soak {
         let sent = summary?["telemetrySent"] as? Int
         var problems: [String] = []
         if let dropped0, let dropped1, dropped1 > dropped0 { problems.append("broker dropped \(dropped1 - dropped0)") }
+        if dropLines > 0 { problems.append("broker log: \(dropLines) lines about dropped messages") }
         if gaps > 0 { problems.append("\(gaps) telemetry gaps") }
         if dups > 0 { problems.append("\(dups) duplicates") }
         if let sent, sent != received { problems.append("sent \(sent), received \(received)") }
         return Report(
             devices: devices, rate: rate, seconds: seconds, rssStartKiB: first, rssEndKiB: last, rssMaxKiB: maximum,
-            brokerRssStartKiB: brokerFirst, brokerRssEndKiB: brokerLast, brokerDroppedStart: dropped0, brokerDroppedEnd: dropped1,
+            brokerRssStartKiB: brokerFirst, brokerRssEndKiB: brokerLast, brokerDroppedStart: dropped0, brokerDroppedEnd: dropped1, brokerDropLogLines: dropLines,
             telemetrySent: sent, telemetrySkipped: summary?["telemetrySkipped"] as? Int, telemetryReceived: received,
             gaps: gaps, duplicates: dups, late: late, devicesWithGaps: withGaps, routeFailed: routeFailed,
             passed: problems.isEmpty, problems: problems)

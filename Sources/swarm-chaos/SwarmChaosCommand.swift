@@ -251,7 +251,7 @@ struct SoakCommand: ParsableCommand {
         return """
             soak: \(r.devices) devices at \(r.rate.map { "\($0)/s" } ?? "profile rates") for \(Int(r.seconds)) s
               RSS: \(rss)
-              broker RSS: \(r.brokerRssStartKiB.map { "\($0 / 1024)" } ?? "?")→\(r.brokerRssEndKiB.map { "\($0 / 1024)" } ?? "?") MiB; $SYS dropped: \(r.brokerDroppedStart.map(String.init) ?? "?")→\(r.brokerDroppedEnd.map(String.init) ?? "?")
+              broker RSS: \(r.brokerRssStartKiB.map { "\($0 / 1024)" } ?? "?")→\(r.brokerRssEndKiB.map { "\($0 / 1024)" } ?? "?") MiB; $SYS dropped: \(r.brokerDroppedStart.map(String.init) ?? "?")→\(r.brokerDroppedEnd.map(String.init) ?? "?"); broker log lines about drops: \(r.brokerDropLogLines)
               telemetry sent \(r.telemetrySent.map(String.init) ?? "?") (skipped by backpressure \(r.telemetrySkipped.map(String.init) ?? "?")), received by twins \(r.telemetryReceived)
               gaps \(r.gaps) on \(r.devicesWithGaps) devices, duplicates \(r.duplicates), late \(r.late), routeFailed \(r.routeFailed.map(String.init) ?? "?")
             soak: \(r.passed ? 1 : 0) passed, \(r.passed ? 0 : 1) failed\(r.problems.isEmpty ? "" : " — " + r.problems.joined(separator: "; "))
