@@ -23,7 +23,7 @@ swift test --skip-build --filter SwarmSimulationTests
 echo "== chaos: partitions in network namespaces, kill -9 under load, soak (docs/reliability.md)"
 # Real swarm-gateway processes (the debug build above) in network namespaces on a bridge; needs
 # root (ip netns). SWARM_SKIP_CHAOS=1 skips it; without namespace support it skips itself with a
-# message. About 3 minutes; --max-seconds bounds it, and it removes everything it created.
+# message. About 100 s here; --max-seconds bounds it, and it removes everything it created.
 if [[ "${SWARM_SKIP_CHAOS:-0}" == "1" ]]; then
     echo "chaos: skipped (SWARM_SKIP_CHAOS=1)"
 else
