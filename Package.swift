@@ -332,6 +332,13 @@ let package = Package(
             ],
             swiftSettings: swiftSettings
         ),
+        // The swarm-gateway executable as a user runs it: configuration errors, one node with its
+        // embedded broker answering over HTTP, SIGTERM.
+        .testTarget(
+            name: "SwarmGatewayTests",
+            dependencies: ["MQTT"],
+            swiftSettings: swiftSettings
+        ),
     ],
     swiftLanguageModes: [.v6]
 )
