@@ -93,7 +93,9 @@ for t in "${targets[@]}"; do
     echo "== fuzz: $t for ${seconds}s (corpus $(ls "$work/corpus" | wc -l) files, log $work/fuzz.log)"
     set +e
     # The outer timeout is a safety net only: libFuzzer stops itself at -max_total_time.
-    timeout --kill-after=10 $((seconds + 120)) "$bin/fuzz-$t" "$work/corpus" \
+    # SWIFT_BACKTRACE=enable=no: the Swift runtime's crash handler (SA_SIGINFO) would make
+    # libFuzzer leave SIGILL/SIGTRAP alone, and a trap would then save no crash input.
+    SWIFT_BACKTRACE=enable=no timeout --kill-after=10 $((seconds + 120)) "$bin/fuzz-$t" "$work/corpus" \
         -max_total_time="$seconds" -max_len="$(max_len "$t")" -timeout=5 \
         -rss_limit_mb="$rss_mb" -malloc_limit_mb="$rss_mb" \
         -artifact_prefix="$work/" -print_final_stats=1 -reload=0 "${dict[@]}" \
@@ -112,13 +114,13 @@ for t in "${targets[@]}"; do
         grep -E 'ERROR: libFuzzer|Fatal error|fuzz invariant|SUMMARY' "$work/fuzz.log" | head -5 >&2 || true
         for a in $artifacts; do
             echo "fuzz: input saved at $work/$a" >&2
-            echo "fuzz: replay with: $bin/fuzz-$t $work/$a" >&2
+            echo "fuzz: replay (with a Swift backtrace) with: $bin/fuzz-$t $work/$a" >&2
         done
         [[ -z "$artifacts" ]] && { echo "fuzz: no artifact saved; tail of the log:" >&2; tail -20 "$work/fuzz.log" >&2; }
         line="$line | FAILED"
     elif [[ $merge -eq 1 ]]; then
         before=$(ls "fuzz/corpus/$t" | wc -l)
-        timeout 600 "$bin/fuzz-$t" -merge=1 -max_len="$(max_len "$t")" -timeout=5 -rss_limit_mb="$rss_mb" \
+        SWIFT_BACKTRACE=enable=no timeout 600 "$bin/fuzz-$t" -merge=1 -max_len="$(max_len "$t")" -timeout=5 -rss_limit_mb="$rss_mb" \
             "fuzz/corpus/$t" "$work/corpus" >"$work/merge.log" 2>&1
         echo "fuzz: $t merged into fuzz/corpus/$t: $before -> $(ls "fuzz/corpus/$t" | wc -l) files"
     fi

@@ -3,7 +3,7 @@ import FuzzSupport
 @testable import Gateway
 import SwarmCore
 
-/// Input: up to 16 records separated by `0x00`; a record is `topic '\n' payload` (the topic of an
+/// Input (text mode): up to 16 records separated by `0x00`; a record is `topic '\n' payload` (the topic of an
 /// MQTT publish and its payload; the first `\n` separates them). Each record goes through the
 /// gateway's ingress path and then into the device twin of its id:
 ///
@@ -21,7 +21,12 @@ import SwarmCore
 /// the ingress message round-trips; the state survives the checkpoint round trip (numbers
 /// compared by value); a state merged with its own copy is unchanged.
 func fuzzDevice(_ data: UnsafePointer<UInt8>?, _ size: Int) {
-    let input = FuzzInput(data, size)
+    var input = FuzzInput(data, size)
+    if input.bytes.first == 0xFF {
+        _ = input.byte()
+        fuzzSequence(&input)
+        return
+    }
     let topicSets = [DeviceTopics(), DeviceTopics(prefix: "site/a/devices")]
     var states: [String: DeviceState] = [:]
     var now: Int64 = 1_700_000_000_000
@@ -91,6 +96,31 @@ func fuzzDevice(_ data: UnsafePointer<UInt8>?, _ size: Int) {
         var merged = state
         merged.merge(restored)
         fuzzCheck(equivalent(merged, state), "merging a state with its own copy changed it")
+    }
+}
+
+/// Binary mode (first byte `0xFF`, never the start of a valid topic): 9-byte items `[op][seq:
+/// Int64 BE]` straight into the telemetry `SequenceTracker` (op bit 0: a birth first), so
+/// libFuzzer's integer mutations reach the window arithmetic without spelling numbers in JSON.
+///
+/// Invariants after every number: the highest is at least that number and its bit is set; the
+/// gap count never goes negative; duplicates + out-of-order + late never exceed the numbers seen.
+func fuzzSequence(_ input: inout FuzzInput) {
+    var tracker = SequenceTracker()
+    var counters = DeviceCounters()
+    var observed: Int64 = 0
+    while input.remaining >= 9 {
+        let op = input.byte()
+        var bits: UInt64 = 0
+        for _ in 0..<8 { bits = bits << 8 | UInt64(input.byte()) }
+        let seq = Int64(bitPattern: bits)
+        if op & 1 == 1 { tracker.sessionStarted() }
+        tracker.observe(seq, counters: &counters)
+        observed += 1
+        fuzzCheck(tracker.highest.map { $0 >= seq } ?? false, "highest below the number just seen")
+        fuzzCheck(tracker.seen[0], "the highest number is not marked seen")
+        fuzzCheck(counters.seqGaps >= 0, "negative gap count")
+        fuzzCheck(counters.seqDuplicates + counters.seqOutOfOrder + counters.seqLate <= observed, "more anomalies than numbers")
     }
 }
 

@@ -133,7 +133,7 @@ enum FuzzSeeds {
             }
         }
         var helloOnly = ByteBuffer()
-        let peer = Handshake(local: NodeID(name: "n", incarnation: 0), role: .dialer, secret: secret)
+        let peer = Handshake(local: NodeID(name: "n", incarnation: 0), role: .dialer, secret: secret, nonce: [UInt8](repeating: 1, count: Handshake.nonceLength))
         Frame.write(type: Handshake.helloType, payload: peer.localHello, to: &helloOnly)
         seeds.append([0] + bytes(helloOnly))
         return seeds
@@ -160,7 +160,13 @@ enum FuzzSeeds {
              "devices//telemetry\n{}",
              "devices/t1/telemetry\n{\"seq\":-1}"],
         ]
-        return sessions.map { records in Array(records.joined(separator: "\u{0}").utf8) }
+        // Binary mode of the harness: [0xFF] then [op][seq Int64 BE] items (op 1: a birth first).
+        var binary: [UInt8] = [0xFF]
+        for (op, seq) in [(0, 1), (0, 3), (0, 2), (0, 2), (1, 1), (0, 1500), (0, 7)] as [(UInt8, Int64)] {
+            binary.append(op)
+            for shift in stride(from: 56, through: 0, by: -8) { binary.append(UInt8(truncatingIfNeeded: UInt64(bitPattern: seq) >> UInt64(shift))) }
+        }
+        return sessions.map { records in Array(records.joined(separator: "\u{0}").utf8) } + [binary]
     }
 
     static func write(_ seeds: [[UInt8]], to directory: String) {
