@@ -21,6 +21,9 @@ let package = Package(
         .library(name: "SwarmNode", targets: ["SwarmNode"]),
         .executable(name: "swarm-node", targets: ["swarm-node"]),
         .library(name: "Gateway", targets: ["Gateway"]),
+        .library(name: "DeviceSimulator", targets: ["DeviceSimulator"]),
+        .executable(name: "swarm-devices", targets: ["swarm-devices"]),
+        .library(name: "GatewayConfig", targets: ["GatewayConfig"]),
     ],
     dependencies: [
         .package(url: "https://github.com/x-sheep/swift-property-based.git", from: "2.0.1"),
@@ -207,6 +210,36 @@ let package = Package(
             ],
             swiftSettings: swiftSettings
         ),
+        // The device fleet simulator's logic: profiles and fleet files, the per-device behaviour
+        // (birth, will, telemetry, reported/desired state, commands, broadcasts) and the fleet
+        // runner that multiplexes many libmosquitto clients over a few epoll threads.
+        // Linux epoll/eventfd headers for DeviceSimulator's loop threads.
+        .target(name: "CEpoll"),
+        .target(
+            name: "DeviceSimulator",
+            dependencies: ["CMosquitto", "CEpoll", "MQTT", .product(name: "Logging", package: "swift-log")],
+            swiftSettings: swiftSettings
+        ),
+        // CLI: run a simulated fleet, one reference device, or a plain counting subscriber.
+        .executableTarget(
+            name: "swarm-devices",
+            dependencies: [
+                "DeviceSimulator",
+                "MQTT",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+        .testTarget(
+            name: "DeviceSimulatorTests",
+            dependencies: ["DeviceSimulator", "MQTT", .product(name: "Logging", package: "swift-log")],
+            swiftSettings: swiftSettings
+        ),
+        // The gateway's configuration: defaults < file < environment < flags, validated with
+        // errors that name the key and its source. Foundation only.
+        .target(name: "GatewayConfig", swiftSettings: swiftSettings),
+        .testTarget(name: "GatewayConfigTests", dependencies: ["GatewayConfig"], swiftSettings: swiftSettings),
     ],
     swiftLanguageModes: [.v6]
 )

@@ -1,0 +1,186 @@
+import Foundation
+
+/// The configuration of one `swarm-gateway run` node.
+///
+/// Every key is settable four ways; a later source overrides an earlier one:
+///
+/// 1. the default (below),
+/// 2. the JSON configuration file (`--config FILE`, or `SWARM_GATEWAY_CONFIG`),
+/// 3. an environment variable `SWARM_GATEWAY_<KEY>` (upper snake case: `clusterListen` →
+///    `SWARM_GATEWAY_CLUSTER_LISTEN`),
+/// 4. a command-line flag (`--cluster-listen`).
+///
+/// ``GatewayConfiguration/keys`` lists every key with its environment variable, flag, default
+/// and meaning; `docs/configuration.md` is the same table for people. Loading validates
+/// everything and stops at the first problem with a ``GatewayConfigError`` naming the key and
+/// its source. Secrets (cluster secret, API token, broker passwords) are ``Secret``s and never
+/// appear in ``description``.
+public struct GatewayConfiguration: Sendable, Hashable, CustomStringConvertible {
+    /// Node name, unique in the cluster. Default: the host name.
+    public var nodeName: String = GatewayConfiguration.defaultNodeName
+    /// Cluster (peer) listen address. Default `127.0.0.1:7946`.
+    public var clusterListen = HostPort(host: "127.0.0.1", port: 7946)
+    /// Seed nodes' cluster addresses. Default none (a single node, or a node others seed from).
+    public var seeds: [HostPort] = []
+    /// DNS names (`NAME:PORT`) resolved periodically for peers (Kubernetes headless services).
+    /// Default none.
+    public var dnsDiscovery: [HostPort] = []
+    /// Backend HTTP API and dashboard listen address. Default `127.0.0.1:8080`.
+    public var httpListen = HostPort(host: "127.0.0.1", port: 8080)
+    /// MQTT brokers; every node joins the share group on every broker. Default none, which
+    /// starts the embedded broker.
+    public var brokers: [BrokerEndpoint] = []
+    /// CA certificates (PEM) for `mqtts://` brokers. Default nil: the system's.
+    public var brokerCAFile: String? = nil
+    /// Shared cluster secret authenticating peers (at least 16 bytes). Required when seeds or
+    /// DNS discovery are set. Default nil.
+    public var clusterSecret: Secret? = nil
+    /// Bearer token required on `/v1` of the backend API. Default nil (no token required).
+    public var apiToken: Secret? = nil
+    /// First topic level of the device topics. Default `devices`.
+    public var topicPrefix = "devices"
+    /// MQTT 5 shared-subscription group (`$share/<group>/devices/+/...`). Default `swarm-gateway`.
+    public var shareGroup = "swarm-gateway"
+    /// Cluster heartbeat interval. Default 200 ms.
+    public var heartbeatInterval: Duration = .milliseconds(200)
+    /// Silence after which a peer counts as failed. Default 1.5 s.
+    public var failureTimeout: Duration = .milliseconds(1500)
+    /// Longest graceful shutdown (drain: hand every device process off) before stopping anyway.
+    /// Default 30 s.
+    public var drainTimeout: Duration = .seconds(30)
+    /// Log level. Default `info`.
+    public var logLevel: GatewayLogLevel = .info
+    /// Node names (or `/regex/`) allowed in the ring; non-empty overrides the deny list.
+    public var allowNodes: [String] = []
+    /// Node names (or `/regex/`) kept out of the ring.
+    public var denyNodes: [String] = []
+    /// Largest accepted inbound MQTT payload in bytes; larger ones are rejected and counted.
+    /// Default 65,536.
+    public var maxPayloadBytes = 65_536
+    /// Start an embedded Mosquitto child on loopback. Default: true exactly when no broker is
+    /// configured.
+    public var embeddedBroker = true
+    /// Port of the embedded broker (0 = any free port). Default 1883.
+    public var embeddedBrokerPort = 1883
+
+    /// All defaults (the node name is the host name).
+    public init() {}
+
+    static var defaultNodeName: String {
+        let host = ProcessInfo.processInfo.hostName
+        let cleaned = String(host.prefix(while: { $0 != "." }).filter { $0.isLetter || $0.isNumber || $0 == "-" || $0 == "_" })
+        return cleaned.isEmpty ? "gw-1" : cleaned
+    }
+
+    /// One line per key, secrets redacted.
+    public var description: String {
+        func list<T: CustomStringConvertible>(_ values: [T]) -> String { "[" + values.map(\.description).joined(separator: ", ") + "]" }
+        func duration(_ value: Duration) -> String { GatewayConfiguration.format(value) }
+        return [
+            "nodeName: \(nodeName)",
+            "clusterListen: \(clusterListen)",
+            "seeds: \(list(seeds))",
+            "dnsDiscovery: \(list(dnsDiscovery))",
+            "httpListen: \(httpListen)",
+            "brokers: \(list(brokers))",
+            "brokerCAFile: \(brokerCAFile ?? "-")",
+            "clusterSecret: \(clusterSecret == nil ? "-" : "<redacted>")",
+            "apiToken: \(apiToken == nil ? "-" : "<redacted>")",
+            "topicPrefix: \(topicPrefix)",
+            "shareGroup: \(shareGroup)",
+            "heartbeatInterval: \(duration(heartbeatInterval))",
+            "failureTimeout: \(duration(failureTimeout))",
+            "drainTimeout: \(duration(drainTimeout))",
+            "logLevel: \(logLevel.rawValue)",
+            "allowNodes: \(list(allowNodes))",
+            "denyNodes: \(list(denyNodes))",
+            "maxPayloadBytes: \(maxPayloadBytes)",
+            "embeddedBroker: \(embeddedBroker)",
+            "embeddedBrokerPort: \(embeddedBrokerPort)",
+        ].joined(separator: "\n")
+    }
+
+    static func format(_ value: Duration) -> String {
+        let millis = value.components.seconds * 1000 + value.components.attoseconds / 1_000_000_000_000_000
+        return millis % 1000 == 0 ? "\(millis / 1000)s" : "\(millis)ms"
+    }
+}
+
+// MARK: - Keys
+
+extension GatewayConfiguration {
+    /// The kind of value a key takes.
+    public enum ValueKind: String, Sendable, Hashable {
+        case string, hostPort = "HOST:PORT", hostPortList = "list of HOST:PORT", brokerList = "list of broker URLs"
+        case secret, duration, boolean, integer, stringList = "list of strings", logLevel = "log level", path
+    }
+
+    /// One configuration key: its spellings in every source, its default and meaning.
+    public struct Key: Sendable, Hashable {
+        /// The file key (JSON member name), e.g. `clusterListen`.
+        public var name: String
+        public var kind: ValueKind
+        /// The default, as documented.
+        public var defaultText: String
+        /// What it does.
+        public var summary: String
+        /// The flag's name when it is not the key in kebab case (`brokers` → `--broker`,
+        /// repeatable).
+        var flagName: String? = nil
+        /// `SWARM_GATEWAY_CLUSTER_LISTEN`.
+        public var environmentVariable: String { "SWARM_GATEWAY_" + Self.snake(name).uppercased() }
+        /// `--cluster-listen`.
+        public var flag: String { "--" + (flagName ?? Self.snake(name).replacingOccurrences(of: "_", with: "-")) }
+
+        /// `clusterListen` → `cluster_listen`, `brokerCAFile` → `broker_ca_file`.
+        static func snake(_ name: String) -> String {
+            var result = ""
+            let characters = Array(name)
+            for (index, character) in characters.enumerated() {
+                if character.isUppercase {
+                    let previousLower = index > 0 && characters[index - 1].isLowercase
+                    let nextLower = index + 1 < characters.count && characters[index + 1].isLowercase
+                    let previousUpper = index > 0 && characters[index - 1].isUppercase
+                    if index > 0 && (previousLower || (previousUpper && nextLower)) { result += "_" }
+                    result += character.lowercased()
+                } else {
+                    result.append(character)
+                }
+            }
+            return result
+        }
+    }
+
+    /// Every key, in documentation order.
+    public static let keys: [Key] = [
+        Key(name: "nodeName", kind: .string, defaultText: "the host name", summary: "Node name, unique in the cluster (`[A-Za-z0-9._@:-]`, at most 255 characters)."),
+        Key(name: "clusterListen", kind: .hostPort, defaultText: "127.0.0.1:7946", summary: "Address the cluster (peer) port listens on. Port 0 picks a free port."),
+        Key(name: "seeds", kind: .hostPortList, defaultText: "none", summary: "Cluster addresses of seed nodes, dialled until connected."),
+        Key(name: "dnsDiscovery", kind: .hostPortList, defaultText: "none", summary: "DNS names with the cluster port (`NAME:PORT`), resolved periodically to find peers (a Kubernetes headless service)."),
+        Key(name: "httpListen", kind: .hostPort, defaultText: "127.0.0.1:8080", summary: "Address of the backend HTTP API, metrics and dashboard. Port 0 picks a free port."),
+        Key(name: "brokers", kind: .brokerList, defaultText: "none (embedded broker)", summary: "MQTT brokers, `mqtt://USER:PASS@HOST:PORT` or `mqtts://...`; every node joins the share group on each. The flag is repeatable.", flagName: "broker"),
+        Key(name: "brokerCAFile", kind: .path, defaultText: "the system's CA certificates", summary: "PEM file of CA certificates for `mqtts://` brokers; must exist."),
+        Key(name: "clusterSecret", kind: .secret, defaultText: "none", summary: "Shared secret authenticating cluster peers (at least 16 bytes). Required when `seeds` or `dnsDiscovery` is set."),
+        Key(name: "apiToken", kind: .secret, defaultText: "none (API open)", summary: "Bearer token the backend API requires on `/v1` (at least 8 characters, no spaces)."),
+        Key(name: "topicPrefix", kind: .string, defaultText: "devices", summary: "First level of the device topics (`devices/{id}/...`); no `/`, `+`, `#`."),
+        Key(name: "shareGroup", kind: .string, defaultText: "swarm-gateway", summary: "MQTT 5 shared-subscription group (`$share/<group>/...`); letters, digits, `-`, `_`."),
+        Key(name: "heartbeatInterval", kind: .duration, defaultText: "200ms", summary: "Cluster heartbeat interval."),
+        Key(name: "failureTimeout", kind: .duration, defaultText: "1500ms", summary: "Heartbeat silence after which a peer counts as failed; more than `heartbeatInterval`."),
+        Key(name: "drainTimeout", kind: .duration, defaultText: "30s", summary: "Longest graceful shutdown (drain) before the node stops anyway."),
+        Key(name: "logLevel", kind: .logLevel, defaultText: "info", summary: "One of trace, debug, info, notice, warning, error, critical."),
+        Key(name: "allowNodes", kind: .stringList, defaultText: "none", summary: "Node names or `/regex/` admitted to the ring; when non-empty only these are."),
+        Key(name: "denyNodes", kind: .stringList, defaultText: "none (built-in operator-tool denials still apply)", summary: "Node names or `/regex/` kept out of the ring."),
+        Key(name: "maxPayloadBytes", kind: .integer, defaultText: "65536", summary: "Largest inbound MQTT payload accepted (1 to 268435455); larger ones are rejected and counted."),
+        Key(name: "embeddedBroker", kind: .boolean, defaultText: "true when `brokers` is empty, else false", summary: "Start an embedded Mosquitto child process on loopback."),
+        Key(name: "embeddedBrokerPort", kind: .integer, defaultText: "1883", summary: "Port of the embedded broker on 127.0.0.1 (0 = any free port)."),
+    ]
+
+    /// The key named `name` in any spelling (file key, `--flag`, flag without dashes, or
+    /// environment variable).
+    public static func key(named name: String) -> Key? {
+        keys.first { $0.name == name || $0.flag == name || $0.flag == "--" + name || $0.environmentVariable == name }
+    }
+
+    /// The environment variable naming the configuration file.
+    public static let configFileVariable = "SWARM_GATEWAY_CONFIG"
+}
