@@ -70,6 +70,12 @@ let package = Package(
             ],
             swiftSettings: swiftSettings
         ),
+        // GatewayConfig.GatewayConfiguration.load over file contents + environment + flags.
+        .executableTarget(
+            name: "fuzz-config",
+            dependencies: ["FuzzSupport", .product(name: "GatewayConfig", package: "swarm-gateway")],
+            swiftSettings: swiftSettings
+        ),
         // Writes fuzz/corpus with the real encoders (a normal program; it has its own `main`).
         .executableTarget(
             name: "fuzz-seeds",

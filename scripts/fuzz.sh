@@ -3,10 +3,11 @@
 #
 #   scripts/fuzz.sh [--merge] [--seeds] [TARGET|all] [SECONDS]
 #
-#   TARGET    wire | frame | handshake | device | all (default all)
+#   TARGET    wire | frame | handshake | device | config | all (default all)
 #   SECONDS   run time per target (default 30)
 #   --merge   afterwards, merge the inputs that add coverage into the repo corpus (fuzz/corpus/TARGET)
 #   --seeds   regenerate the seed corpus from the real encoders (fuzz-seeds), then exit
+#             (fuzz/corpus/config is hand-written: the example configs, environment and flags)
 #
 # The harnesses live in the separate package fuzz/ (it depends on this package by path), built
 # in release with the fuzzer flags into .build-fuzz/ (only the products needed). Each run works on
@@ -19,7 +20,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-all_targets=(wire frame handshake device)
+all_targets=(wire frame handshake device config)
 merge=0
 seeds=0
 positional=()
@@ -54,6 +55,7 @@ max_len() {
         frame) echo 4096 ;;
         handshake) echo 2560 ;;  # a hello with a 1024-byte name, a proof, a little more
         device) echo 8192 ;;
+        config) echo 8192 ;;
     esac
 }
 
