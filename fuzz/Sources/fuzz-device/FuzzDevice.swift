@@ -197,3 +197,13 @@ enum Main {
         }
     }
 }
+
+#if SWARM_LIBFUZZER
+/// libFuzzer's conventional entry point. `main` above drives the fuzzing; a debug link pulls in
+/// libFuzzer's own `main` as well, which refers to this symbol.
+@_cdecl("LLVMFuzzerTestOneInput")
+public func fuzzTestOneInput(_ data: UnsafePointer<UInt8>?, _ size: Int) -> CInt {
+    fuzzDevice(data, size)
+    return 0
+}
+#endif
