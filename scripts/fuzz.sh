@@ -97,7 +97,7 @@ for t in "${targets[@]}"; do
     # The outer timeout is a safety net only: libFuzzer stops itself at -max_total_time.
     # SWIFT_BACKTRACE=enable=no: the Swift runtime's crash handler (SA_SIGINFO) would make
     # libFuzzer leave SIGILL/SIGTRAP alone, and a trap would then save no crash input.
-    SWIFT_BACKTRACE=enable=no timeout --kill-after=10 $((seconds + 120)) "$bin/fuzz-$t" "$work/corpus" \
+    SWARM_FUZZ_SCRATCH="$PWD/$work" SWIFT_BACKTRACE=enable=no timeout --kill-after=10 $((seconds + 120)) "$bin/fuzz-$t" "$work/corpus" \
         -max_total_time="$seconds" -max_len="$(max_len "$t")" -timeout=5 \
         -rss_limit_mb="$rss_mb" -malloc_limit_mb="$rss_mb" \
         -artifact_prefix="$work/" -print_final_stats=1 -reload=0 "${dict[@]}" \
@@ -122,7 +122,7 @@ for t in "${targets[@]}"; do
         line="$line | FAILED"
     elif [[ $merge -eq 1 ]]; then
         before=$(ls "fuzz/corpus/$t" | wc -l)
-        SWIFT_BACKTRACE=enable=no timeout 600 "$bin/fuzz-$t" -merge=1 -max_len="$(max_len "$t")" -timeout=5 -rss_limit_mb="$rss_mb" \
+        SWARM_FUZZ_SCRATCH="$PWD/$work" SWIFT_BACKTRACE=enable=no timeout 600 "$bin/fuzz-$t" -merge=1 -max_len="$(max_len "$t")" -timeout=5 -rss_limit_mb="$rss_mb" \
             "fuzz/corpus/$t" "$work/corpus" >"$work/merge.log" 2>&1
         echo "fuzz: $t merged into fuzz/corpus/$t: $before -> $(ls "fuzz/corpus/$t" | wc -l) files"
     fi

@@ -59,7 +59,9 @@ func pairs(_ bytes: ArraySlice<UInt8>) -> [String: String] {
     return result
 }
 
-let scratchPath = "/tmp/swarm-fuzz-config-\(getpid()).json"
+/// The scratch file: in `$SWARM_FUZZ_SCRATCH` (scripts/fuzz.sh points it at the target's
+/// fuzz-artifacts directory), else /tmp.
+let scratchPath = (getenv("SWARM_FUZZ_SCRATCH").map { String(cString: $0) } ?? "/tmp") + "/swarm-fuzz-config-\(getpid()).json"
 
 @main
 enum Main {
