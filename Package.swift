@@ -8,6 +8,23 @@ let swiftSettings: [SwiftSetting] = [
     .enableUpcomingFeature("MemberImportVisibility"),
 ]
 
+/// The products of other packages the targets use, named once.
+let logging: Target.Dependency = .product(name: "Logging", package: "swift-log")
+let nioCore: Target.Dependency = .product(name: "NIOCore", package: "swift-nio")
+let nioPosix: Target.Dependency = .product(name: "NIOPosix", package: "swift-nio")
+let nioConcurrencyHelpers: Target.Dependency = .product(name: "NIOConcurrencyHelpers", package: "swift-nio")
+let nioEmbedded: Target.Dependency = .product(name: "NIOEmbedded", package: "swift-nio")
+let nioTestUtils: Target.Dependency = .product(name: "NIOTestUtils", package: "swift-nio")
+let serviceLifecycle: Target.Dependency = .product(name: "ServiceLifecycle", package: "swift-service-lifecycle")
+let unixSignals: Target.Dependency = .product(name: "UnixSignals", package: "swift-service-lifecycle")
+let argumentParser: Target.Dependency = .product(name: "ArgumentParser", package: "swift-argument-parser")
+let propertyBased: Target.Dependency = .product(name: "PropertyBased", package: "swift-property-based")
+let crypto: Target.Dependency = .product(name: "Crypto", package: "swift-crypto")
+let hummingbird: Target.Dependency = .product(name: "Hummingbird", package: "hummingbird")
+let hummingbirdTesting: Target.Dependency = .product(name: "HummingbirdTesting", package: "hummingbird")
+let httpTypes: Target.Dependency = .product(name: "HTTPTypes", package: "swift-http-types")
+let prometheus: Target.Dependency = .product(name: "Prometheus", package: "swift-prometheus")
+
 let package = Package(
     name: "swarm-gateway",
     platforms: [.macOS(.v15)],
@@ -52,11 +69,11 @@ let package = Package(
             name: "SwarmTransport",
             dependencies: [
                 "SwarmCore",
-                .product(name: "NIOCore", package: "swift-nio"),
-                .product(name: "NIOPosix", package: "swift-nio"),
-                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
-                .product(name: "Logging", package: "swift-log"),
-                .product(name: "Crypto", package: "swift-crypto"),
+                nioCore,
+                nioPosix,
+                nioConcurrencyHelpers,
+                logging,
+                crypto,
             ],
             swiftSettings: swiftSettings
         ),
@@ -64,13 +81,13 @@ let package = Package(
         // NodeWireMessage) to a frame type number + payload and back. See docs/wire-format.md.
         .target(
             name: "SwarmWire",
-            dependencies: ["SwarmCore", .product(name: "NIOCore", package: "swift-nio")],
+            dependencies: ["SwarmCore", nioCore],
             swiftSettings: swiftSettings
         ),
         // Micro-benchmark: SwarmWire encode/decode throughput, plus a release-mode mutation fuzz.
         .executableTarget(
             name: "wire-bench",
-            dependencies: ["SwarmWire", "SwarmCore", .product(name: "NIOCore", package: "swift-nio")],
+            dependencies: ["SwarmWire", "SwarmCore", nioCore],
             swiftSettings: swiftSettings
         ),
         .testTarget(
@@ -78,8 +95,8 @@ let package = Package(
             dependencies: [
                 "SwarmWire",
                 "SwarmCore",
-                .product(name: "NIOCore", package: "swift-nio"),
-                .product(name: "PropertyBased", package: "swift-property-based"),
+                nioCore,
+                propertyBased,
             ],
             swiftSettings: swiftSettings
         ),
@@ -89,9 +106,9 @@ let package = Package(
             dependencies: [
                 "SwarmTransport",
                 "SwarmCore",
-                .product(name: "NIOCore", package: "swift-nio"),
-                .product(name: "NIOPosix", package: "swift-nio"),
-                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+                nioCore,
+                nioPosix,
+                nioConcurrencyHelpers,
             ],
             swiftSettings: swiftSettings
         ),
@@ -100,12 +117,12 @@ let package = Package(
             dependencies: [
                 "SwarmTransport",
                 "SwarmCore",
-                .product(name: "NIOCore", package: "swift-nio"),
-                .product(name: "NIOPosix", package: "swift-nio"),
-                .product(name: "NIOEmbedded", package: "swift-nio"),
-                .product(name: "NIOTestUtils", package: "swift-nio"),
-                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
-                .product(name: "Logging", package: "swift-log"),
+                nioCore,
+                nioPosix,
+                nioEmbedded,
+                nioTestUtils,
+                nioConcurrencyHelpers,
+                logging,
             ],
             swiftSettings: swiftSettings
         ),
@@ -117,10 +134,10 @@ let package = Package(
                 "SwarmCore",
                 "SwarmTransport",
                 "SwarmWire",
-                .product(name: "NIOCore", package: "swift-nio"),
-                .product(name: "NIOPosix", package: "swift-nio"),
-                .product(name: "Logging", package: "swift-log"),
-                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                nioCore,
+                nioPosix,
+                logging,
+                serviceLifecycle,
             ],
             swiftSettings: swiftSettings
         ),
@@ -131,10 +148,10 @@ let package = Package(
                 "SwarmNode",
                 "SwarmCore",
                 "SwarmTransport",
-                .product(name: "Logging", package: "swift-log"),
-                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
-                .product(name: "UnixSignals", package: "swift-service-lifecycle"),
-                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                logging,
+                serviceLifecycle,
+                unixSignals,
+                argumentParser,
             ],
             swiftSettings: swiftSettings
         ),
@@ -146,9 +163,9 @@ let package = Package(
                 "SwarmNode",
                 "SwarmCore",
                 "SwarmTransport",
-                .product(name: "NIOCore", package: "swift-nio"),
-                .product(name: "NIOPosix", package: "swift-nio"),
-                .product(name: "Logging", package: "swift-log"),
+                nioCore,
+                nioPosix,
+                logging,
             ],
             swiftSettings: swiftSettings
         ),
@@ -157,15 +174,15 @@ let package = Package(
             dependencies: [
                 "SwarmNode",
                 "SwarmCore",
-                .product(name: "NIOCore", package: "swift-nio"),
-                .product(name: "NIOPosix", package: "swift-nio"),
-                .product(name: "Logging", package: "swift-log"),
+                nioCore,
+                nioPosix,
+                logging,
             ],
             swiftSettings: swiftSettings
         ),
         .testTarget(
             name: "SwarmCoreTests",
-            dependencies: ["SwarmCore", .product(name: "PropertyBased", package: "swift-property-based")],
+            dependencies: ["SwarmCore", propertyBased],
             swiftSettings: swiftSettings
         ),
         .testTarget(
@@ -184,7 +201,7 @@ let package = Package(
         // (EmbeddedBroker) used by tests and by the gateway's first-run mode.
         .target(
             name: "MQTT",
-            dependencies: ["CMosquitto", .product(name: "Logging", package: "swift-log")],
+            dependencies: ["CMosquitto", logging],
             swiftSettings: swiftSettings
         ),
         .testTarget(
@@ -200,7 +217,7 @@ let package = Package(
                 "SwarmNode",
                 "SwarmCore",
                 "MQTT",
-                .product(name: "Logging", package: "swift-log"),
+                logging,
             ],
             swiftSettings: swiftSettings
         ),
@@ -212,7 +229,7 @@ let package = Package(
                 "SwarmCore",
                 "SwarmTransport",
                 "MQTT",
-                .product(name: "Logging", package: "swift-log"),
+                logging,
             ],
             swiftSettings: swiftSettings
         ),
@@ -223,7 +240,7 @@ let package = Package(
         .target(name: "CEpoll"),
         .target(
             name: "DeviceSimulator",
-            dependencies: ["CMosquitto", "CEpoll", "MQTT", .product(name: "Logging", package: "swift-log")],
+            dependencies: ["CMosquitto", "CEpoll", "MQTT", logging],
             swiftSettings: swiftSettings
         ),
         // CLI: run a simulated fleet, one reference device, or a plain counting subscriber.
@@ -232,14 +249,14 @@ let package = Package(
             dependencies: [
                 "DeviceSimulator",
                 "MQTT",
-                .product(name: "Logging", package: "swift-log"),
-                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                logging,
+                argumentParser,
             ],
             swiftSettings: swiftSettings
         ),
         .testTarget(
             name: "DeviceSimulatorTests",
-            dependencies: ["DeviceSimulator", "MQTT", .product(name: "Logging", package: "swift-log")],
+            dependencies: ["DeviceSimulator", "MQTT", logging],
             swiftSettings: swiftSettings
         ),
         // The gateway's configuration: defaults < file < environment < flags, validated with
@@ -258,11 +275,11 @@ let package = Package(
                 "SwarmCore",
                 "SwarmTransport",
                 "MQTT",
-                .product(name: "NIOPosix", package: "swift-nio"),
-                .product(name: "Logging", package: "swift-log"),
-                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
-                .product(name: "UnixSignals", package: "swift-service-lifecycle"),
-                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                nioPosix,
+                logging,
+                serviceLifecycle,
+                unixSignals,
+                argumentParser,
             ],
             swiftSettings: swiftSettings
         ),
@@ -277,7 +294,7 @@ let package = Package(
                 "SwarmCore",
                 "SwarmTransport",
                 "MQTT",
-                .product(name: "Logging", package: "swift-log"),
+                logging,
             ],
             swiftSettings: swiftSettings
         ),
@@ -290,12 +307,12 @@ let package = Package(
                 "Gateway",
                 "SwarmNode",
                 "SwarmCore",
-                .product(name: "Hummingbird", package: "hummingbird"),
-                .product(name: "HTTPTypes", package: "swift-http-types"),
-                .product(name: "NIOCore", package: "swift-nio"),
-                .product(name: "Logging", package: "swift-log"),
-                .product(name: "Prometheus", package: "swift-prometheus"),
-                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                hummingbird,
+                httpTypes,
+                nioCore,
+                logging,
+                prometheus,
+                serviceLifecycle,
             ],
             swiftSettings: swiftSettings
         ),
@@ -308,12 +325,12 @@ let package = Package(
                 "SwarmCore",
                 "SwarmTransport",
                 "MQTT",
-                .product(name: "Hummingbird", package: "hummingbird"),
-                .product(name: "HummingbirdTesting", package: "hummingbird"),
-                .product(name: "HTTPTypes", package: "swift-http-types"),
-                .product(name: "NIOCore", package: "swift-nio"),
-                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
-                .product(name: "Logging", package: "swift-log"),
+                hummingbird,
+                hummingbirdTesting,
+                httpTypes,
+                nioCore,
+                serviceLifecycle,
+                logging,
             ],
             swiftSettings: swiftSettings
         ),
@@ -328,9 +345,16 @@ let package = Package(
                 "SwarmCore",
                 "SwarmTransport",
                 "MQTT",
-                .product(name: "Hummingbird", package: "hummingbird"),
-                .product(name: "Logging", package: "swift-log"),
+                hummingbird,
+                logging,
             ],
+            swiftSettings: swiftSettings
+        ),
+        // The swarm-gateway executable as a user runs it: configuration errors, one node with its
+        // embedded broker answering over HTTP, SIGTERM.
+        .testTarget(
+            name: "SwarmGatewayTests",
+            dependencies: ["MQTT"],
             swiftSettings: swiftSettings
         ),
         // The fault harness (issue 5, docs/reliability.md): gateway nodes in network namespaces,
@@ -338,7 +362,7 @@ let package = Package(
         // API; SwarmCore for the ring (owner of each device) only.
         .executableTarget(
             name: "swarm-chaos",
-            dependencies: ["SwarmCore", .product(name: "ArgumentParser", package: "swift-argument-parser")],
+            dependencies: ["SwarmCore", argumentParser],
             swiftSettings: swiftSettings
         ),
     ],

@@ -4,6 +4,7 @@
 #   mosquitto-clients  mosquitto_pub / mosquitto_sub / mosquitto_rr (tests, debugging)
 #   libmosquitto-dev   headers and libmosquitto.pc for the CMosquitto system-library target
 #   pkg-config         so SwiftPM finds libmosquitto
+#   curl               the executable's tests and the README's examples talk HTTP with it
 #
 # Idempotent and quick: when every package is already installed it only runs `dpkg-query`.
 # `apt-get update` runs only when something is missing. Runs as root (no sudo).
@@ -13,7 +14,7 @@
 # use a system broker; they start their own on a free loopback port.
 set -euo pipefail
 
-packages=(mosquitto mosquitto-clients libmosquitto-dev pkg-config)
+packages=(mosquitto mosquitto-clients libmosquitto-dev pkg-config curl)
 
 missing=()
 for p in "${packages[@]}"; do

@@ -3,6 +3,12 @@
 # builds, and runs every test target. Works on a fresh Debian machine with the Swift toolchain.
 #
 #   SWARM_SIM_SEEDS=N   seeds for the cluster simulation test (default 1000)
+#   SWARM_SKIP_FUZZ=1   skip the final short libFuzzer run (scripts/fuzz.sh)
+#   SWARM_FUZZ_SECONDS  seconds per fuzz target in that run (default 20)
+#   SWARM_FUZZ_TARGETS  targets of that run (default "wire config"; "all" adds frame, handshake
+#                       and device, whose release build with the sanitizer compiles BoringSSL
+#                       and SwiftNIO again: about 12 more minutes on 2 cores — run those with
+#                       scripts/fuzz.sh all 300 on a schedule, see docs/reliability.md)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -19,6 +25,17 @@ swift test --skip-build --skip SwarmSimulationTests
 echo "== cluster simulation"
 # Prints "simulation: <S> seeds, <O> operations, <F> faults, <V> violations".
 swift test --skip-build --filter SwarmSimulationTests
+
+if [[ "${SWARM_SKIP_FUZZ:-0}" == 1 ]]; then
+    echo "== fuzz: skipped (SWARM_SKIP_FUZZ=1)"
+else
+    # Builds the libFuzzer harnesses (fuzz/, release, into .build-fuzz) and runs each target
+    # briefly from the seed corpus; fails on any crash, hang or memory blow-up.
+    echo "== fuzz (${SWARM_FUZZ_TARGETS:-wire config}: ${SWARM_FUZZ_SECONDS:-20} s per target; skip with SWARM_SKIP_FUZZ=1)"
+    for target in ${SWARM_FUZZ_TARGETS:-wire config}; do
+        bash scripts/fuzz.sh "$target" "${SWARM_FUZZ_SECONDS:-20}"
+    done
+fi
 
 echo "== chaos: partitions in network namespaces, kill -9 under load, soak (docs/reliability.md)"
 # Real swarm-gateway processes (the debug build above) in network namespaces on a bridge; needs

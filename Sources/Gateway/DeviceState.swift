@@ -40,10 +40,15 @@ struct SequenceTracker: Codable, Sendable, Hashable {
         restartPossible = true
     }
 
+    /// Any `Int64` is accepted (a device's `seq` is untrusted input): distances between numbers
+    /// are computed as `UInt64` (`a &- b` reinterpreted is exact when `a >= b`), and `seqGaps`
+    /// saturates, so extreme or negative numbers never overflow.
     mutating func observe(_ seq: Int64, counters: inout DeviceCounters) {
         if restartPossible {
             restartPossible = false
-            if let top = highest, seq <= top, seq <= 1, top - seq < Self.windowSize, seen[Int(top - seq)] {
+            if let top = highest, seq <= top, seq <= 1, Self.distance(from: seq, to: top) < Self.windowSize,
+                seen[Int(Self.distance(from: seq, to: top))]
+            {
                 reset()
             }
         }
@@ -55,9 +60,10 @@ struct SequenceTracker: Codable, Sendable, Hashable {
             return
         }
         if seq > top {
-            let distance = seq - top
-            counters.seqGaps += distance - 1
-            let shift = Int(min(distance, Int64(Self.windowSize)))
+            let distance = Self.distance(from: top, to: seq)
+            let (gaps, overflow) = counters.seqGaps.addingReportingOverflow(Int64(clamping: distance - 1))
+            counters.seqGaps = overflow ? .max : gaps
+            let shift = Int(min(distance, UInt64(Self.windowSize)))
             seen.shift(by: shift)
             missing.shift(by: shift)
             seen[0] = true
@@ -65,7 +71,7 @@ struct SequenceTracker: Codable, Sendable, Hashable {
             highest = seq
             return
         }
-        let distance = top - seq
+        let distance = Self.distance(from: seq, to: top)
         guard distance < Self.windowSize else {
             counters.seqLate += 1
             return
@@ -81,6 +87,11 @@ struct SequenceTracker: Codable, Sendable, Hashable {
             missing[bit] = false
             counters.seqGaps -= 1
         }
+    }
+
+    /// `upper - lower` for `lower <= upper`, exact over the whole `Int64` range.
+    static func distance(from lower: Int64, to upper: Int64) -> UInt64 {
+        UInt64(bitPattern: upper &- lower)
     }
 
     /// True when `seq` is at or above the highest number seen (its values are the newest).

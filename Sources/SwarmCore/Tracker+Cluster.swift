@@ -453,10 +453,13 @@ extension Tracker.Instance {
 
     mutating func drainTick() {
         guard draining, !drainComplete else { return }
-        // A node configured without peers (no seeds, no discovery) and connected to none has
-        // nowhere to hand its processes: its drain is complete at once (they stop with it).
-        // A node that expects peers keeps waiting — one may be restarting (a rolling update).
-        let alone = !expectsPeers && connections.isEmpty
+        // A node connected to no peer has nowhere to hand its processes. If it was configured
+        // without peers, or every other member it knows of has left (`gone`: the cluster is
+        // shutting down), its drain is complete at once (the processes stop with it). Otherwise
+        // it keeps waiting — a peer that is merely unreachable may come back (a rolling update,
+        // a partition).
+        let othersGone = membership.sorted.allSatisfy { $0.id.name == me.name || $0.state == .gone }
+        let alone = connections.isEmpty && (!expectsPeers || othersGone)
         guard alone || (drainRemaining == 0 && handoffs.isEmpty) else { return }
         let remaining = drainRemaining
         if alone && remaining > 0 { trace("drain: no peer to hand \(remaining) name(s) to; complete") }

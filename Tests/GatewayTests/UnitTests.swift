@@ -148,6 +148,36 @@ struct UnitTests {
         #expect(c.seqGaps == 0 && c.seqDuplicates == 1 && session.highest == 1)
     }
 
+    /// Regression (fuzz-device): `{"seq":-1}` then `{"seq":9223372036854775807}` from one device
+    /// overflowed `seq - highest` and trapped, killing the gateway node, and then every node that
+    /// restarted the device from its checkpoint.
+    @Test("sequence tracking: extreme and negative numbers never overflow")
+    func sequenceExtremes() {
+        var tracker = SequenceTracker()
+        var counters = DeviceCounters()
+        tracker.observe(-1, counters: &counters)
+        tracker.observe(.max, counters: &counters)
+        #expect(tracker.highest == .max && counters.seqGaps == .max)
+        tracker.observe(.min, counters: &counters)  // 2^64 - 1 below the highest: late
+        #expect(counters.seqLate == 1 && tracker.highest == .max)
+        tracker.observe(.max - 1, counters: &counters)  // inside the window: fills a gap
+        #expect(counters.seqGaps == .max - 1 && counters.seqOutOfOrder == 1)
+
+        var low = SequenceTracker()
+        var c = DeviceCounters()
+        low.observe(.min, counters: &c)
+        low.observe(0, counters: &c)
+        low.observe(.max, counters: &c)  // gaps saturate instead of overflowing
+        #expect(c.seqGaps == .max && low.highest == .max)
+
+        var birth = SequenceTracker()
+        var b = DeviceCounters()
+        birth.observe(1, counters: &b)
+        birth.sessionStarted()
+        birth.observe(.min, counters: &b)  // the restart check computes highest - seq too
+        #expect(b.seqLate == 1 && birth.highest == 1)
+    }
+
     @Test("the sequence window's bitmap shifts across words")
     func bitWindow() {
         var window = BitWindow()
