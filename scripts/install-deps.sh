@@ -5,6 +5,9 @@
 #   libmosquitto-dev   headers and libmosquitto.pc for the CMosquitto system-library target
 #   pkg-config         so SwiftPM finds libmosquitto
 #
+# Optional groups (not installed unless asked; the normal test run never pays for them):
+#   --with-browser     chromium, for the dashboard's headless-browser check (scripts/dashboard-check.sh)
+#
 # Idempotent and quick: when every package is already installed it only runs `dpkg-query`.
 # `apt-get update` runs only when something is missing. Runs as root (no sudo).
 #
@@ -14,6 +17,13 @@
 set -euo pipefail
 
 packages=(mosquitto mosquitto-clients libmosquitto-dev pkg-config)
+
+for argument in "$@"; do
+    case "$argument" in
+        --with-browser) packages+=(chromium) ;;
+        *) echo "install-deps: unknown option $argument (known: --with-browser)" >&2; exit 2 ;;
+    esac
+done
 
 missing=()
 for p in "${packages[@]}"; do
