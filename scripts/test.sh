@@ -3,6 +3,9 @@
 # builds, and runs every test target. Works on a fresh Debian machine with the Swift toolchain.
 #
 #   SWARM_SIM_SEEDS=N   seeds for the cluster simulation test (default 1000)
+#
+# Not run here: the dashboard's headless-Chromium check (bash scripts/dashboard-check.sh), which
+# needs chromium (install-deps.sh --with-browser) and adds about 2.5 minutes; see docs/gateway.md.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
