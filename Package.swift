@@ -299,7 +299,7 @@ let package = Package(
             swiftSettings: swiftSettings
         ),
         // The backend HTTP API (Hummingbird) over one node's DeviceGateway: devices, groups,
-        // cluster, drain, Prometheus metrics, health. The only targets that depend on
+        // cluster, drain, Prometheus metrics, health, and the live dashboard. The only targets that depend on
         // Hummingbird are this one, its tests and its benchmark. See docs/openapi.yaml.
         .target(
             name: "GatewayHTTP",
@@ -313,6 +313,13 @@ let package = Package(
                 logging,
                 prometheus,
                 serviceLifecycle,
+            ],
+            // The dashboard's static files, compiled into the module as byte arrays
+            // (`PackageResources`): no resource bundle to find at run time.
+            resources: [
+                .embedInCode("Dashboard/index.html"),
+                .embedInCode("Dashboard/app.js"),
+                .embedInCode("Dashboard/style.css"),
             ],
             swiftSettings: swiftSettings
         ),

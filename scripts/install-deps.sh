@@ -6,6 +6,9 @@
 #   pkg-config         so SwiftPM finds libmosquitto
 #   curl               the executable's tests and the README's examples talk HTTP with it
 #
+# Optional groups (not installed unless asked; the normal test run never pays for them):
+#   --with-browser     chromium, for the dashboard's headless-browser check (scripts/dashboard-check.sh)
+#
 # Idempotent and quick: when every package is already installed it only runs `dpkg-query`.
 # `apt-get update` runs only when something is missing. Runs as root (no sudo).
 #
@@ -15,6 +18,13 @@
 set -euo pipefail
 
 packages=(mosquitto mosquitto-clients libmosquitto-dev pkg-config curl)
+
+for argument in "$@"; do
+    case "$argument" in
+        --with-browser) packages+=(chromium) ;;
+        *) echo "install-deps: unknown option $argument (known: --with-browser)" >&2; exit 2 ;;
+    esac
+done
 
 missing=()
 for p in "${packages[@]}"; do

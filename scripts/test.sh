@@ -9,6 +9,9 @@
 #                       and device, whose release build with the sanitizer compiles BoringSSL
 #                       and SwiftNIO again: about 12 more minutes on 2 cores — run those with
 #                       scripts/fuzz.sh all 300 on a schedule, see docs/reliability.md)
+#
+# Not run here: the dashboard's headless-Chromium check (bash scripts/dashboard-check.sh), which
+# needs chromium (install-deps.sh --with-browser) and adds about 2.5 minutes; see docs/gateway.md.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

@@ -13,7 +13,8 @@ import Synchronization
 /// Every node answers every request: device calls go to the device process wherever it runs.
 /// Bodies and answers are JSON; errors are `{"error": "…", "code": "…"}` (``APIError``).
 /// `/v1/…` needs `Authorization: Bearer <token>` when ``GatewayHTTPSettings/apiToken`` is set;
-/// `/metrics`, `/healthz`, `/readyz` are open.
+/// `/metrics`, `/healthz`, `/readyz` and the dashboard (`/`, `/dashboard/…`, see ``Dashboard``)
+/// are open.
 ///
 /// Most users want ``GatewayHTTPServer`` (the `Service`); this type is for embedding the routes
 /// in another Hummingbird application.
@@ -180,6 +181,8 @@ public final class GatewayAPI: Sendable {
         router.get("/healthz") { _, _ -> Response in
             .json(["status": "ok", "node": .string(gateway.node.id.name)])
         }
+
+        Dashboard.addRoutes(to: router)
 
         router.get("/readyz") { _, _ -> Response in
             guard await gateway.isReady() else {

@@ -132,6 +132,10 @@ final class HTTPMetrics: Sendable {
             text.family("swarm_ring_epoch", "counter", "Ring changes seen by this node.")
             text.sample("swarm_ring_epoch", [:], Int(clamping: dump.ringEpoch))
         }
+        // The scrape's own wall-clock time: a client computing rates from two scrapes (the
+        // dashboard) divides by the server's interval, free of network and client-clock jitter.
+        text.family("swarm_gateway_scrape_time_seconds", "gauge", "Unix time of this scrape (for rates from two scrapes).")
+        text.sample("swarm_gateway_scrape_time_seconds", [:], (Date().timeIntervalSince1970 * 1000).rounded() / 1000)
         var bytes = text.bytes
         registry.emit(into: &bytes)
         return bytes

@@ -368,6 +368,61 @@ struct GatewayHTTPTests {
         }
     }
 
+    @Test("dashboard: GET / and its assets, open with a token configured, right content types, security headers; its API calls still need the token")
+    func dashboard() async throws {
+        let token = "dash-token-\(UInt64.random(in: 0 ... .max))"
+        try await withBroker { broker in
+            try await withGatewayCluster(1, broker: broker) { members in
+                try await withAPI(members, token: token) { api in
+                    let node = api[0]
+                    for uri in ["/", "/dashboard", "/dashboard/"] {
+                        let page = try await node.request(.get, uri)
+                        #expect(page.status == 200, "\(uri): \(page)")
+                        #expect(page.headers[.contentType] == "text/html; charset=utf-8")
+                        #expect(page.headers[.cacheControl] == "no-cache")
+                        #expect(page.headers[.contentSecurityPolicy]?.contains("default-src 'self'") == true)
+                        for marker in [
+                            "<!doctype html>", "<title>Swarm Gateway</title>", "/dashboard/app.js", "/dashboard/style.css",
+                            #"data-testid="node-count""#, #"data-testid="cluster-devices""#, #"data-testid="node-table""#,
+                            #"data-testid="rate-received""#, #"data-testid="group-list""#, #"id="device-form""#, #"id="query-form""#,
+                            #"data-testid="tracker-dump""#, #"data-testid="auth-prompt""#,
+                        ] {
+                            #expect(page.text.contains(marker), "\(uri) lacks \(marker)")
+                        }
+                        // Offline: nothing loaded from another origin.
+                        #expect(!page.text.contains("http://") && !page.text.contains("https://"))
+                    }
+                    let script = try await node.request(.get, "/dashboard/app.js")
+                    #expect(script.status == 200 && script.headers[.contentType] == "text/javascript; charset=utf-8", "\(script)")
+                    for marker in ["/v1/cluster", "/metrics", "/v1/groups/", "/v1/devices/", "/v1/cluster/tracker", "Authorization", "localStorage"] {
+                        #expect(script.text.contains(marker), "app.js lacks \(marker)")
+                    }
+                    let style = try await node.request(.get, "/dashboard/style.css")
+                    #expect(style.status == 200 && style.headers[.contentType] == "text/css; charset=utf-8", "\(style)")
+                    #expect(style.text.contains(".panel"))
+                    for asset in [script, style] {
+                        #expect(asset.headers[HTTPField.Name("X-Content-Type-Options")!] == "nosniff")
+                        #expect(!asset.text.contains("http://") && !asset.text.contains("https://"))
+                    }
+                    // The page is open; the data behind it is not.
+                    let cluster = try await node.request(.get, "/v1/cluster")
+                    #expect(cluster.status == 401 && cluster.code == "unauthorized")
+                    let allowed = try await node.request(.get, "/v1/cluster", token: token)
+                    #expect(allowed.status == 200)
+                    // The scrape time the dashboard computes rates with.
+                    let metrics = try await node.request(.get, "/metrics")
+                    let scrape = metrics.text.split(separator: "\n").first { $0.hasPrefix("swarm_gateway_scrape_time_seconds ") }
+                    let seconds = scrape.flatMap { Double($0.split(separator: " ").last ?? "") } ?? 0
+                    #expect(abs(seconds - Date().timeIntervalSince1970) < 60, "\(scrape ?? "no scrape time")")
+                    #expect(metrics.text.contains(#"swarm_gateway_http_requests_total{method="GET",route="/dashboard/app.js",status="200"} 1"#), "\(metrics.text)")
+                    // Methods other than GET on the dashboard are 404 JSON like any unknown route.
+                    let post = try await node.request(.post, "/dashboard/app.js")
+                    #expect(post.status == 404 && post.code == "notFound")
+                }
+            }
+        }
+    }
+
     @Test("bad requests never crash: garbage bodies 400, oversized 413, unknown routes and methods 404 JSON")
     func badRequests() async throws {
         try await withBroker { broker in
@@ -392,7 +447,7 @@ struct GatewayHTTPTests {
                             let answer = try await node.request(method, uri, body: big)
                             #expect(answer.status == 413 && answer.code == "payloadTooLarge", "\(uri): \(answer)")
                         }
-                        for (method, uri) in [(HTTPRequest.Method.get, "/"), (.get, "/v2/devices/x"), (.delete, "/v1/devices/bad-1"), (.post, "/healthz"), (.get, "/v1/devices")] {
+                        for (method, uri) in [(HTTPRequest.Method.get, "/nothing"), (.post, "/"), (.get, "/dashboard/missing.js"), (.get, "/v2/devices/x"), (.delete, "/v1/devices/bad-1"), (.post, "/healthz"), (.get, "/v1/devices")] {
                             let answer = try await node.request(method, uri)
                             #expect(answer.status == 404 && answer.code == "notFound", "\(method) \(uri): \(answer)")
                             #expect(answer.headers[.contentType] == "application/json")
