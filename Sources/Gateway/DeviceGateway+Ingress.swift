@@ -96,8 +96,17 @@ extension DeviceGateway {
     }
 
     func consumeMessages(_ entry: BrokerPool.Entry, index: Int) async {
+        var sinceYield = 0
         for await message in entry.client.messages {
             handleInbound(message, broker: entry, index: index)
+            // While the broker keeps the stream full, `next()` never suspends: without a yield
+            // this loop would keep a thread of the (2-thread) cooperative pool to itself and
+            // starve the lanes and the device processes it feeds.
+            sinceYield += 1
+            if sinceYield >= 16 {
+                sinceYield = 0
+                await Task.yield()
+            }
         }
     }
 
@@ -133,8 +142,12 @@ extension DeviceGateway {
         for attempt in 0..<6 {
             if attempt > 0 { try? await Task.sleep(for: .milliseconds(25 << attempt)) }
             do {
-                _ = try await node.whereisOrRegister(
-                    item.id, kind: settings.processKind, groups: [runtime.swarmGroup("all")])
+                // The local replica answers without a hop for every device seen before; only a
+                // first contact goes through the (atomic) whereis-or-register on its owner.
+                if node.whereis(item.id) == nil {
+                    _ = try await node.whereisOrRegister(
+                        item.id, kind: settings.processKind, groups: [runtime.swarmGroup("all")])
+                }
                 try await node.send(item.id, item.message)
                 counters.routed.add(1, ordering: .relaxed)
                 return

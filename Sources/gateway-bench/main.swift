@@ -117,6 +117,7 @@ final class GatewayCluster: Sendable {
             gatewaySettings.logger = quiet("bench.gateway")
             gatewaySettings.shareGroup = "bench"
             gatewaySettings.ingressQoS = .atMostOnce
+            if let lanes = ProcessInfo.processInfo.environment["GW_LANES"].flatMap(Int.init) { gatewaySettings.ingressLanes = lanes }
             members.append(Member(node: node, gateway: try DeviceGateway(node: node, settings: gatewaySettings)))
         }
         let all = members
