@@ -71,7 +71,7 @@ struct DemoCommand: AsyncParsableCommand {
         let signals = Self.watch([SIGINT, SIGTERM], stop)
         defer { signals.forEach { $0.cancel() } }
 
-        print("Swarm Gateway demo: starting a broker, \(nodes) gateway node(s) and \(devices) simulated devices (logs in \(logDirectory))")
+        Self.say("Swarm Gateway demo: starting a broker, \(nodes) gateway node(s) and \(devices) simulated devices (logs in \(logDirectory))")
         var brokerSettings = EmbeddedBroker.Settings()
         brokerSettings.host = "127.0.0.1"
         brokerSettings.port = brokerPort
@@ -98,7 +98,7 @@ struct DemoCommand: AsyncParsableCommand {
                     environment: ["SWARM_GATEWAY_CLUSTER_SECRET": secret], ownProcessGroup: true)
                 children.append((name, child))
             }
-            print("waiting for the nodes to be ready…")
+            Self.say("waiting for the nodes to be ready…")
             for (index, port) in httpPorts.enumerated() {
                 let ready = await Self.waitReady(port: port, timeout: .seconds(90), stop: stop, child: children[index].process)
                 guard ready else {
@@ -115,7 +115,7 @@ struct DemoCommand: AsyncParsableCommand {
             let sample = Self.sampleDeviceID(fleet: fleet)
             let first = "http://127.0.0.1:\(httpPorts[0])"
             let other = "http://127.0.0.1:\(httpPorts[min(1, nodes - 1)])"
-            print("""
+            Self.say("""
 
                 Swarm Gateway demo is running.
                   broker      \(brokerURL)
@@ -129,11 +129,21 @@ struct DemoCommand: AsyncParsableCommand {
 
                 """)
             let deadline = duration > 0 ? ContinuousClock.now + .milliseconds(Int(duration * 1000)) : nil
-            while !stop.isSet {
+            var departed = Set<String>()
+            watch: while !stop.isSet {
                 if let deadline, ContinuousClock.now >= deadline { break }
-                if let dead = children.first(where: { !$0.process.isRunning }) {
-                    print("\(dead.name) exited unexpectedly (see \(logDirectory)/\(dead.name).log); stopping the demo")
-                    break
+                for child in children where !departed.contains(child.name) && !child.process.isRunning {
+                    departed.insert(child.name)
+                    // A node drained by the operator (`swarm-gateway drain`, SIGTERM) exits 0 after
+                    // handing its devices over: the others carry on. Anything else stops the demo.
+                    if child.name != "devices", child.process.exitCode == 0,
+                        children.contains(where: { $0.name != "devices" && !departed.contains($0.name) })
+                    {
+                        Self.say("\(child.name) left the cluster (drained, exit 0); the other nodes carry on")
+                        continue
+                    }
+                    Self.say("\(child.name) exited unexpectedly (see \(logDirectory)/\(child.name).log); stopping the demo")
+                    break watch
                 }
                 try? await Task.sleep(for: .milliseconds(200))
             }
@@ -141,10 +151,14 @@ struct DemoCommand: AsyncParsableCommand {
             await Self.stopAll(children, broker: broker)
             throw error
         }
-        print("stopping: devices, then each node drains, then the broker…")
+        Self.say("stopping: devices, then each node drains, then the broker…")
         await Self.stopAll(children, broker: broker)
-        print("demo stopped")
+        Self.say("demo stopped")
     }
+
+    /// A line on stdout, unbuffered: the demo runs until Ctrl-C, so buffered output (stdout to a
+    /// file or a pipe) would show nothing until the end.
+    static func say(_ text: String) { FileHandle.standardOutput.write(Data((text + "\n").utf8)) }
 
     static func stopAll(_ children: [(name: String, process: ChildProcess)], broker: EmbeddedBroker) async {
         for child in children where child.name == "devices" { await child.process.terminate(grace: .seconds(10)) }
