@@ -69,7 +69,7 @@ final class GatewayNode: @unchecked Sendable {
     func start(setup: Setup, seeds: [String], broker: String) throws {
         starts += 1
         let log = "\(setup.workDir)/\(name).log"
-        if let handle = FileHandle(forWritingAtPath: log) ?? { FileManager.default.createFile(atPath: log, contents: nil); return FileHandle(forWritingAtPath: log) }() {
+        if let handle = FileHandle(forWritingAtPath: log) ?? { _ = FileManager.default.createFile(atPath: log, contents: nil); return FileHandle(forWritingAtPath: log) }() {
             handle.seekToEndOfFile()
             handle.write(Data("\n===== swarm-chaos: start #\(starts) of \(name)\n".utf8))
             try? handle.close()
@@ -421,7 +421,7 @@ final class Cluster: @unchecked Sendable {
     func saveDumps(_ label: String) {
         for node in live {
             if let response = node.get("/v1/cluster/tracker") {
-                FileManager.default.createFile(atPath: "\(setup.workDir)/\(label)-\(node.name)-dump.json", contents: response.body)
+                _ = FileManager.default.createFile(atPath: "\(setup.workDir)/\(label)-\(node.name)-dump.json", contents: response.body)
             }
         }
     }

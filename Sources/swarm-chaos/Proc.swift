@@ -177,7 +177,7 @@ final class Children: Sendable {
     func add(_ pid: pid_t, _ what: String) {
         table.withLock { $0[pid] = what }
         if let path = pidFile.withLock({ $0 }), let handle = FileHandle(forWritingAtPath: path) ?? {
-            FileManager.default.createFile(atPath: path, contents: nil)
+            _ = FileManager.default.createFile(atPath: path, contents: nil)
             return FileHandle(forWritingAtPath: path)
         }() {
             handle.seekToEndOfFile()

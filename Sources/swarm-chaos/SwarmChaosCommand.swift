@@ -111,8 +111,8 @@ final class Run: @unchecked Sendable {
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
         guard let data = try? encoder.encode(value) else { return }
-        FileManager.default.createFile(atPath: "\(workDir)/report.json", contents: data)
-        if let path { FileManager.default.createFile(atPath: path, contents: data) }
+        _ = FileManager.default.createFile(atPath: "\(workDir)/report.json", contents: data)
+        if let path { _ = FileManager.default.createFile(atPath: path, contents: data) }
     }
 }
 
