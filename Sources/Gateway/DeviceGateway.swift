@@ -350,6 +350,16 @@ public final class DeviceGateway: Sendable {
         return pids.compactMap { names[$0] }.sorted()
     }
 
+    /// Every device group with at least one member (including `all`), sorted by name, with its
+    /// member count (a local read of the replica). Swarm groups outside the gateway's
+    /// `groupPrefix` are not device groups and are left out.
+    public func groups() -> [(group: String, members: Int)] {
+        let prefix = runtime.settings.groupPrefix
+        return node.groups().compactMap { entry in
+            entry.group.hasPrefix(prefix) ? (String(entry.group.dropFirst(prefix.count)), entry.members) : nil
+        }
+    }
+
     /// Publishes `body` to every member of `group`: Swarm `publish` (one batch per node), and
     /// each member's process publishes it to `{prefix}/{id}/down` (QoS 1). Returns the number of
     /// members it was sent to (0 for an empty or unknown group).

@@ -120,6 +120,13 @@ public final class GatewayAPI: Sendable {
             return Response(status: .noContent)
         }
 
+        router.get("/v1/groups") { _, _ -> Response in
+            let groups = gateway.groups().map { entry -> JSONValue in
+                ["group": .string(entry.group), "count": .int(Int64(entry.members))]
+            }
+            return .json(["groups": .array(groups), "count": .int(Int64(groups.count))])
+        }
+
         router.get("/v1/groups/:group") { _, context -> Response in
             let group = try Self.parameter(context, "group")
             let members = try await gateway.groupMembers(group)

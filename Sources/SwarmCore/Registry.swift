@@ -314,6 +314,12 @@ public struct Registry: Sendable {
         return Array(Set(byName.values)).sorted()
     }
 
+    /// Every group with at least one member, sorted by name, with its count of distinct member
+    /// processes.
+    public func groups() -> [(group: String, members: Int)] {
+        groupIndex.keys.sorted().map { group in (group, Set(groupIndex[group]!.values).count) }
+    }
+
     /// Claimants of a name (one element unless contested).
     public func claimants(of name: String) -> [RegistryEntry] {
         if let claimants = contested[name] { return claimants }

@@ -332,6 +332,9 @@ extension Tracker {
         /// Swarm's `members(group)`: local read.
         public func members(of group: String) -> [ProcessID] { registry.members(of: group) }
 
+        /// Every non-empty group and its member count: local read.
+        public func groups() -> [(group: String, members: Int)] { registry.groups() }
+
         /// The current owner of `name` by this node's ring and strategy.
         public func owner(of name: String) -> String? { strategy.owner(of: name, on: ring) }
 

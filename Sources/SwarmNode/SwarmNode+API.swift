@@ -89,6 +89,9 @@ extension SwarmNode {
     /// Swarm's `members(group)`: local read.
     public nonisolated func members(_ group: String) -> [ProcessID] { withTracker { $0.members(of: group) } ?? [] }
 
+    /// Every non-empty group, sorted by name, with its count of distinct members: local read.
+    public nonisolated func groups() -> [(group: String, members: Int)] { withTracker { $0.groups() } ?? [] }
+
     /// The tracker dump (Swarm's `:sys.get_state`), `Codable` to JSON.
     public func dump() throws -> TrackerDump {
         guard let dump = withTracker({ $0.dump() }) else { throw SwarmNodeError.notRunning(lifecycle.rawValue) }

@@ -233,8 +233,20 @@ struct DeviceCommand: AsyncParsableCommand {
 
 struct GroupCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        commandName: "group", abstract: "Device groups: members, publish, query.",
-        subcommands: [Members.self, Publish.self, Query.self])
+        commandName: "group", abstract: "Device groups: list, members, publish, query.",
+        subcommands: [List.self, Members.self, Publish.self, Query.self])
+
+    struct List: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Every device group with members, and its member count.")
+        @OptionGroup var api: APIOptions
+
+        func run() async throws {
+            let answer = try await api.call("GET", "/v1/groups")
+            if api.json { return api.printJSON(answer) }
+            let groups = (answer as? [String: Any])?["groups"] as? [[String: Any]] ?? []
+            for group in groups { print("\(text(group["group"]))\t\(text(group["count"]))") }
+        }
+    }
 
     struct Members: AsyncParsableCommand {
         static let configuration = CommandConfiguration(abstract: "The devices in a group.")

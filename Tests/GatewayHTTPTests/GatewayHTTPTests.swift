@@ -174,6 +174,12 @@ struct GatewayHTTPTests {
                         let removed = try await api[1].request(.delete, "/v1/devices/g-3/groups/lamps")
                         #expect(removed.status == 204, "\(removed)")
                         #expect(await eventually { (try? await api[0].request(.get, "/v1/groups/lamps"))?.json?["members"] == ["g-1", "g-2"] })
+                        // The listing: device groups only (not the node's other Swarm groups), `all` included.
+                        #expect(await eventually {
+                            (try? await api[1].request(.get, "/v1/groups"))?.json == [
+                                "groups": [["group": "all", "count": 4], ["group": "lamps", "count": 2]], "count": 2,
+                            ]
+                        })
                         let empty = try await api[0].request(.get, "/v1/groups/nobody-here")
                         #expect(empty.json == ["group": "nobody-here", "members": [], "count": 0], "\(empty)")
 

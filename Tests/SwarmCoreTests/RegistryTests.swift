@@ -252,6 +252,25 @@ func deliverInterleaved(_ scenario: ChangeScenario, to registry: inout Registry,
         #expect(registry.groupIndex.isEmpty)
     }
 
+    @Test func groupListingCountsDistinctProcessesAndDropsEmptyGroups() {
+        let one = ProcessID(node: Self.nodeA, local: 1)
+        let two = ProcessID(node: Self.nodeA, local: 2)
+        var registry = Registry()
+        registry.track(origin: Self.nodeA, synced: true) { _ in "a" }
+        let changes: [RegistryEntry] = [
+            RegistryEntry(name: "p", pid: one, factory: nil, groups: ["lamps", "all"]),
+            RegistryEntry(name: "q", pid: one, factory: nil, groups: ["lamps"]),  // same process, second name
+            RegistryEntry(name: "r", pid: two, factory: nil, groups: ["all"]),
+        ]
+        for (seq, entry) in changes.enumerated() {
+            #expect(registry.apply(SequencedChange(seq: UInt64(seq + 1), change: .upsert(entry)), from: Self.nodeA) { _ in "a" } == .applied)
+        }
+        #expect(registry.groups().map { "\($0.group)=\($0.members)" } == ["all=2", "lamps=1"])
+        #expect(registry.apply(SequencedChange(seq: 4, change: .remove(name: "p", pid: one)), from: Self.nodeA) { _ in "a" } == .applied)
+        #expect(registry.apply(SequencedChange(seq: 5, change: .remove(name: "q", pid: one)), from: Self.nodeA) { _ in "a" } == .applied)
+        #expect(registry.groups().map { "\($0.group)=\($0.members)" } == ["all=1"], "a group without members is not listed")
+    }
+
     // MARK: Sequencing
 
     @Test func gapDuplicateAndUnknownOrigin() {
