@@ -88,7 +88,7 @@ struct SwarmGatewayProcessTests {
         #expect(!secretOutput.contains("127.0.0.1:7001") || secretOutput.contains("clusterSecret"))
     }
 
-    @Test("one node with its embedded broker: a device's twin over HTTP (token required), SIGTERM exits 0")
+    @Test("one node with its embedded broker: a device's twin over HTTP (token required) and through the operator commands, SIGTERM exits 0")
     func oneNode() async throws {
         let binary = try #require(swarmGatewayBinary)
         let (brokerPort, httpPort) = (try freePort(), try freePort())
@@ -128,6 +128,21 @@ struct SwarmGatewayProcessTests {
         }
         #expect(twin.status == 200 && twin.body.contains("\"online\":true") && twin.body.contains("21.5"), "\(twin)")
         #expect(try await curl(["\(base)/metrics"]).body.contains("swarm_gateway_"))
+
+        // The operator commands against the running node (token from the environment, like an operator's shell).
+        let operatorEnvironment = ["SWARM_GATEWAY_URL": base, "SWARM_GATEWAY_API_TOKEN": "test-token-123"]
+        let (shown, deviceText) = try await runGateway(["device", "dev-t1"], environment: operatorEnvironment)
+        #expect(shown == 0 && deviceText.contains("device dev-t1: online, on node gw-t") && deviceText.contains("21.5"), "\(deviceText)")
+        let (listed, groupsText) = try await runGateway(["group", "list"], environment: operatorEnvironment)
+        #expect(listed == 0 && groupsText.split(separator: "\n").contains("all\t1"), "\(groupsText)")
+        let (members, membersText) = try await runGateway(["group", "members", "all"], environment: operatorEnvironment)
+        #expect(members == 0 && membersText.contains("all: 1 device(s)") && membersText.contains("  dev-t1"), "\(membersText)")
+        let (status, statusText) = try await runGateway(["status"], environment: operatorEnvironment)
+        #expect(status == 0 && statusText.contains("cluster seen from gw-t") && statusText.contains("devices in the registry: 1"), "\(statusText)")
+        let (unknown, unknownText) = try await runGateway(["device", "nobody"], environment: operatorEnvironment)
+        #expect(unknown != 0 && unknownText.contains("HTTP 404"), "\(unknownText)")
+        let (refused, refusedText) = try await runGateway(["device", "dev-t1"], environment: ["SWARM_GATEWAY_URL": base])
+        #expect(refused != 0 && refusedText.contains("HTTP 401") && refusedText.contains("SWARM_GATEWAY_API_TOKEN"), "\(refusedText)")
         await device.close()
 
         kill(process.processIdentifier, SIGTERM)
