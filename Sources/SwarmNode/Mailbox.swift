@@ -1,8 +1,16 @@
 import Synchronization
 import SwarmCore
 
-/// One process's mailbox: every message to the process goes through it, in order, consumed by
-/// one task (``run(process:)``) that awaits each message before taking the next.
+/// One process's mailbox: every message to the process goes through it, in order, one at a
+/// time (each is awaited before the next).
+///
+/// ## Runner on demand
+/// An idle mailbox owns no task: it is a lock, an empty queue and two counters. The first
+/// message into an idle mailbox starts a runner task, which takes the whole queue at once, feeds
+/// it to the process, takes what arrived meanwhile, and ends when the queue is empty. At most one
+/// runner exists per mailbox, so order holds. A node hosting a million idle device processes
+/// thus holds no million suspended tasks and stream buffers, and a burst of messages to one
+/// process costs one wake-up, not one per message.
 ///
 /// ## Bound and overflow policy
 /// At most ``capacity`` user messages (casts and calls; default 10,000) wait at once. When full:
@@ -11,8 +19,12 @@ import SwarmCore
 /// Control messages (`endHandoff`, `resolveConflict`, handoff and state questions, `stop`) come
 /// from the node itself, are few per process, and are never refused while the mailbox is open.
 ///
-/// After a stop (or a crash) the mailbox closes: what is still queued is answered as failed
-/// (calls fail, questions get their fallback answer) and new messages are refused.
+/// ## End
+/// A `stop` item or a crash (``SwarmProcess/receive(_:)`` throwing) ends the process: the
+/// mailbox closes, whatever is still queued is answered as failed (calls fail, questions get
+/// their fallback answer), new messages are refused, and `onEnd` runs once with the reason.
+/// ``close()`` (node shutdown) refuses new messages; what was queued is still delivered, then
+/// `onEnd` runs with ``Ending/closed``.
 final class Mailbox: Sendable {
     enum Item: Sendable {
         case cast([UInt8])
@@ -29,17 +41,50 @@ final class Mailbox: Sendable {
         case closed
     }
 
+    /// How the process's life ended.
+    enum Ending: Sendable {
+        case stopped(Tracker.StopReason)
+        case crashed(String)
+        /// The mailbox was closed by the node (shutdown).
+        case closed
+    }
+
     static let defaultCapacity = 10_000
 
+    private struct State {
+        /// Items not yet taken by the runner, oldest first.
+        var queue: [Item] = []
+        /// A runner task exists (or is about to).
+        var running = false
+        /// New items are accepted.
+        var open = true
+    }
+
+    /// What the runner takes under the lock.
+    private enum Take {
+        case batch([Item])
+        /// Empty and open: the runner ends; the next item starts a new one.
+        case idle
+        /// Empty and closed: the mailbox's life is over.
+        case closedAndEmpty
+    }
+
     let capacity: Int
-    private let stream: AsyncStream<Item>
-    private let continuation: AsyncStream<Item>.Continuation
+    private let process: any SwarmProcess
+    private let onEnd: @Sendable (Mailbox, Ending) async -> Void
+    private let state = Mutex(State())
     private let queuedUserMessages = Atomic<Int>(0)
     private let dropped = Atomic<Int>(0)
 
-    init(capacity: Int = Mailbox.defaultCapacity) {
+    /// - Parameter onEnd: runs once, with this mailbox, after the process ended or the closed
+    ///   mailbox emptied.
+    init(
+        capacity: Int = Mailbox.defaultCapacity, process: any SwarmProcess,
+        onEnd: @escaping @Sendable (Mailbox, Ending) async -> Void
+    ) {
         self.capacity = capacity
-        (self.stream, self.continuation) = AsyncStream.makeStream(of: Item.self, bufferingPolicy: .unbounded)
+        self.process = process
+        self.onEnd = onEnd
     }
 
     /// Casts dropped because the mailbox was full.
@@ -48,7 +93,7 @@ final class Mailbox: Sendable {
     /// User messages waiting now.
     var depth: Int { queuedUserMessages.load(ordering: .relaxed) }
 
-    /// Queues `item`, applying the bound to casts and calls.
+    /// Queues `item`, applying the bound to casts and calls; starts a runner if none is active.
     func enqueue(_ item: Item) -> EnqueueResult {
         let counted: Bool
         switch item {
@@ -63,74 +108,124 @@ final class Mailbox: Sendable {
                 return .full
             }
         }
-        switch continuation.yield(item) {
-        case .enqueued, .dropped:
-            return .enqueued
-        case .terminated:
+        let (accepted, startRunner) = state.withLock { state -> (Bool, Bool) in
+            guard state.open else { return (false, false) }
+            state.queue.append(item)
+            if state.running { return (true, false) }
+            state.running = true
+            return (true, true)
+        }
+        guard accepted else {
             if counted { queuedUserMessages.subtract(1, ordering: .relaxed) }
             return .closed
-        @unknown default:
-            return .closed
+        }
+        if startRunner { startRunnerTask() }
+        return .enqueued
+    }
+
+    /// Closes the mailbox from outside (node shutdown): nothing new is accepted; what is queued
+    /// is still delivered, then `onEnd(.closed)` runs.
+    func close() {
+        let startRunner = state.withLock { state -> Bool in
+            guard state.open else { return false }
+            state.open = false
+            if state.running { return false }
+            state.running = true
+            return true
+        }
+        if startRunner { startRunnerTask() }
+    }
+
+    private func startRunnerTask() {
+        // Unstructured and detached: the node's task group must not hold one child per busy
+        // process (see SwarmNode, "Tasks").
+        Task.detached { await self.runQueued() }
+    }
+
+    private func take() -> Take {
+        state.withLock { state -> Take in
+            if !state.queue.isEmpty {
+                let batch = state.queue
+                state.queue = []
+                return .batch(batch)
+            }
+            if state.open {
+                state.running = false
+                return .idle
+            }
+            return .closedAndEmpty
         }
     }
 
-    /// Closes the mailbox from outside (node shutdown): the runner finishes what it holds as failed.
-    func close() { continuation.finish() }
-
-    /// How the process's life ended.
-    enum Ending: Sendable {
-        case stopped(Tracker.StopReason)
-        case crashed(String)
-        /// The mailbox was closed by the node (shutdown).
-        case closed
+    /// The runner: feeds the process every queued item in order until the queue is empty, the
+    /// process ends, or the closed mailbox has emptied.
+    private func runQueued() async {
+        while true {
+            switch take() {
+            case .idle:
+                return
+            case .closedAndEmpty:
+                await onEnd(self, .closed)
+                return
+            case .batch(let batch):
+                for (index, item) in batch.enumerated() {
+                    guard let ending = await feed(item) else { continue }
+                    // The process ended: refuse what comes next, fail what waits, report once.
+                    let leftover = state.withLock { state -> [Item] in
+                        state.open = false
+                        let rest = state.queue
+                        state.queue = []
+                        return rest
+                    }
+                    for item in batch[(index + 1)...] { await fail(item) }
+                    for item in leftover { await fail(item) }
+                    await onEnd(self, ending)
+                    return
+                }
+            }
+        }
     }
 
-    /// Feeds `process` every message in order until a stop, a crash or ``close()``; then fails
-    /// whatever is left. Returns how it ended.
-    func run(process: any SwarmProcess) async -> Ending {
-        var iterator = stream.makeAsyncIterator()
-        var ending = Ending.closed
-        loop: while let item = await iterator.next() {
-            switch item {
-            case .cast(let bytes):
-                queuedUserMessages.subtract(1, ordering: .relaxed)
-                do {
-                    try await process.receive(bytes)
-                } catch {
-                    ending = .crashed("\(error)")
-                    break loop
-                }
-            case .call(let bytes, let reply):
-                queuedUserMessages.subtract(1, ordering: .relaxed)
-                do {
-                    await reply(.success(try await process.call(bytes)))
-                } catch let error as SwarmError {
-                    await reply(.failure(error))
-                } catch {
-                    await reply(.failure(SwarmError.callFailed("\(error)")))
-                }
-            case .control(let run, _):
-                await run(process)
-            case .stop(let reason):
-                await process.stop(reason: reason)
-                ending = .stopped(reason)
-                break loop
+    /// Delivers one item; returns how the process ended if it did.
+    private func feed(_ item: Item) async -> Ending? {
+        switch item {
+        case .cast(let bytes):
+            queuedUserMessages.subtract(1, ordering: .relaxed)
+            do {
+                try await process.receive(bytes)
+            } catch {
+                return .crashed("\(error)")
             }
-        }
-        continuation.finish()
-        while let item = await iterator.next() {
-            switch item {
-            case .cast:
-                queuedUserMessages.subtract(1, ordering: .relaxed)
-            case .call(_, let reply):
-                queuedUserMessages.subtract(1, ordering: .relaxed)
-                await reply(.failure(SwarmError.callFailed("process ended")))
-            case .control(_, let dropped):
-                await dropped()
-            case .stop:
-                break
+        case .call(let bytes, let reply):
+            queuedUserMessages.subtract(1, ordering: .relaxed)
+            do {
+                await reply(.success(try await process.call(bytes)))
+            } catch let error as SwarmError {
+                await reply(.failure(error))
+            } catch {
+                await reply(.failure(SwarmError.callFailed("\(error)")))
             }
+        case .control(let run, _):
+            await run(process)
+        case .stop(let reason):
+            await process.stop(reason: reason)
+            return .stopped(reason)
         }
-        return ending
+        return nil
+    }
+
+    /// Answers an item the ended process will never see.
+    private func fail(_ item: Item) async {
+        switch item {
+        case .cast:
+            queuedUserMessages.subtract(1, ordering: .relaxed)
+        case .call(_, let reply):
+            queuedUserMessages.subtract(1, ordering: .relaxed)
+            await reply(.failure(SwarmError.callFailed("process ended")))
+        case .control(_, let dropped):
+            await dropped()
+        case .stop:
+            break
+        }
     }
 }

@@ -33,9 +33,9 @@ import SwarmWire
 /// Short-lived work is a child of ``run()``'s task group: the input loop, the deadline sweeper,
 /// the tick timer, factory starts and questions to processes are submitted to it as jobs. Nothing
 /// runs before ``run()`` is called except the transport's listener (inputs and jobs wait
-/// buffered). Process mailboxes run as unstructured tasks (one per process, they live as long
-/// as it does): a task group with thousands of long-lived children makes every other child's
-/// removal walk them. Deadlines (call timeouts, start and question timeouts) are entries in one
+/// buffered). Process mailboxes run an unstructured task only while they have messages (see
+/// ``Mailbox``): an idle process owns no task, and a task group with thousands of children
+/// would make every other child's removal walk them. Deadlines (call timeouts, start and question timeouts) are entries in one
 /// ``Deadlines`` structure served by one sweeper, not a sleeping task each.
 ///
 /// ## Reads without a hop
@@ -479,14 +479,11 @@ public actor SwarmNode {
 
     /// Gives `process` a mailbox and the task that feeds it; reports its end to the tracker.
     func install(_ process: any SwarmProcess, pid: ProcessID, kind: String) {
-        let mailbox = Mailbox(capacity: settings.mailboxCapacity)
-        processes[pid] = ProcessEntry(process: process, mailbox: mailbox, kind: kind)
-        // Not a child of run()'s group (see "Tasks" above); shutdown closes the mailbox, which
-        // ends this task.
-        Task.detached { [self] in
-            let ending = await mailbox.run(process: process)
+        // The mailbox runs a task only while it has messages (see Mailbox); it reports its end once.
+        let mailbox = Mailbox(capacity: settings.mailboxCapacity, process: process) { [self] mailbox, ending in
             await self.processEnded(pid, mailbox: mailbox, ending)
         }
+        processes[pid] = ProcessEntry(process: process, mailbox: mailbox, kind: kind)
     }
 
     func processEnded(_ pid: ProcessID, mailbox: Mailbox, _ ending: Mailbox.Ending) {

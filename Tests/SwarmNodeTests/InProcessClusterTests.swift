@@ -178,8 +178,11 @@ struct InProcessClusterTests {
                     let owned = await names.asyncFilter { name in newcomer.withTracker { $0.owner(of: name) } == "node-3" }
                     try #require(!owned.isEmpty, "node-3 owns none of the names")
                     for name in owned {
-                        #expect(await eventually { await everywhere(all, name, is: newcomer.whereis(name)) })
-                        #expect(newcomer.whereis(name)?.node == newcomer.id, "\(name) did not move to node-3")
+                        // Moved to node-3, and every node agrees (agreeing on the old place is not enough).
+                        #expect(await eventually {
+                            guard let pid = newcomer.whereis(name), pid.node == newcomer.id else { return false }
+                            return await everywhere(all, name, is: pid)
+                        }, "\(name) did not move to node-3")
                         #expect(text(try await nodes[1].call(name, bytes("count"))) == "3", "\(name) lost its state")
                     }
                     #expect(newcomer.members("fleet").count == names.count)

@@ -22,7 +22,12 @@ actor HangingProcess: SwarmProcess {
 struct RuntimeEdgeTests {
     @Test("mailbox bound: casts over the bound are dropped and counted, calls are refused, control passes")
     func mailboxBound() async throws {
-        let mailbox = Mailbox(capacity: 2)
+        let worker = WorkerProcess(name: "w")
+        // A control item that holds the runner, so the bound is tested while messages wait.
+        let (gate, opened) = AsyncStream.makeStream(of: Void.self)
+        let (ends, ended) = AsyncStream.makeStream(of: Mailbox.Ending.self)
+        let mailbox = Mailbox(capacity: 2, process: worker) { _, ending in ended.yield(ending) }
+        #expect(mailbox.enqueue(.control(run: { _ in for await _ in gate { break } }, dropped: {})) == .enqueued)
         #expect(mailbox.enqueue(.cast([1])) == .enqueued)
         #expect(mailbox.enqueue(.cast([2])) == .enqueued)
         #expect(mailbox.enqueue(.cast([3])) == .full)
@@ -31,15 +36,70 @@ struct RuntimeEdgeTests {
         #expect(mailbox.depth == 2)
         #expect(mailbox.enqueue(.control(run: { _ in }, dropped: {})) == .enqueued)
         #expect(mailbox.enqueue(.stop(.die)) == .enqueued)
-        let worker = WorkerProcess(name: "w")
-        let ending = await mailbox.run(process: worker)
+        // Behind the stop: never delivered; the question gets its fallback.
+        let (late, lateReply) = AsyncStream.makeStream(of: String.self)
+        #expect(mailbox.enqueue(.control(run: { _ in lateReply.yield("ran") }, dropped: { lateReply.yield("dropped") })) == .enqueued)
+        opened.yield()
+        var endings = ends.makeAsyncIterator()
+        let ending = await endings.next()
         guard case .stopped(.die) = ending else {
-            Issue.record("ending \(ending)")
+            Issue.record("ending \(String(describing: ending))")
             return
         }
         #expect(await worker.count == 2)
         #expect(await worker.stoppedReason == .die)
-        #expect(mailbox.enqueue(.cast([5])) == .closed)
+        var answers = late.makeAsyncIterator()
+        #expect(await answers.next() == "dropped")
+        #expect(mailbox.enqueue(.cast([6])) == .closed)
+        #expect(mailbox.depth == 0)
+
+        // A call queued behind a crash fails instead of waiting for its timeout.
+        let (crashEnds, crashEnded) = AsyncStream.makeStream(of: Mailbox.Ending.self)
+        let crashing = Mailbox(process: WorkerProcess(name: "c")) { _, ending in crashEnded.yield(ending) }
+        let (lateCall, lateCallReply) = AsyncStream.makeStream(of: String.self)
+        let (crashGate, crashOpened) = AsyncStream.makeStream(of: Void.self)
+        #expect(crashing.enqueue(.control(run: { _ in for await _ in crashGate { break } }, dropped: {})) == .enqueued)
+        #expect(crashing.enqueue(.cast(Array("crash".utf8))) == .enqueued)
+        #expect(crashing.enqueue(.call([7]) { result in lateCallReply.yield("\(result)") }) == .enqueued)
+        crashOpened.yield()
+        var crashEndings = crashEnds.makeAsyncIterator()
+        guard case .crashed(let why) = await crashEndings.next() else {
+            Issue.record("a throwing receive ends the process as crashed")
+            return
+        }
+        #expect(why.contains("crash requested"))
+        var lateCalls = lateCall.makeAsyncIterator()
+        #expect(await lateCalls.next()?.contains("process ended") == true)
+        #expect(crashing.depth == 0)
+    }
+
+    @Test("mailbox runner on demand: idle between bursts, order kept across bursts, close delivers what is queued then ends once")
+    func mailboxRunsOnDemand() async throws {
+        let worker = WorkerProcess(name: "w")
+        let (ends, ended) = AsyncStream.makeStream(of: Mailbox.Ending.self)
+        let mailbox = Mailbox(process: worker) { _, ending in ended.yield(ending) }
+        for burst in 0..<50 {
+            for _ in 0..<(burst % 7 + 1) { #expect(mailbox.enqueue(.cast([1])) == .enqueued) }
+            if burst % 5 == 0 { try await Task.sleep(for: .milliseconds(2)) }  // let the runner go idle
+        }
+        let expected = (0..<50).reduce(0) { $0 + $1 % 7 + 1 }
+        let reply = try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<[UInt8], any Error>) in
+            #expect(mailbox.enqueue(.call(Array("count".utf8)) { continuation.resume(with: $0) }) == .enqueued)
+        }
+        #expect(String(decoding: reply, as: UTF8.self) == String(expected), "every cast before the call was delivered first")
+        for _ in 0..<3 { #expect(mailbox.enqueue(.cast([1])) == .enqueued) }
+        mailbox.close()
+        #expect(mailbox.enqueue(.cast([1])) == .closed)
+        var endings = ends.makeAsyncIterator()
+        guard case .closed = await endings.next() else {
+            Issue.record("a closed mailbox ends with .closed")
+            return
+        }
+        #expect(await worker.count == expected + 3, "what was queued before close() is still delivered")
+        mailbox.close()
+        try await Task.sleep(for: .milliseconds(20))
+        ended.finish()
+        #expect(await endings.next() == nil, "onEnd runs once")
     }
 
     @Test("deadlines: each fires once after its duration, in order per duration, none early")
