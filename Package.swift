@@ -240,7 +240,7 @@ let package = Package(
         .target(name: "CEpoll"),
         .target(
             name: "DeviceSimulator",
-            dependencies: ["CMosquitto", "CEpoll", "MQTT", logging],
+            dependencies: ["CMosquitto", "CEpoll", "MQTT", "GatewayConfig", logging],
             swiftSettings: swiftSettings
         ),
         // CLI: run a simulated fleet, one reference device, or a plain counting subscriber.
