@@ -130,6 +130,7 @@ public actor SwarmNode {
         var transportSettings = TransportSettings(secret: settings.secret)
         transportSettings.host = settings.host
         transportSettings.port = settings.port
+        transportSettings.security = settings.security
         let inputs = self.inputContinuation
         let logger = self.logger
         let counter = UndecodableCounter()
