@@ -159,7 +159,8 @@ public actor SwarmNode {
                     }
                 }
             case .connectionRefused(let remote, let reason):
-                logger.notice("cluster connection from \(remote) refused: \(reason)")
+                // The transport already logged the refusal (one warning line with the reason).
+                logger.debug("cluster connection from \(remote) refused: \(reason)")
             }
         }
     }
