@@ -85,6 +85,10 @@ public enum ClusterTLS {
         client.trustRoots = .certificates(roots)
         client.minimumTLSVersion = .tlsv12
         client.certificateVerification = .noHostnameVerification
+        // Closing waits this long at most for the peer's close_notify (NIOSSL's default is 5 s):
+        // a node shutting down must not hang on a peer that is partitioned away.
+        server.shutdownTimeout = Self.shutdownTimeout
+        client.shutdownTimeout = Self.shutdownTimeout
 
         let serverContext: NIOSSLContext
         let clientContext: NIOSSLContext
@@ -105,6 +109,8 @@ public enum ClusterTLS {
             try channel.pipeline.syncOperations.addHandlers([tls, TLSErrorTranslator()])
         }
     }
+
+    static let shutdownTimeout: TimeAmount = .seconds(1)
 
     // MARK: Files
 
