@@ -24,6 +24,8 @@ let hummingbird: Target.Dependency = .product(name: "Hummingbird", package: "hum
 let hummingbirdTesting: Target.Dependency = .product(name: "HummingbirdTesting", package: "hummingbird")
 let httpTypes: Target.Dependency = .product(name: "HTTPTypes", package: "swift-http-types")
 let prometheus: Target.Dependency = .product(name: "Prometheus", package: "swift-prometheus")
+let nioSSL: Target.Dependency = .product(name: "NIOSSL", package: "swift-nio-ssl")
+let nioTLS: Target.Dependency = .product(name: "NIOTLS", package: "swift-nio")
 
 let package = Package(
     name: "swarm-gateway",
@@ -35,6 +37,7 @@ let package = Package(
         .library(name: "MQTT", targets: ["MQTT"]),
         .library(name: "SwarmTransport", targets: ["SwarmTransport"]),
         .library(name: "SwarmWire", targets: ["SwarmWire"]),
+        .library(name: "SwarmTLS", targets: ["SwarmTLS"]),
         .library(name: "SwarmNode", targets: ["SwarmNode"]),
         .executable(name: "swarm-node", targets: ["swarm-node"]),
         .library(name: "Gateway", targets: ["Gateway"]),
@@ -55,6 +58,7 @@ let package = Package(
         .package(url: "https://github.com/hummingbird-project/hummingbird.git", from: "2.28.1"),
         .package(url: "https://github.com/swift-server/swift-prometheus.git", from: "2.4.1"),
         .package(url: "https://github.com/apple/swift-http-types.git", from: "1.0.0"),
+        .package(url: "https://github.com/apple/swift-nio-ssl.git", from: "2.37.6"),
     ],
     targets: [
         // Pure protocol logic: ring, registry replica, tracker, handoff, groups, membership.
@@ -77,6 +81,18 @@ let package = Package(
             ],
             swiftSettings: swiftSettings
         ),
+        // Optional mutual TLS between nodes: a ChannelSecurity layer (NIOSSL) for
+        // TransportSettings.security, built from PEM files. Kept out of SwarmTransport so that the
+        // transport, the core and the fuzz harnesses build without NIOSSL's BoringSSL.
+        .target(
+            name: "SwarmTLS",
+            dependencies: ["SwarmTransport", nioCore, nioSSL, nioTLS],
+            swiftSettings: swiftSettings
+        ),
+        // Test and benchmark support: a throwaway cluster CA and node certificates made by the
+        // openssl CLI in a temporary directory, and the SwarmTLS layer presenting them. Never
+        // linked into a product.
+        .target(name: "TestCertificates", dependencies: ["SwarmTLS", "SwarmTransport"], swiftSettings: swiftSettings),
         // The binary codec of the peer protocol: every PeerMessage (and the runtime's own
         // NodeWireMessage) to a frame type number + payload and back. See docs/wire-format.md.
         .target(
@@ -105,6 +121,8 @@ let package = Package(
             name: "transport-bench",
             dependencies: [
                 "SwarmTransport",
+                "SwarmTLS",
+                "TestCertificates",
                 "SwarmCore",
                 nioCore,
                 nioPosix,
@@ -116,9 +134,12 @@ let package = Package(
             name: "SwarmTransportTests",
             dependencies: [
                 "SwarmTransport",
+                "SwarmTLS",
+                "TestCertificates",
                 "SwarmCore",
                 nioCore,
                 nioPosix,
+                nioSSL,
                 nioEmbedded,
                 nioTestUtils,
                 nioConcurrencyHelpers,
@@ -146,6 +167,7 @@ let package = Package(
             name: "swarm-node",
             dependencies: [
                 "SwarmNode",
+                "SwarmTLS",
                 "SwarmCore",
                 "SwarmTransport",
                 logging,
@@ -161,6 +183,8 @@ let package = Package(
             name: "swarm-bench",
             dependencies: [
                 "SwarmNode",
+                "SwarmTLS",
+                "TestCertificates",
                 "SwarmCore",
                 "SwarmTransport",
                 nioCore,
@@ -173,6 +197,9 @@ let package = Package(
             name: "SwarmNodeTests",
             dependencies: [
                 "SwarmNode",
+                "SwarmTLS",
+                "SwarmTransport",
+                "TestCertificates",
                 "SwarmCore",
                 nioCore,
                 nioPosix,
@@ -269,6 +296,7 @@ let package = Package(
             name: "swarm-gateway",
             dependencies: [
                 "Gateway",
+                "SwarmTLS",
                 "GatewayHTTP",
                 "GatewayConfig",
                 "SwarmNode",
@@ -361,7 +389,7 @@ let package = Package(
         // embedded broker answering over HTTP, SIGTERM.
         .testTarget(
             name: "SwarmGatewayTests",
-            dependencies: ["MQTT"],
+            dependencies: ["MQTT", "TestCertificates"],
             swiftSettings: swiftSettings
         ),
         // The fault harness (issue 5, docs/reliability.md): gateway nodes in network namespaces,

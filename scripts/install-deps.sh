@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
-# Installs the Debian packages the MQTT side of the gateway needs:
+# Installs the Debian packages the gateway's build and tests need:
 #   mosquitto          the broker (tests and the gateway's first-run mode start it as a child process)
 #   mosquitto-clients  mosquitto_pub / mosquitto_sub / mosquitto_rr (tests, debugging)
 #   libmosquitto-dev   headers and libmosquitto.pc for the CMosquitto system-library target
 #   pkg-config         so SwiftPM finds libmosquitto
 #   curl               the executable's tests and the README's examples talk HTTP with it
+#   openssl            the TLS tests and benchmarks make a throwaway cluster CA and node
+#                      certificates with it (TestCertificates); scripts/cluster-tls-certs.sh
 #
 # Optional groups (not installed unless asked; the normal test run never pays for them):
 #   --with-browser     chromium, for the dashboard's headless-browser check (scripts/dashboard-check.sh)
@@ -17,7 +19,7 @@
 # use a system broker; they start their own on a free loopback port.
 set -euo pipefail
 
-packages=(mosquitto mosquitto-clients libmosquitto-dev pkg-config curl)
+packages=(mosquitto mosquitto-clients libmosquitto-dev pkg-config curl openssl)
 
 for argument in "$@"; do
     case "$argument" in

@@ -160,10 +160,10 @@ extension GatewayConfiguration {
                 }
             }
             brokers = parsed
-        case "brokerCAFile":
-            let path = try Self.string(value)
-            guard FileManager.default.isReadableFile(atPath: path) else { throw ValueError("\"\(path)\" does not exist or is not readable") }
-            brokerCAFile = path
+        case "brokerCAFile": brokerCAFile = try Self.readableFile(value)
+        case "clusterTLSCertificate": clusterTLSCertificate = try Self.readableFile(value)
+        case "clusterTLSKey": clusterTLSKey = try Self.readableFile(value)
+        case "clusterTLSCA": clusterTLSCA = try Self.readableFile(value)
         case "clusterSecret":
             let secret = try Self.string(value)
             guard !secret.isEmpty else { throw ValueError("must not be empty") }
@@ -214,6 +214,14 @@ extension GatewayConfiguration {
 
     /// Rules that involve several keys.
     private func validateTogether(_ sources: [String: ConfigSource]) throws(GatewayConfigError) {
+        let tls: [(key: String, path: String?)] = [
+            ("clusterTLSCertificate", clusterTLSCertificate), ("clusterTLSKey", clusterTLSKey), ("clusterTLSCA", clusterTLSCA),
+        ]
+        if let given = tls.first(where: { $0.path != nil }), let missing = tls.first(where: { $0.path == nil }) {
+            throw GatewayConfigError(
+                key: missing.key, source: nil,
+                message: "is required when \(given.key) is set (from \(sources[given.key]!)): cluster TLS takes a certificate, its key and the cluster CA")
+        }
         if (!seeds.isEmpty || !dnsDiscovery.isEmpty) && clusterSecret == nil {
             let because = seeds.isEmpty ? "dnsDiscovery" : "seeds"
             throw GatewayConfigError(
@@ -247,6 +255,16 @@ extension GatewayConfiguration {
     }
 
     // MARK: Value parsers
+
+    /// A path to a file that exists and is readable now (the contents are checked by the user).
+    private static func readableFile(_ value: ConfigValue) throws(ValueError) -> String {
+        let path = try string(value)
+        var isDirectory: ObjCBool = false
+        guard FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory), !isDirectory.boolValue,
+            FileManager.default.isReadableFile(atPath: path)
+        else { throw ValueError("\"\(path)\" does not exist or is not readable") }
+        return path
+    }
 
     private static func string(_ value: ConfigValue) throws(ValueError) -> String {
         guard case .string(let text) = value else { throw ValueError("expected a string, got \(value.typeName)") }

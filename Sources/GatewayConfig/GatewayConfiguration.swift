@@ -35,6 +35,14 @@ public struct GatewayConfiguration: Sendable, Hashable, CustomStringConvertible 
     /// Shared cluster secret authenticating peers (at least 16 bytes). Required when seeds or
     /// DNS discovery are set. Default nil.
     public var clusterSecret: Secret? = nil
+    /// Mutual TLS between nodes: this node's certificate chain (PEM). Set together with
+    /// ``clusterTLSKey`` and ``clusterTLSCA``, or none of them. Default nil (plain TCP).
+    public var clusterTLSCertificate: String? = nil
+    /// Mutual TLS between nodes: this node's private key (PEM, unencrypted). Default nil.
+    public var clusterTLSKey: String? = nil
+    /// Mutual TLS between nodes: the cluster CA bundle (PEM) peers' certificates must chain to.
+    /// Default nil.
+    public var clusterTLSCA: String? = nil
     /// Bearer token required on `/v1` of the backend API. Default nil (no token required).
     public var apiToken: Secret? = nil
     /// First topic level of the device topics. Default `devices`.
@@ -85,6 +93,9 @@ public struct GatewayConfiguration: Sendable, Hashable, CustomStringConvertible 
             "brokers: \(list(brokers))",
             "brokerCAFile: \(brokerCAFile ?? "-")",
             "clusterSecret: \(clusterSecret == nil ? "-" : "<redacted>")",
+            "clusterTLSCertificate: \(clusterTLSCertificate ?? "-")",
+            "clusterTLSKey: \(clusterTLSKey ?? "-")",
+            "clusterTLSCA: \(clusterTLSCA ?? "-")",
             "apiToken: \(apiToken == nil ? "-" : "<redacted>")",
             "topicPrefix: \(topicPrefix)",
             "shareGroup: \(shareGroup)",
@@ -127,10 +138,13 @@ extension GatewayConfiguration {
         /// The flag's name when it is not the key in kebab case (`brokers` → `--broker`,
         /// repeatable).
         var flagName: String? = nil
+        /// The snake-case spelling when splitting the name cannot find it (`clusterTLSCA` →
+        /// `cluster_tls_ca`).
+        var snakeName: String? = nil
         /// `SWARM_GATEWAY_CLUSTER_LISTEN`.
-        public var environmentVariable: String { "SWARM_GATEWAY_" + Self.snake(name).uppercased() }
+        public var environmentVariable: String { "SWARM_GATEWAY_" + (snakeName ?? Self.snake(name)).uppercased() }
         /// `--cluster-listen`.
-        public var flag: String { "--" + (flagName ?? Self.snake(name).replacingOccurrences(of: "_", with: "-")) }
+        public var flag: String { "--" + (flagName ?? (snakeName ?? Self.snake(name)).replacingOccurrences(of: "_", with: "-")) }
 
         /// `clusterListen` → `cluster_listen`, `brokerCAFile` → `broker_ca_file`.
         static func snake(_ name: String) -> String {
@@ -161,6 +175,9 @@ extension GatewayConfiguration {
         Key(name: "brokers", kind: .brokerList, defaultText: "none (embedded broker)", summary: "MQTT brokers, `mqtt://USER:PASS@HOST:PORT` or `mqtts://...`; every node joins the share group on each. The flag is repeatable.", flagName: "broker"),
         Key(name: "brokerCAFile", kind: .path, defaultText: "the system's CA certificates", summary: "PEM file of CA certificates for `mqtts://` brokers; must exist."),
         Key(name: "clusterSecret", kind: .secret, defaultText: "none", summary: "Shared secret authenticating cluster peers (at least 16 bytes). Required when `seeds` or `dnsDiscovery` is set."),
+        Key(name: "clusterTLSCertificate", kind: .path, defaultText: "none (plain TCP)", summary: "Mutual TLS between nodes: this node's certificate chain (PEM), signed by the cluster CA. Set with `clusterTLSKey` and `clusterTLSCA`, or none of the three; every node of a cluster must agree. See docs/deployment.md."),
+        Key(name: "clusterTLSKey", kind: .path, defaultText: "none", summary: "Mutual TLS between nodes: this node's private key (PEM, unencrypted)."),
+        Key(name: "clusterTLSCA", kind: .path, defaultText: "none", summary: "Mutual TLS between nodes: the cluster CA certificate(s) (PEM) every peer's certificate must chain to.", snakeName: "cluster_tls_ca"),
         Key(name: "apiToken", kind: .secret, defaultText: "none (API open)", summary: "Bearer token the backend API requires on `/v1` (at least 8 characters, no spaces)."),
         Key(name: "topicPrefix", kind: .string, defaultText: "devices", summary: "First level of the device topics (`devices/{id}/...`); no `/`, `+`, `#`."),
         Key(name: "shareGroup", kind: .string, defaultText: "swarm-gateway", summary: "MQTT 5 shared-subscription group (`$share/<group>/...`); letters, digits, `-`, `_`."),

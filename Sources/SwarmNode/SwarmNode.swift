@@ -130,6 +130,7 @@ public actor SwarmNode {
         var transportSettings = TransportSettings(secret: settings.secret)
         transportSettings.host = settings.host
         transportSettings.port = settings.port
+        transportSettings.security = settings.security
         let inputs = self.inputContinuation
         let logger = self.logger
         let counter = UndecodableCounter()
@@ -158,7 +159,8 @@ public actor SwarmNode {
                     }
                 }
             case .connectionRefused(let remote, let reason):
-                logger.notice("cluster connection from \(remote) refused: \(reason)")
+                // The transport already logged the refusal (one warning line with the reason).
+                logger.debug("cluster connection from \(remote) refused: \(reason)")
             }
         }
     }

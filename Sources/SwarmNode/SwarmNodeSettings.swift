@@ -21,6 +21,10 @@ public struct SwarmNodeSettings: Sendable {
     public var discoveryInterval: Duration = .seconds(5)
     /// Shared cluster secret (at least 16 bytes).
     public var secret: ClusterSecret
+    /// A layer in front of the cluster handshake on every connection: mutual TLS from
+    /// `SwarmTLS` (`ClusterTLS.security(files:)`), or nil for plain TCP. Every node of a cluster
+    /// makes the same choice. Default nil. See ``TransportSettings/security``.
+    public var security: ChannelSecurity?
     /// The tracker's tunables (tick, heartbeat, failure timeout…).
     public var tracker = Tracker.Settings()
     /// Placement strategy. Default: the ring.

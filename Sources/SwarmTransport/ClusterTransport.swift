@@ -67,9 +67,12 @@ public enum TransportError: Error, Equatable, Sendable {
 /// see ``PeerConnection`` for write coalescing and backpressure.
 ///
 /// ## TLS seam
-/// ``TransportSettings`` has no TLS yet; ``initializeChannel(_:role:dialKey:)`` is the single place
-/// where every cluster channel's pipeline is built. A `NIOSSLServerHandler`/`NIOSSLClientHandler`
-/// goes there, in front of the ``PeerChannelHandler``; the handshake then runs inside TLS unchanged.
+/// ``initializeChannel(_:role:dialKey:)`` is the single place where every cluster channel's
+/// pipeline is built. When ``TransportSettings/security`` is set, its handlers (the `SwarmTLS`
+/// module's `NIOSSLServerHandler`/`NIOSSLClientHandler`) go there, in front of the
+/// ``PeerChannelHandler``; the handshake then runs inside TLS unchanged, and a failed TLS
+/// negotiation is a refused handshake (logged, ``TransportEvent/connectionRefused(remote:reason:)``).
+/// The handshake timeout covers the TLS negotiation too.
 public final class ClusterTransport: Sendable {
     /// Lifecycle states; see the type documentation.
     public enum Lifecycle: Sendable, Equatable {
@@ -231,7 +234,9 @@ public final class ClusterTransport: Sendable {
                 try? await server.close()
                 throw TransportError.notRunning
             }
-            self.logger.info("cluster transport listening on \(self.settings.host):\(server.localAddress?.port ?? -1)")
+            self.logger.info(
+                "cluster transport listening on \(self.settings.host):\(server.localAddress?.port ?? -1) (\(self.settings.security?.description ?? "plain TCP"))"
+            )
         } catch {
             self.state.withLockedValue { $0.lifecycle = .stopped }
             throw error
@@ -335,8 +340,8 @@ public final class ClusterTransport: Sendable {
 
     // MARK: Channel setup and callbacks from the handler
 
-    /// Builds the pipeline of every cluster channel, accepted or dialed.
-    /// TLS seam: add the NIOSSL handler here, before the ``PeerChannelHandler``.
+    /// Builds the pipeline of every cluster channel, accepted or dialed: the security layer's
+    /// handlers (TLS), if any, then the ``PeerChannelHandler``.
     private func initializeChannel(_ channel: any Channel, role: ConnectionRole, dialKey: String?) -> EventLoopFuture<Void> {
         channel.eventLoop.makeCompletedFuture {
             let id = ObjectIdentifier(channel)
@@ -349,6 +354,7 @@ public final class ClusterTransport: Sendable {
             channel.closeFuture.whenComplete { _ in
                 _ = self.state.withLockedValue { $0.channels.removeValue(forKey: id) }
             }
+            try self.settings.security?.configure(channel, role)
             let handler = PeerChannelHandler(transport: self, role: role, dialKey: dialKey, logger: self.logger)
             try channel.pipeline.syncOperations.addHandler(handler)
         }

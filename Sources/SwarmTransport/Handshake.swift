@@ -37,6 +37,8 @@ public enum HandshakeError: Error, Equatable, Sendable, CustomStringConvertible 
     case unexpectedFrame(type: UInt16)
     /// The handshake did not complete within ``TransportSettings/handshakeTimeout``.
     case timeout
+    /// The peer sent a TLS record instead of a hello: it uses cluster TLS and this node does not.
+    case peerSpeaksTLS
 
     /// A log-ready explanation (never contains the secret).
     public var description: String {
@@ -53,6 +55,7 @@ public enum HandshakeError: Error, Equatable, Sendable, CustomStringConvertible 
         case .badProof: return "authentication failed: wrong cluster secret or replayed proof"
         case .unexpectedFrame(let type): return "unexpected frame type 0x\(String(type, radix: 16)) before handshake completion"
         case .timeout: return "handshake timed out"
+        case .peerSpeaksTLS: return "the peer speaks TLS: cluster TLS is configured on it but not on this node"
         }
     }
 }

@@ -112,11 +112,25 @@ final class PeerChannelHandler: ChannelInboundHandler {
                     break decoding
                 }
             }
+        } catch FrameError.frameTooLarge where self.isHandshaking && Self.startsWithTLSRecord(cumulation) {
+            self.fail(context: context, error: HandshakeError.peerSpeaksTLS)
         } catch {
             self.fail(context: context, error: error)
         }
         if case .closed = self.state { return }
         self.cumulation = cumulation
+    }
+
+    private var isHandshaking: Bool {
+        if case .handshaking = self.state { return true }
+        return false
+    }
+
+    /// A TLS record header (content type alert or handshake, protocol major version 3) where a
+    /// frame length was expected: a TLS peer talking to this plain-TCP node.
+    private static func startsWithTLSRecord(_ buffer: ByteBuffer) -> Bool {
+        guard let bytes = buffer.getBytes(at: buffer.readerIndex, length: 2) else { return false }
+        return (0x15...0x16).contains(bytes[0]) && bytes[1] == 0x03
     }
 
     private func perform(_ action: Handshake.Action, context: ChannelHandlerContext) throws {

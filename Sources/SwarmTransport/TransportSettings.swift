@@ -99,9 +99,42 @@ public struct TransportSettings: Sendable {
     public var outboundBatchCapacity: Int = 64 * 1024
     /// TCP_NODELAY on cluster connections (batching is done by the transport). Default true.
     public var tcpNoDelay: Bool = true
+    /// A layer in front of the handshake on every connection (mutual TLS from `SwarmTLS`), or
+    /// nil for plain TCP. Every node of a cluster must use the same choice: a plain node and a
+    /// secured node refuse each other. Default nil.
+    public var security: ChannelSecurity?
 
     /// Creates settings with the given secret and defaults for everything else.
     public init(secret: ClusterSecret) {
         self.secret = secret
+    }
+}
+
+/// A layer that secures every cluster connection before the ``Handshake`` runs, such as TLS.
+///
+/// The transport calls ``configure`` on the channel's event loop for every accepted and every
+/// dialed connection, before it adds its own handler; `configure` adds handlers at the front of
+/// the pipeline through `channel.pipeline.syncOperations`. The handshake then runs inside that
+/// layer unchanged. A layer reports a failed negotiation through `fireErrorCaught` before the
+/// handshake completes: the transport then logs and counts the connection as refused
+/// (``TransportEvent/connectionRefused(remote:reason:)``) like any other refused handshake.
+///
+/// SwarmTransport itself has no TLS dependency: the `SwarmTLS` module builds a mutual-TLS layer
+/// from certificate files.
+public struct ChannelSecurity: Sendable, CustomStringConvertible {
+    /// Adds the layer's handlers to `channel`, whose role is `role`. Runs on the channel's event
+    /// loop; throwing refuses the connection.
+    public let configure: @Sendable (_ channel: any Channel, _ role: ConnectionRole) throws -> Void
+    /// What the layer is, for logs (for example `mutual TLS (CA: /etc/swarm/ca.pem)`). Never
+    /// contains key material.
+    public let description: String
+
+    /// Creates a layer named `description` that adds its handlers with `configure`.
+    public init(
+        description: String,
+        configure: @escaping @Sendable (_ channel: any Channel, _ role: ConnectionRole) throws -> Void
+    ) {
+        self.description = description
+        self.configure = configure
     }
 }

@@ -16,6 +16,7 @@ import SwarmCore
 import SwarmNode
 import SwarmTransport
 import Synchronization
+import TestCertificates
 
 // MARK: - Options
 
@@ -25,6 +26,8 @@ struct Options {
     var workloads: Set<String> = ["W1", "W2", "W3", "W4", "W5", "W6", "W6K", "W7"]
     var json: String?
     var lookups = 1_000_000
+    /// Mutual TLS between the nodes (`--tls`).
+    var tls = false
     /// Internal: this process is one run started by the parent; write the figures to `childOut`.
     var childOut: String?
 
@@ -46,10 +49,11 @@ struct Options {
             case "--json": options.json = value()
             case "--lookups": options.lookups = Int(value()) ?? options.lookups
             case "--child-out": options.childOut = value()
+            case "--tls": options.tls = true
             case "--workloads":
                 options.workloads = Set(value().split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces).uppercased() })
             case "-h", "--help":
-                print("usage: swarm-bench [--n 10000] [--runs 3] [--workloads W1,W2,W3,W4,W5,W6,W6K,W7] [--lookups 1000000] [--json FILE]")
+                print("usage: swarm-bench [--n 10000] [--runs 3] [--workloads W1,W2,W3,W4,W5,W6,W6K,W7] [--lookups 1000000] [--json FILE] [--tls]")
                 exit(0)
             default:
                 FileHandle.standardError.write(Data("unknown argument \(arguments[index])\n".utf8))
@@ -305,8 +309,26 @@ struct BenchFailure: Error, CustomStringConvertible {
 
 let secret = ClusterSecret("swarm-bench-cluster-secret-0123456789")
 
+/// With `--tls`, the throwaway CA (made by the openssl CLI) whose certificates the nodes present
+/// to each other; one per process.
+let benchCA: TestCertificateAuthority? = {
+    guard CommandLine.arguments.contains("--tls") else { return nil }
+    do {
+        return try TestCertificateAuthority(name: "swarm-bench-ca")
+    } catch {
+        fatalError("--tls: cannot make the test CA: \(error)")
+    }
+}()
+
 func nodeSettings(_ name: String, seeds: [String]) -> SwarmNodeSettings {
     var settings = SwarmNodeSettings(name: name, secret: secret)
+    if let benchCA {
+        do {
+            settings.security = try benchCA.security(for: name)
+        } catch {
+            fatalError("--tls: \(error)")
+        }
+    }
     settings.seeds = seeds
     var logger = Logger(label: "bench.\(name)")
     logger.logLevel = .error

@@ -1,4 +1,5 @@
 import Foundation
+import TestCertificates
 
 // MARK: - Main
 
@@ -8,7 +9,7 @@ report.sink = options.childOut
 let host = ProcessInfo.processInfo
 if options.childOut == nil {
     print("swarm-bench: 3 SwarmNodes in ONE process on 127.0.0.1 (port 0), real TCP between them over loopback")
-    print("N=\(options.n), runs=\(options.runs), workloads=\(options.workloads.sorted().joined(separator: ",")), \(host.activeProcessorCount) cores")
+    print("N=\(options.n), runs=\(options.runs), \(options.tls ? "mutual TLS between the nodes" : "plain TCP"), workloads=\(options.workloads.sorted().joined(separator: ",")), \(host.activeProcessorCount) cores")
 }
 
 var failures = 0
@@ -21,6 +22,7 @@ if let out = options.childOut {
         failures += 1
     }
     try JSONEncoder().encode(report.all).write(to: URL(fileURLWithPath: out))
+    benchCA?.remove()
     exit(failures == 0 ? 0 : 1)
 }
 // Every run in a fresh child process: clean heap for W7, no threads or sockets left over from
@@ -33,7 +35,7 @@ for run in 0..<options.runs {
     child.arguments = [
         "--n", "\(options.n)", "--runs", "1", "--lookups", "\(options.lookups)",
         "--workloads", options.workloads.sorted().joined(separator: ","), "--child-out", out.path,
-    ]
+    ] + (options.tls ? ["--tls"] : [])
     do {
         try child.run()
         // A run that takes longer than 5 minutes is killed; what it measured so far is kept.

@@ -7,6 +7,7 @@ import MQTT
 import ServiceLifecycle
 import SwarmCore
 import SwarmNode
+import SwarmTLS
 import SwarmTransport
 import Synchronization
 import UnixSignals
@@ -30,6 +31,14 @@ struct GatewayProcess {
         }
         let logger = Logger(label: "swarm-gateway")
         logger.info("starting \(configuration.nodeName): \(configuration)")
+        // Before any child process starts: a bad TLS file or node filter stops start-up here.
+        let nodeSettings: SwarmNodeSettings
+        do {
+            nodeSettings = try self.nodeSettings()
+        } catch {
+            logger.critical("\(error)")
+            return 78
+        }
 
         var broker: EmbeddedBroker?
         var brokerURLs = configuration.brokers
@@ -57,7 +66,7 @@ struct GatewayProcess {
         let node: SwarmNode
         let gateway: DeviceGateway
         do {
-            node = SwarmNode(settings: try nodeSettings())
+            node = SwarmNode(settings: nodeSettings)
             gateway = try DeviceGateway(node: node, settings: gatewaySettings(brokers: brokerURLs))
         } catch {
             logger.critical("\(error)")
@@ -116,6 +125,13 @@ struct GatewayProcess {
         settings.filter = try NodeFilter(
             allow: configuration.allowNodes.map(NodeFilter.Pattern.init(parsing:)),
             deny: configuration.denyNodes.map(NodeFilter.Pattern.init(parsing:)))
+        if let certificate = configuration.clusterTLSCertificate, let key = configuration.clusterTLSKey,
+            let ca = configuration.clusterTLSCA
+        {
+            // Fails fast (exit 78) on an unreadable, malformed or expired file, naming its path.
+            settings.security = try ClusterTLS.security(
+                files: ClusterTLSFiles(certificateChain: certificate, privateKey: key, trustRoots: ca))
+        }
         settings.logger = Logger(label: "swarm.node")
         return settings
     }

@@ -3,6 +3,7 @@ import Logging
 import ServiceLifecycle
 import SwarmCore
 import SwarmNode
+import SwarmTLS
 import SwarmTransport
 import UnixSignals
 
@@ -34,6 +35,15 @@ struct SwarmNodeCommand: AsyncParsableCommand {
     @Option(help: "Shared cluster secret (at least 16 bytes).")
     var secret: String
 
+    @Option(help: "Mutual TLS between nodes: this node's certificate chain (PEM). With --tls-key and --tls-ca.")
+    var tlsCert: String?
+
+    @Option(help: "Mutual TLS between nodes: this node's private key (PEM, unencrypted).")
+    var tlsKey: String?
+
+    @Option(help: "Mutual TLS between nodes: the cluster CA certificate(s) (PEM) peers must chain to.")
+    var tlsCa: String?
+
     @Option(help: "Control port address host:port (line-based, JSON answers). None if omitted.")
     var control: String?
 
@@ -49,6 +59,10 @@ struct SwarmNodeCommand: AsyncParsableCommand {
         if let control, Self.split(control) == nil { throw ValidationError("--control must be host:port") }
         for seed in seedList where Self.split(seed) == nil { throw ValidationError("--seeds: '\(seed)' is not host:port") }
         for name in Self.list(discovery) where Self.split(name) == nil { throw ValidationError("--discovery: '\(name)' is not host:port") }
+        let tls = [tlsCert, tlsKey, tlsCa]
+        if tls.contains(where: { $0 != nil }) && tls.contains(where: { $0 == nil }) {
+            throw ValidationError("--tls-cert, --tls-key and --tls-ca go together: give all three or none")
+        }
     }
 
     var seedList: [String] { Self.list(seeds) }
@@ -81,6 +95,16 @@ struct SwarmNodeCommand: AsyncParsableCommand {
         settings.tracker.debug = debug
         settings.drainTimeout = .seconds(drainTimeout)
         settings.logger = Logger(label: "swarm.node")
+        if let tlsCert, let tlsKey, let tlsCa {
+            do {
+                settings.security = try ClusterTLS.security(
+                    files: ClusterTLSFiles(certificateChain: tlsCert, privateKey: tlsKey, trustRoots: tlsCa))
+            } catch {
+                // One line naming the file (never its contents), exit status 78 (EX_CONFIG).
+                logger.critical("\(error)")
+                throw ExitCode(78)
+            }
+        }
         let node = SwarmNode(settings: settings, factories: ["worker": { name, _ in WorkerProcess(name: name) }])
         var services: [ServiceGroupConfiguration.ServiceConfiguration] = []
         if let control, let (controlHost, controlPort) = Self.split(control) {

@@ -188,9 +188,15 @@ struct GatewayConfigurationTests {
         let root = Self.repoRoot + "/config"
         let files = FileManager.default.enumerator(atPath: root)?.compactMap { $0 as? String }.filter { $0.hasSuffix(".json") }.sorted() ?? []
         #expect(files.count >= 4)
+        // The TLS examples name certificate files made by scripts/cluster-tls-certs.sh; stand-ins
+        // (readable files) take their place here, the rest of each file is checked as is.
+        let standIn = FileManager.default.temporaryDirectory.appendingPathComponent("gw-tls-\(UInt64.random(in: 0...UInt64.max)).pem").path
+        try Data("stand-in".utf8).write(to: URL(fileURLWithPath: standIn))
+        defer { try? FileManager.default.removeItem(atPath: standIn) }
+        let tlsStandIns = ["CERTIFICATE", "KEY", "CA"].reduce(into: [String: String]()) { $0["SWARM_GATEWAY_CLUSTER_TLS_\($1)"] = standIn }
         for file in files {
             do {
-                _ = try GatewayConfiguration.load(file: root + "/" + file)
+                _ = try GatewayConfiguration.load(file: root + "/" + file, environment: file.contains("tls") ? tlsStandIns : [:])
             } catch {
                 Issue.record("\(file): \(error)")
             }
@@ -206,6 +212,38 @@ struct GatewayConfigurationTests {
             // Each node seeds from the other two.
             #expect(Set(node.seeds + [node.clusterListen]) == Set(nodes.map(\.clusterListen)))
             #expect(!node.embeddedBroker)
+        }
+    }
+
+    @Test("cluster TLS: all three files or none, each must be a readable file, named in errors")
+    func clusterTLSKeys() throws {
+        let keys = GatewayConfiguration.keys
+        #expect(keys.first { $0.name == "clusterTLSCA" }?.environmentVariable == "SWARM_GATEWAY_CLUSTER_TLS_CA")
+        #expect(keys.first { $0.name == "clusterTLSCA" }?.flag == "--cluster-tls-ca")
+        #expect(keys.first { $0.name == "clusterTLSCertificate" }?.flag == "--cluster-tls-certificate")
+        #expect(keys.first { $0.name == "clusterTLSKey" }?.environmentVariable == "SWARM_GATEWAY_CLUSTER_TLS_KEY")
+        let none = try GatewayConfiguration.load()
+        #expect(none.clusterTLSCertificate == nil && none.clusterTLSKey == nil && none.clusterTLSCA == nil)
+        try withFile("-----BEGIN CERTIFICATE-----") { path in
+            let all = try GatewayConfiguration.load(
+                environment: ["SWARM_GATEWAY_CLUSTER_TLS_KEY": path],
+                overrides: ["cluster-tls-certificate": path, "clusterTLSCA": path])
+            #expect(all.clusterTLSCertificate == path && all.clusterTLSKey == path && all.clusterTLSCA == path)
+            #expect(all.description.contains("clusterTLSKey: \(path)"))
+            let missingKey = loadError(overrides: ["cluster-tls-certificate": path, "cluster-tls-ca": path])
+            #expect(missingKey?.description
+                == "configuration error: clusterTLSKey: is required when clusterTLSCertificate is set (from flag --cluster-tls-certificate): cluster TLS takes a certificate, its key and the cluster CA")
+            let onlyCA = loadError(environment: ["SWARM_GATEWAY_CLUSTER_TLS_CA": path])
+            #expect(onlyCA?.key == "clusterTLSCertificate")
+            #expect(onlyCA?.message.contains("(from environment variable SWARM_GATEWAY_CLUSTER_TLS_CA)") == true)
+            let gone = loadError(overrides: ["cluster-tls-certificate": path, "cluster-tls-key": "/nonexistent/node.key", "cluster-tls-ca": path])
+            #expect(gone?.description
+                == "configuration error: clusterTLSKey (from flag --cluster-tls-key): \"/nonexistent/node.key\" does not exist or is not readable")
+            let directory = FileManager.default.temporaryDirectory.path
+            #expect(loadError(overrides: ["cluster-tls-ca": directory])?.message == "\"\(directory)\" does not exist or is not readable")
+            try withFile("{\"clusterTLSCertificate\": \"\(path)\", \"clusterTLSKey\": 7}") { file in
+                #expect(loadError(file: file)?.description == "configuration error: clusterTLSKey (from config file \(file)): expected a string, got a number")
+            }
         }
     }
 

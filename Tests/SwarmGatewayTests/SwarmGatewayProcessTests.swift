@@ -1,5 +1,6 @@
 import Foundation
 import MQTT
+import TestCertificates
 import Testing
 
 /// The `swarm-gateway` executable next to this test bundle (`swift build --build-tests` builds it).
@@ -150,5 +151,64 @@ struct SwarmGatewayProcessTests {
         while process.isRunning && ContinuousClock.now < deadline { try await Task.sleep(for: .milliseconds(50)) }
         #expect(!process.isRunning, "still running 20 s after SIGTERM")
         if !process.isRunning { #expect(process.terminationStatus == 0) }
+    }
+
+    @Test("cluster TLS: two nodes with certificates of one CA form a cluster; an expired certificate stops start-up with 78")
+    func clusterTLS() async throws {
+        let binary = try #require(swarmGatewayBinary)
+        let ca = try TestCertificateAuthority(name: "gateway-tests-ca")
+        defer { ca.remove() }
+        let (brokerPort, clusterA, httpA, httpB) = (try freePort(), try freePort(), try freePort(), try freePort())
+        func tls(_ node: String, days: Int = 2) throws -> [String] {
+            let issued = try ca.issue(node, days: days)
+            return ["--cluster-tls-certificate", issued.certificate, "--cluster-tls-key", issued.privateKey, "--cluster-tls-ca", ca.certificate]
+        }
+        let environment = ["SWARM_GATEWAY_CLUSTER_SECRET": "gateway-tls-test-secret", "PATH": "/usr/sbin:/usr/bin:/sbin:/bin"]
+
+        // A certificate that expired: refused at start-up, before the broker starts, the file named.
+        let expired = try tls("gw-old", days: 0)
+        try await Task.sleep(for: .milliseconds(1100))
+        let (status, output) = try await runGateway(
+            ["run", "--node-name", "gw-old", "--cluster-listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0", "--embedded-broker-port", "0"]
+                + expired, environment: environment)
+        #expect(status == 78)
+        #expect(output.contains("TLS certificate chain \(expired[1]): certificate expired on "), "\(output)")
+        #expect(!output.contains("BEGIN"), "no PEM contents in the output")
+
+        var processes: [Process] = []
+        defer { for process in processes where process.isRunning { kill(process.processIdentifier, SIGKILL) } }
+        for (node, arguments) in [
+            ("gw-a", ["--cluster-listen", "127.0.0.1:\(clusterA)", "--http-listen", "127.0.0.1:\(httpA)", "--embedded-broker-port", String(brokerPort)]),
+            ("gw-b", ["--cluster-listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:\(httpB)", "--seeds", "127.0.0.1:\(clusterA)",
+                      "--broker", "mqtt://127.0.0.1:\(brokerPort)"]),
+        ] {
+            let process = Process()
+            process.executableURL = URL(fileURLWithPath: binary)
+            process.arguments = ["run", "--node-name", node, "--log-level", "warning"] + arguments + (try tls(node))
+            process.environment = environment
+            process.standardOutput = FileHandle.nullDevice
+            process.standardError = FileHandle.nullDevice
+            try process.run()
+            processes.append(process)
+            // gw-b's broker is gw-a's embedded one: wait for gw-a first.
+            var ready = false
+            for _ in 0..<300 where !ready {
+                ready = (try? await curl(["http://127.0.0.1:\(node == "gw-a" ? httpA : httpB)/readyz"]))?.status == 200
+                if !ready { try await Task.sleep(for: .milliseconds(100)) }
+            }
+            try #require(ready, "\(node) did not become ready")
+        }
+        var ring: [String] = []
+        for _ in 0..<200 where ring.count < 2 {
+            let body = (try? await curl(["http://127.0.0.1:\(httpA)/v1/cluster/tracker"]))?.body ?? ""
+            let dump = try? JSONSerialization.jsonObject(with: Data(body.utf8)) as? [String: Any]
+            ring = (dump?["ringNodes"] as? [String]) ?? []
+            if ring.count < 2 { try await Task.sleep(for: .milliseconds(100)) }
+        }
+        #expect(ring.sorted() == ["gw-a", "gw-b"], "the two TLS nodes did not form a ring")
+        for process in processes { kill(process.processIdentifier, SIGTERM) }
+        let deadline = ContinuousClock.now + .seconds(30)
+        while processes.contains(where: \.isRunning) && ContinuousClock.now < deadline { try await Task.sleep(for: .milliseconds(50)) }
+        #expect(processes.allSatisfy { !$0.isRunning && $0.terminationStatus == 0 })
     }
 }
