@@ -130,6 +130,9 @@ public actor SwarmNode {
         var transportSettings = TransportSettings(secret: settings.secret)
         transportSettings.host = settings.host
         transportSettings.port = settings.port
+        // Heartbeats flow every heartbeatInterval: a connection silent for the failure timeout is
+        // stalled, and a fresh connection replaces it as soon as the path is back.
+        transportSettings.stallTimeout = .nanoseconds(Int64(settings.tracker.failureTimeout))
         let inputs = self.inputContinuation
         let logger = self.logger
         let counter = UndecodableCounter()
