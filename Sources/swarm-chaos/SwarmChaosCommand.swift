@@ -148,7 +148,7 @@ struct PartitionsCommand: ParsableCommand {
     @Option(help: "Seed of the random cycles.") var seed: UInt64 = 1
     @Option(help: "Longest wait for convergence after a heal (s).") var convergeTimeout = 30.0
     @Option(help: "Twins checked for placement in each passing round (all when ≥ devices).") var twinSample = 1000
-    @Option(help: "Comma-separated subset: split32,split221,isolate,oneway,flap,killjoin,killdrain,restart,drainpartition,random.") var only: String?
+    @Option(help: "Comma-separated subset: split32,split221,isolate,oneway,flap,killjoin,killdrain,restart,drainpartition,shortisolate (cycles/4 isolations of 0.8–1.8 s),random.") var only: String?
 
     func run() throws {
         let run = try Run(common: common, nodes: 5)
