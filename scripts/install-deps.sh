@@ -5,6 +5,7 @@
 #   libmosquitto-dev   headers and libmosquitto.pc for the CMosquitto system-library target
 #   pkg-config         so SwiftPM finds libmosquitto
 #   curl               the executable's tests and the README's examples talk HTTP with it
+#   iproute2           `ip` (namespaces, veths, routes) and `tc` (netem) for swarm-chaos
 #
 # Optional groups (not installed unless asked; the normal test run never pays for them):
 #   --with-browser     chromium, for the dashboard's headless-browser check (scripts/dashboard-check.sh)
@@ -17,7 +18,7 @@
 # use a system broker; they start their own on a free loopback port.
 set -euo pipefail
 
-packages=(mosquitto mosquitto-clients libmosquitto-dev pkg-config curl)
+packages=(mosquitto mosquitto-clients libmosquitto-dev pkg-config curl iproute2)
 
 for argument in "$@"; do
     case "$argument" in
