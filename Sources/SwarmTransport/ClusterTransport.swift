@@ -41,6 +41,11 @@ public enum TransportError: Error, Equatable, Sendable {
 ///
 /// There is one connection per peer name. When a second authenticated connection to the same
 /// peer appears:
+/// - same incarnation, and the current connection has read nothing for
+///   ``TransportSettings/stallTimeout`` (when set): the new one replaces it, whoever dialed it,
+///   with no up/down event. While a peer's connection is stalled the transport re-dials its
+///   configured address every quarter of that timeout, so a path that came back (after a
+///   partition, while TCP's retransmission backoff still holds the old connection) is used at once.
 /// - same incarnation (both nodes dialed each other): the connection dialed by the node with the
 ///   smaller name wins, on both ends; the other is closed. No up/down event is emitted (if the
 ///   current connection closes while the winner is still in its handshake, `peerDown` waits for
