@@ -304,7 +304,7 @@ struct CICommand: ParsableCommand {
             try BrokerCommand.execute(run: run, devices: devices, rate: 1, outage: 2, cut: 4, settle: 2).map(\.outcome)
         }
         part("netem", nodes: 3) { run in
-            try NetemCommand.execute(run: run, devices: devices, rate: 1, specs: "delay 20ms 10ms loss 2%", seconds: 5, settle: 2).map(\.outcome)
+            try NetemCommand.execute(run: run, devices: devices, rate: 1, specs: "delay 20ms 10ms loss 2%", seconds: 3, settle: 1).map(\.outcome)
         }
         print(String(format: "chaos step took %.0f s", Proc.now() - started))
         let code = finish(outcomes, label: "chaos")
