@@ -7,6 +7,7 @@
 #   curl               the executable's tests and the README's examples talk HTTP with it
 #   openssl            the TLS tests and benchmarks make a throwaway cluster CA and node
 #                      certificates with it (TestCertificates); scripts/cluster-tls-certs.sh
+#   iproute2           `ip` (namespaces, veths, routes) and `tc` (netem) for swarm-chaos
 #
 # Optional groups (not installed unless asked; the normal test run never pays for them):
 #   --with-browser     chromium, for the dashboard's headless-browser check (scripts/dashboard-check.sh)
@@ -19,7 +20,7 @@
 # use a system broker; they start their own on a free loopback port.
 set -euo pipefail
 
-packages=(mosquitto mosquitto-clients libmosquitto-dev pkg-config curl openssl)
+packages=(mosquitto mosquitto-clients libmosquitto-dev pkg-config curl openssl iproute2)
 
 for argument in "$@"; do
     case "$argument" in

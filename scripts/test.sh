@@ -40,7 +40,7 @@ else
     done
 fi
 
-echo "== chaos: partitions in network namespaces, kill -9 under load, soak (docs/reliability.md)"
+echo "== chaos: partitions in network namespaces, kill -9 under load, soak, broker faults, netem (docs/reliability.md)"
 # Real swarm-gateway processes (the debug build above) in network namespaces on a bridge; needs
 # root (ip netns). SWARM_SKIP_CHAOS=1 skips it; without namespace support it skips itself with a
 # message. About 100 s here; --max-seconds bounds it, and it removes everything it created.

@@ -56,6 +56,10 @@ public actor SwarmNode {
         case peer(PeerMessage, from: NodeID)
         case callReply(callID: UInt64, Result<[UInt8], SwarmError>)
         case gracefulShutdown
+        /// The tick timer fired. Queued behind the frames already received, so that a node whose
+        /// input loop fell behind (CPU starvation) never judges its peers silent while their
+        /// heartbeats wait in this queue.
+        case tick
     }
 
     typealias Job = @Sendable () async -> Void
@@ -131,6 +135,9 @@ public actor SwarmNode {
         transportSettings.host = settings.host
         transportSettings.port = settings.port
         transportSettings.security = settings.security
+        // Heartbeats flow every heartbeatInterval: a connection silent for the failure timeout is
+        // stalled, and a fresh connection replaces it as soon as the path is back.
+        transportSettings.stallTimeout = .nanoseconds(Int64(settings.tracker.failureTimeout))
         let inputs = self.inputContinuation
         let logger = self.logger
         let counter = UndecodableCounter()
@@ -288,6 +295,8 @@ public actor SwarmNode {
             completeCall(callID, result)
         case .gracefulShutdown:
             submit { await self.drainAndShutdown() }
+        case .tick:
+            tick()
         }
     }
 
@@ -410,9 +419,10 @@ public actor SwarmNode {
                 for waiter in drainWaiters { waiter.resume() }
                 drainWaiters = []
             case .scheduleTick(let after):
+                let inputs = inputContinuation
                 submit {
                     try? await Task.sleep(for: .nanoseconds(Int64(after)))
-                    await self.tick()
+                    inputs.yield(.tick)
                 }
             case .trace(let text):
                 logger.debug("\(text)")

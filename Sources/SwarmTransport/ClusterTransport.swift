@@ -41,6 +41,11 @@ public enum TransportError: Error, Equatable, Sendable {
 ///
 /// There is one connection per peer name. When a second authenticated connection to the same
 /// peer appears:
+/// - same incarnation, and the current connection has read nothing for
+///   ``TransportSettings/stallTimeout`` (when set): the new one replaces it, whoever dialed it,
+///   with no up/down event. While a peer's connection is stalled the transport re-dials its
+///   configured address every quarter of that timeout, so a path that came back (after a
+///   partition, while TCP's retransmission backoff still holds the old connection) is used at once.
 /// - same incarnation (both nodes dialed each other): the connection dialed by the node with the
 ///   smaller name wins, on both ends; the other is closed. No up/down event is emitted (if the
 ///   current connection closes while the winner is still in its handshake, `peerDown` waits for
@@ -118,6 +123,8 @@ public final class ClusterTransport: Sendable {
         var deferredDowns: [String: NodeID] = [:]
         /// Every open channel (handshaking or not), to close them on shutdown.
         var channels: [ObjectIdentifier: any Channel] = [:]
+        /// The stalled-connection check (``TransportSettings/stallTimeout``).
+        var stallCheck: RepeatedTask?
     }
 
     private struct DialTarget {
@@ -228,6 +235,12 @@ public final class ClusterTransport: Sendable {
                 state.lifecycle = .running
                 state.serverChannel = server
                 state.boundPort = server.localAddress?.port
+                if let stall = self.settings.stallTimeout {
+                    let period = TimeAmount.nanoseconds(max(stall.nanoseconds / 4, TimeAmount.milliseconds(10).nanoseconds))
+                    state.stallCheck = self.group.next().scheduleRepeatedTask(initialDelay: period, delay: period) { _ in
+                        self.redialStalledPeers(stallTimeout: stall)
+                    }
+                }
                 return true
             }
             guard stillStarting else {
@@ -262,6 +275,8 @@ public final class ClusterTransport: Sendable {
                     return nil
                 }
                 state.dialTargets = [:]
+                state.stallCheck?.cancel()
+                state.stallCheck = nil
                 return (state.serverChannel, Array(state.channels.values), timers)
             }
         guard let work else { return }
@@ -326,6 +341,14 @@ public final class ClusterTransport: Sendable {
     private func scheduleRedial(_ key: String, resetBackoff: Bool) {
         self.state.withLockedValue { state in
             guard state.lifecycle == .running, var target = state.dialTargets[key] else { return }
+            if let name = target.peerName, state.peers[name] != nil {
+                // A failed re-dial of a stalled peer: its connection is still there (the stall
+                // check dials again while it stays silent).
+                target.phase = .satisfied
+                target.attempt = 0
+                state.dialTargets[key] = target
+                return
+            }
             // One pending redial per target: a second one (the connection closed *and* the dial
             // target was satisfied by it) would dial twice and the two connections could each be
             // refused by one side as the other's duplicate.
@@ -335,6 +358,28 @@ public final class ClusterTransport: Sendable {
             target.attempt += 1
             target.phase = .waiting(self.group.next().scheduleTask(in: delay) { self.dial(key) })
             state.dialTargets[key] = target
+        }
+    }
+
+    /// Dials, once, every configured address whose peer's current connection has been silent for
+    /// `stallTimeout`; the new connection replaces the stalled one (see
+    /// ``connectionAuthenticated(_:)``). A dial still in flight is not repeated.
+    private func redialStalledPeers(stallTimeout: TimeAmount) {
+        let now = NIODeadline.now()
+        let keys = self.state.withLockedValue { state -> [String] in
+            guard state.lifecycle == .running else { return [] }
+            var keys: [String] = []
+            for (key, target) in state.dialTargets {
+                guard case .satisfied = target.phase, let name = target.peerName,
+                    let connection = state.peers[name], connection.isStalled(at: now, timeout: stallTimeout)
+                else { continue }
+                keys.append(key)
+            }
+            return keys
+        }
+        for key in keys {
+            self.logger.debug("cluster connection to \(key) silent for \(stallTimeout): re-dialing")
+            self.dial(key)
         }
     }
 
@@ -360,9 +405,9 @@ public final class ClusterTransport: Sendable {
         }
     }
 
-    /// The handshake of `connection` succeeded. Returns false if the transport refuses it
-    /// (duplicate, stale incarnation, shutting down); the handler then closes it.
-    func connectionAuthenticated(_ connection: PeerConnection) -> Bool {
+    /// The handshake of `connection` (dialed for `dialKey`, if any) succeeded. Returns false if the
+    /// transport refuses it (duplicate, stale incarnation, shutting down); the handler then closes it.
+    func connectionAuthenticated(_ connection: PeerConnection, dialKey: String?) -> Bool {
         self.eventLock.withLock {
             var replaced: PeerConnection?
             var events: [TransportEvent] = []
@@ -371,6 +416,13 @@ public final class ClusterTransport: Sendable {
                 Self.endHandshake(with: connection.peer, in: &state)
                 defer { events.append(contentsOf: Self.flushDeferredDown(of: name, in: &state)) }
                 guard state.lifecycle == .running else { return false }
+                if let dialKey, var target = state.dialTargets[dialKey] {
+                    // The address reaches `name`, and no dial of it is in flight any more.
+                    target.peerName = name
+                    target.phase = .satisfied
+                    target.attempt = 0
+                    state.dialTargets[dialKey] = target
+                }
                 guard let existing = state.peers[name] else {
                     state.peers[name] = connection
                     if let deferred = state.deferredDowns.removeValue(forKey: name) {
@@ -383,6 +435,13 @@ public final class ClusterTransport: Sendable {
                     return true
                 }
                 if existing.peer.incarnation == connection.peer.incarnation {
+                    if let stall = self.settings.stallTimeout, existing.isStalled(at: .now(), timeout: stall) {
+                        // The current connection went silent (its packets were dropped and TCP
+                        // backs off): the new one takes over at once, whoever dialed it.
+                        state.peers[name] = connection
+                        replaced = existing
+                        return true
+                    }
                     let preferredDialer = min(self.localNode.name, name)
                     func dialer(_ c: PeerConnection) -> String { c.role == .dialer ? self.localNode.name : name }
                     guard dialer(connection) == preferredDialer, dialer(existing) != preferredDialer else { return false }

@@ -157,7 +157,7 @@ final class PeerChannelHandler: ChannelInboundHandler {
             self.state = .established(connection)
             self.handshakeRegistered = false  // connectionAuthenticated ends the registration
             self.decoder.maximumFrameLength = self.transport.settings.maximumFrameLength
-            guard self.transport.connectionAuthenticated(connection) else {
+            guard self.transport.connectionAuthenticated(connection, dialKey: self.dialKey) else {
                 // A duplicate or stale connection: closed quietly, not an error.
                 self.state = .closed
                 connection.markClosed()
@@ -170,6 +170,7 @@ final class PeerChannelHandler: ChannelInboundHandler {
     }
 
     func channelReadComplete(context: ChannelHandlerContext) {
+        if case .established(let connection) = self.state { connection.noteRead(at: .now()) }
         self.deliverInbound()
         if let cumulation = self.cumulation, cumulation.readableBytes == 0 {
             self.cumulation = nil

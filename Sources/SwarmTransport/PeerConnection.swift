@@ -1,6 +1,7 @@
 import NIOConcurrencyHelpers
 import NIOCore
 import SwarmCore
+import Synchronization
 
 /// The outcome of a send.
 public enum SendResult: Sendable, Equatable {
@@ -39,6 +40,8 @@ public final class PeerConnection: Sendable, CustomStringConvertible {
     private let maximumPendingBytes: Int
     private let batchCapacity: Int
     private let outbox: NIOLockedValueBox<Outbox>
+    /// `NIODeadline.uptimeNanoseconds` of the last read from the peer (or of the handshake).
+    private let lastReadNanos: Synchronization.Atomic<UInt64>
 
     private struct Outbox {
         var buffer: ByteBuffer
@@ -54,6 +57,19 @@ public final class PeerConnection: Sendable, CustomStringConvertible {
         self.maximumPendingBytes = settings.maximumPendingBytesPerPeer
         self.batchCapacity = settings.outboundBatchCapacity
         self.outbox = NIOLockedValueBox(Outbox(buffer: channel.allocator.buffer(capacity: 1024)))
+        self.lastReadNanos = Synchronization.Atomic(NIODeadline.now().uptimeNanoseconds)
+    }
+
+    /// Records that bytes arrived from the peer.
+    func noteRead(at now: NIODeadline) {
+        self.lastReadNanos.store(now.uptimeNanoseconds, ordering: .relaxed)
+    }
+
+    /// True when nothing was read from the peer for `timeout` up to `now`.
+    func isStalled(at now: NIODeadline, timeout: TimeAmount) -> Bool {
+        let last = self.lastReadNanos.load(ordering: .relaxed)
+        let current = now.uptimeNanoseconds
+        return current > last && current - last >= UInt64(max(0, timeout.nanoseconds))
     }
 
     /// The peer and this node's role, for logs.

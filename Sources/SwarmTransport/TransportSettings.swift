@@ -103,6 +103,15 @@ public struct TransportSettings: Sendable {
     /// nil for plain TCP. Every node of a cluster must use the same choice: a plain node and a
     /// secured node refuse each other. Default nil.
     public var security: ChannelSecurity?
+    /// Inbound silence after which an authenticated connection counts as stalled; `nil` (the
+    /// default) turns this off. Set it only when the upper layer sends something at least this
+    /// often (heartbeats). While the current connection to a peer is stalled, the transport
+    /// re-dials that peer's configured address every quarter of this time (one attempt in flight
+    /// at a time), and a new authenticated connection to the same incarnation replaces the stalled
+    /// one on either end, whichever side dialed it. Without it, a connection whose packets were
+    /// dropped for a while (a partition) stays silent after the path is back until TCP's next
+    /// retransmission, whose timeout doubles with every loss (0.2, 0.4, 0.8, 1.6 s…).
+    public var stallTimeout: TimeAmount?
 
     /// Creates settings with the given secret and defaults for everything else.
     public init(secret: ClusterSecret) {

@@ -197,7 +197,7 @@ final class Cluster: @unchecked Sendable {
     var fleetOutput: String { "\(setup.workDir)/fleet.json" }
     var deviceIDs: [String] = []
 
-    var brokerURL: String { "mqtt://\(lab.hostAddress):1883" }
+    var brokerURL: String { "mqtt://\(lab.brokerAddress):1883" }
 
     init(lab: Lab, setup: Setup, nodeCount: Int) {
         self.lab = lab
@@ -211,11 +211,12 @@ final class Cluster: @unchecked Sendable {
     }
     nonisolated(unsafe) static var t0 = Proc.now()
 
-    /// Mosquitto on the bridge address (root namespace) with `$SYS` every second.
+    /// Mosquitto on the broker address of the bridge (root namespace) with `$SYS` every second.
+    /// The log is appended to, so a restarted broker keeps the first one's lines.
     func startBroker() throws {
         let config = """
             per_listener_settings false
-            listener 1883 \(lab.hostAddress)
+            listener 1883 \(lab.brokerAddress)
             allow_anonymous true
             set_tcp_nodelay true
             max_queued_messages 10000
@@ -236,17 +237,17 @@ final class Cluster: @unchecked Sendable {
         Children.shared.add(broker, "mosquitto")
         let deadline = Proc.now() + 10
         while Proc.now() < deadline {
-            if Proc.run(["mosquitto_sub", "-h", lab.hostAddress, "-t", "$SYS/broker/version", "-C", "1", "-W", "2"], timeout: 4).status == 0 { return }
+            if Proc.run(["mosquitto_sub", "-h", lab.brokerAddress, "-t", "$SYS/broker/version", "-C", "1", "-W", "2"], timeout: 4).status == 0 { return }
             if Proc.poll(broker) != nil { throw Proc.Failure(description: "mosquitto exited; see \(setup.workDir)/mosquitto.log") }
             Proc.sleep(0.1)
         }
-        throw Proc.Failure(description: "mosquitto did not answer on \(lab.hostAddress):1883")
+        throw Proc.Failure(description: "mosquitto did not answer on \(lab.brokerAddress):1883")
     }
 
     /// `$SYS/broker/publish/messages/dropped` (nil when it cannot be read).
     func brokerDropped() -> Int? {
         let (status, output) = Proc.run(
-            ["mosquitto_sub", "-h", lab.hostAddress, "-t", "$SYS/broker/publish/messages/dropped", "-C", "1", "-W", "5"], timeout: 8)
+            ["mosquitto_sub", "-h", lab.brokerAddress, "-t", "$SYS/broker/publish/messages/dropped", "-C", "1", "-W", "5"], timeout: 8)
         guard status == 0 else { return nil }
         return Int(output.trimmingCharacters(in: .whitespacesAndNewlines))
     }

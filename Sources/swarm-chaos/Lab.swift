@@ -8,7 +8,10 @@ import Synchronization
 ///
 /// Faults are routes inside the node namespaces: `blackhole <peer>/32` in namespace A drops
 /// everything A sends to that peer (a one-way cut when only A has it; both directions when both
-/// have one). The bridge address (broker, HTTP checks from the root namespace) is never cut.
+/// have one). The bridge address (HTTP checks from the root namespace) is never cut; the broker
+/// listens on a second bridge address, `<subnet>.2`, so that one node's path to the broker can be
+/// cut alone (``cutBroker(_:)``). `tc netem` on a node's inside veth delays, drops and reorders
+/// everything that node sends (``setNetem(_:_:)``).
 /// Every name starts with the prefix (`sgw<harness pid>`), so leftovers of a killed run are found
 /// and removed by ``Lab/cleanup(prefix:)``.
 final class Lab: Sendable {
@@ -17,6 +20,7 @@ final class Lab: Sendable {
     let nodeCount: Int
     private let cuts = Mutex<Set<Cut>>([])
     private let created = Mutex<Bool>(false)
+    private let brokerCuts = Mutex<Set<Int>>([])
 
     struct Cut: Hashable, Sendable {
         var from: Int
@@ -31,6 +35,8 @@ final class Lab: Sendable {
 
     var bridge: String { "\(prefix)-br" }
     var hostAddress: String { "\(subnet).1" }
+    /// The broker's address: a second address of the bridge.
+    var brokerAddress: String { "\(subnet).2" }
     func namespace(_ node: Int) -> String { "\(prefix)-n\(node)" }
     func address(_ node: Int) -> String { "\(subnet).\(10 + node)" }
 
@@ -45,6 +51,7 @@ final class Lab: Sendable {
         do {
             try Proc.must(["ip", "link", "add", bridge, "type", "bridge"])
             try Proc.must(["ip", "addr", "add", "\(hostAddress)/24", "dev", bridge])
+            try Proc.must(["ip", "addr", "add", "\(brokerAddress)/24", "dev", bridge])
             try Proc.must(["ip", "link", "set", bridge, "up"])
             for node in 1...nodeCount {
                 let ns = namespace(node)
@@ -93,9 +100,32 @@ final class Lab: Sendable {
         }
     }
 
-    /// Removes every cut.
+    /// Removes every cut (the broker cuts too).
     func healAll() {
         for cut in cuts.withLock({ Array($0) }) { restore(from: cut.from, to: cut.to) }
+        for node in brokerCuts.withLock({ Array($0) }) { restoreBroker(node) }
+    }
+
+    /// Drops what `node` sends to the broker (its TCP connections to the broker go silent).
+    func cutBroker(_ node: Int) {
+        guard brokerCuts.withLock({ $0.insert(node).inserted }) else { return }
+        Proc.run(["ip", "-n", namespace(node), "route", "add", "blackhole", "\(brokerAddress)/32"])
+    }
+
+    func restoreBroker(_ node: Int) {
+        guard brokerCuts.withLock({ $0.remove(node) != nil }) else { return }
+        Proc.run(["ip", "-n", namespace(node), "route", "del", "blackhole", "\(brokerAddress)/32"])
+    }
+
+    /// `tc qdisc replace … root netem SPEC` on `node`'s inside veth; nil, or why it failed
+    /// (no `tc`, no `sch_netem` in the kernel).
+    func setNetem(_ node: Int, _ spec: [String]) -> String? {
+        let (status, output) = Proc.run(["tc", "-n", namespace(node), "qdisc", "replace", "dev", "\(prefix)-n\(node)p", "root", "netem"] + spec)
+        return status == 0 ? nil : output.trimmingCharacters(in: .whitespacesAndNewlines)
+    }
+
+    func clearNetem(_ node: Int) {
+        Proc.run(["tc", "-n", namespace(node), "qdisc", "del", "dev", "\(prefix)-n\(node)p", "root"])
     }
 
     var activeCuts: Int { cuts.withLock { $0.count } }

@@ -8,6 +8,7 @@ struct TwinSample {
     var duplicates: Int
     var telemetry: Int
     var late: Int
+    var online: Bool?
     var desiredToken: String?
 
     init?(_ json: [String: Any]) {
@@ -17,6 +18,7 @@ struct TwinSample {
         duplicates = counters["seqDuplicates"] as? Int ?? 0
         telemetry = counters["telemetry"] as? Int ?? 0
         late = counters["seqLate"] as? Int ?? 0
+        online = json["online"] as? Bool
         if let desired = json["desired"] as? [String: Any] {
             desiredToken = (desired["state"] as? [String: Any])?["chaosToken"] as? String ?? desired["chaosToken"] as? String
         }

@@ -250,6 +250,27 @@ struct PartitionScenarios {
         }
     }
 
+    /// Isolations shorter than or close to the failure timeout, repeated: the heals where a
+    /// connection silenced by the cut can stay silent after it (TCP retransmission backoff).
+    mutating func shortIsolations(count: Int, rng: inout SeededRandom) {
+        var times: [Double] = []
+        for i in 1...max(1, count) {
+            let victim = Int.random(in: 1...cluster.nodes.count, using: &rng)
+            let hold = Double.random(in: 0.8...1.8, using: &rng)
+            let name = "short isolation \(i): gw-\(victim), held \(String(format: "%.2f", hold)) s"
+            guard baseline(name) else { skip(name); continue }
+            lab.partition([[victim], Array(1...cluster.nodes.count).filter { $0 != victim }])
+            Proc.sleep(hold)
+            lab.healAll()
+            if measure(name, since: Proc.now()), let seconds = outcomes.last?.convergeSeconds { times.append(seconds) }
+        }
+        if !times.isEmpty {
+            let sorted = times.sorted()
+            cluster.log(String(format: "short isolations: %d converged of %d; convergence median %.3f s, max %.3f s",
+                               times.count, count, sorted[sorted.count / 2], sorted.last!))
+        }
+    }
+
     mutating func runAll(only: Set<String>?) {
         var rng = SeededRandom(seed: options.seed)
         func wanted(_ key: String) -> Bool { only == nil || only!.contains(key) }
@@ -262,6 +283,7 @@ struct PartitionScenarios {
         if wanted("killdrain") { killDraining() }
         if wanted("restart") { restartIncarnation() }
         if wanted("drainpartition") { drainDuringPartition() }
+        if wanted("shortisolate") { shortIsolations(count: max(1, options.cycles / 4), rng: &rng) }
         if wanted("random") { randomCycles(rng: &rng) }
     }
 }

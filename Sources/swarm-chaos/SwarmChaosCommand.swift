@@ -11,8 +11,8 @@ import Glibc
 struct SwarmChaosCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "swarm-chaos",
-        abstract: "Partitions in network namespaces, kill -9 under load, soak (needs root).",
-        subcommands: [PartitionsCommand.self, KillCommand.self, SoakCommand.self, CICommand.self, UpCommand.self, CleanupCommand.self])
+        abstract: "Partitions in network namespaces, kill -9 under load, soak, broker faults, netem (needs root).",
+        subcommands: [PartitionsCommand.self, KillCommand.self, SoakCommand.self, BrokerCommand.self, NetemCommand.self, CICommand.self, UpCommand.self, CleanupCommand.self])
 }
 
 struct CommonOptions: ParsableArguments {
@@ -148,7 +148,7 @@ struct PartitionsCommand: ParsableCommand {
     @Option(help: "Seed of the random cycles.") var seed: UInt64 = 1
     @Option(help: "Longest wait for convergence after a heal (s).") var convergeTimeout = 30.0
     @Option(help: "Twins checked for placement in each passing round (all when ≥ devices).") var twinSample = 1000
-    @Option(help: "Comma-separated subset: split32,split221,isolate,oneway,flap,killjoin,killdrain,restart,drainpartition,random.") var only: String?
+    @Option(help: "Comma-separated subset: split32,split221,isolate,oneway,flap,killjoin,killdrain,restart,drainpartition,shortisolate (cycles/4 isolations of 0.8–1.8 s),random.") var only: String?
 
     func run() throws {
         let run = try Run(common: common, nodes: 5)
@@ -261,7 +261,7 @@ struct SoakCommand: ParsableCommand {
 
 /// The short version of all three for scripts/test.sh.
 struct CICommand: ParsableCommand {
-    static let configuration = CommandConfiguration(commandName: "ci", abstract: "Short partitions + kill -9 + soak (scripts/test.sh); skips when namespaces cannot be created.")
+    static let configuration = CommandConfiguration(commandName: "ci", abstract: "Short partitions + kill -9 + soak + broker faults + netem (scripts/test.sh); skips when namespaces cannot be created.")
     @OptionGroup var common: CommonOptions
     @Option(help: "Devices.") var devices = 200
     @Option(help: "Random fault cycles.") var cycles = 5
@@ -299,6 +299,12 @@ struct CICommand: ParsableCommand {
             let r = try SoakCommand.execute(run: run, devices: devices, rate: 2, seconds: soakSeconds)
             return [Outcome(scenario: "soak \(Int(soakSeconds)) s", passed: r.passed, convergeSeconds: nil,
                             detail: "dropped \((r.brokerDroppedEnd ?? 0) - (r.brokerDroppedStart ?? 0)), sent \(r.telemetrySent ?? -1), received \(r.telemetryReceived), gaps \(r.gaps), duplicates \(r.duplicates)\(r.problems.isEmpty ? "" : "; " + r.problems.joined(separator: "; "))")]
+        }
+        part("broker faults", nodes: 3) { run in
+            try BrokerCommand.execute(run: run, devices: devices, rate: 1, outage: 2, cut: 4, settle: 2).map(\.outcome)
+        }
+        part("netem", nodes: 3) { run in
+            try NetemCommand.execute(run: run, devices: devices, rate: 1, specs: "delay 20ms 10ms loss 2%", seconds: 3, settle: 1).map(\.outcome)
         }
         print(String(format: "chaos step took %.0f s", Proc.now() - started))
         let code = finish(outcomes, label: "chaos")
@@ -342,7 +348,7 @@ struct UpCommand: ParsableCommand {
         for node in cluster.nodes {
             print("\(node.name): pid \(node.pid), namespace \(node.namespace), API http://\(node.address):\(node.httpPort), cluster \(node.address):\(node.clusterPort)")
         }
-        print("broker mqtt://\(run.lab.hostAddress):1883; logs in \(run.workDir); cut A->B: ip -n NS_A route add blackhole ADDR_B/32")
+        print("broker mqtt://\(run.lab.brokerAddress):1883; logs in \(run.workDir); cut A->B: ip -n NS_A route add blackhole ADDR_B/32")
         Proc.sleep(seconds)
         cluster.stopAll()
     }

@@ -142,6 +142,9 @@ struct GatewayProcess {
                 var client = MQTTClient.Settings(host: endpoint.host, port: endpoint.port)
                 client.username = endpoint.username
                 client.password = endpoint.password?.value
+                // One client per broker per node: retry every second (libmosquitto's backoff grows
+                // 1, 4, 9… s up to 30 s: a broker back after 3 s waited 5 s for its gateways).
+                client.maxReconnectDelay = .seconds(1)
                 if endpoint.tls {
                     client.tls = configuration.brokerCAFile.map { MQTTClient.Settings.TLS(caFile: $0) } ?? MQTTClient.Settings.TLS(caPath: "/etc/ssl/certs")
                 }
