@@ -209,6 +209,7 @@ actor DeviceProcess: SwarmProcess {
             if state.reported.objectValue == nil { state.reported = .emptyObject }
             await changed(urgent: false)
         }
+        runtime.settings.ingressObserver?(id, kind, value)
     }
 
     private func applyStatus(_ value: JSONValue, receivedAt: Int64, retained: Bool) async {

@@ -54,6 +54,10 @@ public struct GatewaySettings: Sendable {
     public var ingressQoS: MQTTQoS = .atLeastOnce
     /// Shortest interval between two log lines about rejected input of one kind. Default 5 s.
     public var rejectLogInterval: Duration = .seconds(5)
+    /// Called by a device process after it applied an inbound device message (with the device
+    /// id, the kind and the parsed payload), on the node that hosts the process. For benchmarks
+    /// and tests (publish-to-handled latency); must return quickly. Default nil.
+    public var ingressObserver: (@Sendable (_ id: String, _ kind: DeviceTopics.Kind, _ payload: JSONValue) -> Void)?
     /// Logger for the gateway.
     public var logger = Logger(label: "swarm.gateway")
 
