@@ -182,17 +182,19 @@ final class GatewayCluster: Sendable {
     }
 
     /// Messages received from the broker and routed to device processes, summed over nodes.
-    func counters() async -> (received: Int, routed: Int, rejected: Int) {
+    func counters() async -> (received: Int, routed: Int, rejected: Int, shed: Int) {
         var received = 0
         var routed = 0
         var rejected = 0
+        var shed = 0
         for member in members {
             let stats = await member.gateway.stats()
             received += stats.received.values.reduce(0, +)
             routed += stats.routed
             rejected += stats.rejected.values.reduce(0, +)
+            shed += stats.shed.values.reduce(0, +)
         }
-        return (received, routed, rejected)
+        return (received, routed, rejected, shed)
     }
 
     func shutdown() async {
@@ -280,7 +282,7 @@ if options.workloads.contains("M1") {
 
     // (b) The gateway: every message routed to its device process.
     let cluster = try await GatewayCluster(count: options.nodes, brokerPort: port, qos: options.qos)
-    var start = (received: 0, routed: 0, rejected: 0)
+    var start = (received: 0, routed: 0, rejected: 0, shed: 0)
     var windowStart = ContinuousClock.now
     let droppedBefore = await brokerDropped(port: port) ?? 0
     _ = try await runFleet(options.devices, rate: options.rate, seconds: options.seconds) {
@@ -299,6 +301,7 @@ if options.workloads.contains("M1") {
     report.record("M1.ratio", "gateway / plain subscriber", routedRate / plainRate, "x", setup: setup, target: "≥ 0.9", met: routedRate / plainRate >= 0.9)
     report.record("M1.dropped", "broker drops ($SYS publish/messages/dropped) during the gateway run", Double(droppedAfter - droppedBefore), "msgs", setup: setup, target: "0", met: droppedAfter == droppedBefore)
     report.record("M1.rejected", "messages rejected by the gateway", Double(end.rejected - start.rejected), "msgs", setup: setup)
+    report.record("M1.shed", "telemetry shed by the overload policy (full ingress lanes)", Double(end.shed - start.shed), "msgs", setup: setup)
     report.record("M1.rss", "bench process RSS at the end of the flood (gateways, simulator, subscriber)", memory.rss, "MiB", setup: setup)
     report.record("M1.rss.peak", "bench process peak RSS so far", memory.peak, "MiB", setup: setup)
 
@@ -345,7 +348,7 @@ if options.workloads.contains("M1") {
     // process, on a fresh cluster (the flood's backlog must not count).
     let halfCluster = try await GatewayCluster(count: options.nodes, brokerPort: port, qos: options.qos)
     let halfRate = plainRate / 2 / Double(options.devices)
-    var halfStart = (received: 0, routed: 0, rejected: 0)
+    var halfStart = (received: 0, routed: 0, rejected: 0, shed: 0)
     var halfWindow = ContinuousClock.now
     _ = try await runFleet(options.devices, rate: halfRate, seconds: options.seconds) {
         try? await Task.sleep(for: .seconds(1))
