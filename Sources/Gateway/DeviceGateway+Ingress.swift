@@ -9,8 +9,10 @@ extension DeviceGateway {
     ///
     /// - status: the plain strings `online` / `offline` (also as JSON strings) become
     ///   `{"status": …}`; otherwise a JSON object whose `status` is `online` or `offline`.
-    /// - telemetry, reported: a JSON object.
-    /// Payloads over `limit` bytes are refused before parsing.
+    /// - telemetry, reported: a JSON object. Checked with ``JSONReader/scan(_:)``, which builds
+    ///   nothing: the device process parses the payload once, where it applies it.
+    /// Payloads over `limit` bytes are refused before parsing. Telemetry and reported payloads
+    /// are passed on as they came; status payloads are normalised.
     static func validatePayload(kind: DeviceTopics.Kind, payload: [UInt8], limit: Int) -> Result<[UInt8], GatewayCounters.Reject> {
         guard payload.count <= limit else { return .failure(.oversized) }
         if kind == .status {
@@ -18,6 +20,10 @@ extension DeviceGateway {
             if text == "online" || text == "offline" {
                 return .success(JSONValue.object(["status": .string(text)]).serialized())
             }
+        }
+        if kind != .status {
+            guard let top = try? JSONReader.scan(payload) else { return .failure(.malformed) }
+            return top == .object ? .success(payload) : .failure(.badShape)
         }
         let value: JSONValue
         do {
@@ -40,9 +46,10 @@ extension DeviceGateway {
         }
     }
 
-    /// Handles one inbound message on the consumer task of broker `index`: never blocks on the
-    /// cluster (routing happens on the lanes).
-    func handleInbound(_ message: MQTTMessage, broker: BrokerPool.Entry, index: Int) {
+    /// Handles one inbound message on the consumer task of broker `index`: never waits on the
+    /// cluster (routing happens on the lanes); waits only when a status or reported message
+    /// finds its lane full (``IngressLane``: backpressure to the broker).
+    func handleInbound(_ message: MQTTMessage, broker: BrokerPool.Entry, index: Int) async {
         brokerReceived[index].increment()
         if message.topic == replyTopic {
             handleReply(message)
@@ -70,10 +77,33 @@ extension DeviceGateway {
         case .success(let payload):
             let event = DeviceMessage.ingress(
                 kind: kind, broker: broker.id, receivedAt: Timestamp.nowMillis(), retained: message.retain, payload: payload)
-            let lane = Int(Self.laneHash(id) % UInt64(laneInputs.count))
-            inLanes.add(1, ordering: .relaxed)
-            if case .terminated = laneInputs[lane].yield(LaneItem(id: id, message: event.encoded())) {
+            let lane = lanes[Int(Self.laneHash(id) % UInt64(lanes.count))]
+            await enqueue(IngressLane.Item(id: id, kind: kind, message: event.encoded()), on: lane)
+        }
+    }
+
+    /// Offers `item` to its lane under the overload policy (``IngressLane``): queued; telemetry
+    /// shed (counted in ``GatewayStats/shed``, logged at most once per ``GatewaySettings/rejectLogInterval``);
+    /// status and reported waited for (counted in ``GatewayStats/ingressWaits``), never shed.
+    func enqueue(_ item: IngressLane.Item, on lane: IngressLane) async {
+        inLanes.add(1, ordering: .relaxed)
+        while true {
+            switch lane.offer(item) {
+            case .queued:
+                return
+            case .shed:
                 inLanes.subtract(1, ordering: .relaxed)
+                let total = counters.countShed(item.kind)
+                rejectLog.warning(
+                    "shed",
+                    "ingress overloaded: shedding \(item.kind.rawValue) (a lane holds \(lane.capacity) messages); \(total) shed since start, status and reported are kept")
+                return
+            case .full:
+                counters.ingressWaits.add(1, ordering: .relaxed)
+                await lane.waitForRoom()
+            case .closed:
+                inLanes.subtract(1, ordering: .relaxed)
+                return
             }
         }
     }
@@ -98,7 +128,7 @@ extension DeviceGateway {
     func consumeMessages(_ entry: BrokerPool.Entry, index: Int) async {
         var sinceYield = 0
         for await message in entry.client.messages {
-            handleInbound(message, broker: entry, index: index)
+            await handleInbound(message, broker: entry, index: index)
             // While the broker keeps the stream full, `next()` never suspends: without a yield
             // this loop would keep a thread of the (2-thread) cooperative pool to itself and
             // starve the lanes and the device processes it feeds.
@@ -126,18 +156,51 @@ extension DeviceGateway {
         }
     }
 
-    /// One ordered lane: route each message to its device process, in arrival order.
-    func consumeLane(_ stream: AsyncStream<LaneItem>) async {
-        for await item in stream {
-            await route(item)
-            inLanes.subtract(1, ordering: .relaxed)
+    /// One ordered lane: takes everything queued at each wake-up and routes it in arrival order.
+    func consumeLane(_ lane: IngressLane) async {
+        while let batch = await lane.take() {
+            await route(batch: batch)
+            inLanes.subtract(batch.count, ordering: .relaxed)
         }
+    }
+
+    /// Routes a batch in order: runs of devices the local replica knows go to the node as one
+    /// ``SwarmNode/send(batch:)`` (one hop for the run); a device seen for the first time goes
+    /// through ``route(_:)`` (whereis-or-register) after the run before it. A cast refused on this
+    /// node (its name in transition, say) is retried through ``route(_:)``, in order: the node
+    /// handles a batch without suspending, so a refusal covers every message of that device in
+    /// the run, and the retries keep their relative order.
+    func route(batch: [IngressLane.Item]) async {
+        var run: [IngressLane.Item] = []
+        for item in batch {
+            if node.whereis(item.id) != nil {
+                run.append(item)
+                continue
+            }
+            await send(run: run)
+            run.removeAll(keepingCapacity: true)
+            await route(item)
+        }
+        await send(run: run)
+    }
+
+    private func send(run: [IngressLane.Item]) async {
+        guard !run.isEmpty else { return }
+        let failures: [(index: Int, error: SwarmError)]
+        do {
+            failures = try await node.send(batch: run.map { (name: $0.id, message: $0.message) })
+        } catch {
+            for item in run { await route(item) }  // the node is not running: counted there
+            return
+        }
+        counters.routed.add(run.count - failures.count, ordering: .relaxed)
+        for failure in failures { await route(run[failure.index]) }
     }
 
     /// `whereisOrRegister` then `send` by name; transient cluster errors (a name being started,
     /// handed off or resolved, a ring change, a vanished name) are retried with backoff up to
     /// 6 times (about 1.5 s in all) before the message is counted as `routeFailed`.
-    func route(_ item: LaneItem) async {
+    func route(_ item: IngressLane.Item) async {
         var lastError: any Error = SwarmError.timeout
         for attempt in 0..<6 {
             if attempt > 0 { try? await Task.sleep(for: .milliseconds(25 << attempt)) }

@@ -51,8 +51,7 @@ public final class DeviceGateway: Sendable {
     let replies = ReplyTable()
     let rejectLog: RateLimitedLog
     let phase = Mutex(Phase.idle)
-    let laneStreams: [AsyncStream<LaneItem>]
-    let laneInputs: [AsyncStream<LaneItem>.Continuation]
+    let lanes: [IngressLane]
     let brokerReceived: [Counter]
     /// Messages handed to a lane and not routed yet.
     let inLanes = Atomic<Int>(0)
@@ -61,11 +60,6 @@ public final class DeviceGateway: Sendable {
 
     enum Phase: Equatable {
         case idle, starting, running, stopped
-    }
-
-    struct LaneItem: Sendable {
-        var id: String
-        var message: [UInt8]
     }
 
     var logger: Logger { settings.logger }
@@ -91,15 +85,7 @@ public final class DeviceGateway: Sendable {
         self.brokerReceived = entries.map { _ in Counter() }
         let pool = BrokerPool(entries: entries)
         self.runtime = DeviceRuntime(node: node, settings: settings, counters: counters, brokers: pool, rejectLog: rejectLog)
-        var streams: [AsyncStream<LaneItem>] = []
-        var inputs: [AsyncStream<LaneItem>.Continuation] = []
-        for _ in 0..<max(1, settings.ingressLanes) {
-            let (stream, continuation) = AsyncStream.makeStream(of: LaneItem.self, bufferingPolicy: .unbounded)
-            streams.append(stream)
-            inputs.append(continuation)
-        }
-        self.laneStreams = streams
-        self.laneInputs = inputs
+        self.lanes = (0..<max(1, settings.ingressLanes)).map { _ in IngressLane(capacity: settings.ingressLaneCapacity) }
     }
 
     // MARK: - Lifecycle
@@ -153,8 +139,8 @@ public final class DeviceGateway: Sendable {
                 group.addTask { await self.consumeMessages(entry, index: index) }
                 group.addTask { await self.consumeEvents(entry) }
             }
-            for stream in laneStreams {
-                group.addTask { await self.consumeLane(stream) }
+            for lane in lanes {
+                group.addTask { await self.consumeLane(lane) }
             }
             group.addTask { await self.sweep() }
         }
@@ -168,7 +154,7 @@ public final class DeviceGateway: Sendable {
             return phase == .stopped
         }
         guard !wasStopped else { return }
-        for input in laneInputs { input.finish() }
+        for lane in lanes { lane.finish() }
         replies.failAll(GatewayError.notRunning)
         for entry in runtime.brokers.entries { await entry.client.close() }
     }
@@ -425,7 +411,9 @@ public final class DeviceGateway: Sendable {
         let local = node.members(runtime.swarmGroup("all")).filter { $0.node == node.id }.count
         return GatewayStats(
             received: counters.receivedTable, routed: counters.routed.load(ordering: .relaxed),
-            rejected: counters.rejectedTable, commandsSent: counters.commandsSent.load(ordering: .relaxed),
+            rejected: counters.rejectedTable, shed: counters.shedTable,
+            ingressWaits: counters.ingressWaits.load(ordering: .relaxed),
+            ingressQueued: lanes.reduce(0) { $0 + $1.count }, commandsSent: counters.commandsSent.load(ordering: .relaxed),
             commandsAnswered: counters.commandsAnswered.load(ordering: .relaxed),
             commandsTimedOut: counters.commandsTimedOut.load(ordering: .relaxed),
             repliesUnmatched: counters.repliesUnmatched.load(ordering: .relaxed),

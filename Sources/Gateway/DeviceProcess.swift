@@ -74,6 +74,8 @@ actor DeviceProcess: SwarmProcess {
     private var checkpointedChanges = 0
     private var lastCheckpoint: ContinuousClock.Instant?
     private var stopped = false
+    /// True while this process is in ``DeviceRuntime/dirty`` (until the sweep calls ``flush()``).
+    private var inDirtyTable = false
 
     init(id: String, runtime: DeviceRuntime) {
         self.id = id
@@ -146,7 +148,7 @@ actor DeviceProcess: SwarmProcess {
     }
 
     func beginHandoff() async -> HandoffAnswer {
-        .resume((try? JSONEncoder().encode(state)).map { Array($0) } ?? [])
+        .resume(state.checkpointJSON())
     }
 
     func endHandoff(state bytes: [UInt8]) async {
@@ -209,6 +211,7 @@ actor DeviceProcess: SwarmProcess {
             if state.reported.objectValue == nil { state.reported = .emptyObject }
             await changed(urgent: false)
         }
+        runtime.settings.ingressObserver?(id, kind, value)
     }
 
     private func applyStatus(_ value: JSONValue, receivedAt: Int64, retained: Bool) async {
@@ -284,28 +287,36 @@ actor DeviceProcess: SwarmProcess {
         if urgent || lastCheckpoint.map({ ContinuousClock.now - $0 >= interval }) ?? true {
             await checkpoint()
         } else {
-            let me = self
-            runtime.dirty.withLock { $0[id] = me }
+            markDirty()
         }
     }
 
-    /// Writes the checkpoint if a change is not covered yet (the sweep calls this).
+    /// Writes the checkpoint if a change is not covered yet (the sweep calls this, after taking
+    /// this process out of the table).
     func flush() async {
+        inDirtyTable = false
         if changes != checkpointedChanges { await checkpoint() }
+    }
+
+    /// Leaves the checkpoint to the sweep: one table entry until the sweep takes it (not one
+    /// lock and insert per message).
+    private func markDirty() {
+        guard !inDirtyTable else { return }
+        inDirtyTable = true
+        let me = self
+        runtime.dirty.withLock { $0[id] = me }
     }
 
     private func checkpoint() async {
         guard !stopped else { return }
         guard let pid = await resolvePID(wait: false) else {
             // Not in the local view yet (just started by a handoff): the sweep retries.
-            let me = self
-            runtime.dirty.withLock { $0[id] = me }
+            markDirty()
             return
         }
         let covered = changes
-        guard let bytes = try? JSONEncoder().encode(state) else { return }
         do {
-            try await runtime.node.checkpoint(pid, state: Array(bytes))
+            try await runtime.node.checkpoint(pid, state: state.checkpointJSON())
             checkpointedChanges = covered
             lastCheckpoint = .now
             runtime.counters.checkpoints.add(1, ordering: .relaxed)
@@ -313,8 +324,7 @@ actor DeviceProcess: SwarmProcess {
             // The node is stopping; nothing to replicate to.
         }
         if changes != checkpointedChanges {
-            let me = self
-            runtime.dirty.withLock { $0[id] = me }
+            markDirty()
         }
     }
 

@@ -211,3 +211,109 @@ extension DeviceCounters {
         return result
     }
 }
+
+// MARK: - Checkpoint encoding
+
+extension DeviceState {
+    /// The state as JSON in the layout of its `Codable` conformance (the keys of the synthesized
+    /// `encode(to:)`, absent optionals left out), which `JSONDecoder` reads back as the same
+    /// state: what checkpoints, handoffs and conflict yields carry. Written directly, because
+    /// `JSONEncoder` made checkpoints the gateway's largest cost in a telemetry flood (about a
+    /// tenth of all CPU: every busy device writes one every ``GatewaySettings/checkpointInterval``).
+    func checkpointJSON() -> [UInt8] {
+        var out: [UInt8] = [UInt8(ascii: "{")]
+        out.reserveCapacity(1024)
+        var first = true
+        writeKey("id", &first, &out)
+        JSONValue.writeString(id, to: &out)
+        writeKey("online", &first, &out)
+        out.append(contentsOf: (online ? "true" : "false").utf8)
+        writeKey("statusAt", &first, &out)
+        out.append(contentsOf: String(statusAt).utf8)
+        if let connectedAt {
+            writeKey("connectedAt", &first, &out)
+            out.append(contentsOf: String(connectedAt).utf8)
+        }
+        if let lastSeen {
+            writeKey("lastSeen", &first, &out)
+            out.append(contentsOf: String(lastSeen).utf8)
+        }
+        writeKey("metadata", &first, &out)
+        JSONValue.object(metadata).write(to: &out)
+        writeKey("groups", &first, &out)
+        JSONValue.array(groups.sorted().map(JSONValue.string)).write(to: &out)
+        writeKey("telemetry", &first, &out)
+        JSONValue.object(telemetry).write(to: &out)
+        writeKey("sequence", &first, &out)
+        sequence.writeJSON(to: &out)
+        writeKey("reported", &first, &out)
+        reported.write(to: &out)
+        writeKey("desired", &first, &out)
+        desired.write(to: &out)
+        writeKey("version", &first, &out)
+        out.append(contentsOf: String(version).utf8)
+        if let broker {
+            writeKey("broker", &first, &out)
+            JSONValue.writeString(broker, to: &out)
+        }
+        writeKey("counters", &first, &out)
+        counters.writeJSON(to: &out)
+        out.append(UInt8(ascii: "}"))
+        return out
+    }
+}
+
+/// `,` unless first, then `"key":`.
+private func writeKey(_ key: String, _ first: inout Bool, _ out: inout [UInt8]) {
+    if !first { out.append(UInt8(ascii: ",")) }
+    first = false
+    JSONValue.writeString(key, to: &out)
+    out.append(UInt8(ascii: ":"))
+}
+
+extension SequenceTracker {
+    fileprivate func writeJSON(to out: inout [UInt8]) {
+        out.append(UInt8(ascii: "{"))
+        var first = true
+        if let highest {
+            writeKey("highest", &first, &out)
+            out.append(contentsOf: String(highest).utf8)
+        }
+        writeKey("seen", &first, &out)
+        seen.writeJSON(to: &out)
+        writeKey("missing", &first, &out)
+        missing.writeJSON(to: &out)
+        writeKey("restartPossible", &first, &out)
+        out.append(contentsOf: (restartPossible ? "true" : "false").utf8)
+        out.append(UInt8(ascii: "}"))
+    }
+}
+
+extension BitWindow {
+    fileprivate func writeJSON(to out: inout [UInt8]) {
+        out.append(contentsOf: #"{"words":["#.utf8)
+        for (index, word) in words.enumerated() {
+            if index > 0 { out.append(UInt8(ascii: ",")) }
+            out.append(contentsOf: String(word).utf8)
+        }
+        out.append(contentsOf: "]}".utf8)
+    }
+}
+
+extension DeviceCounters {
+    fileprivate func writeJSON(to out: inout [UInt8]) {
+        let fields: [(String, Int64)] = [
+            ("messages", messages), ("telemetry", telemetry), ("reportedUpdates", reportedUpdates), ("statusChanges", statusChanges),
+            ("seqGaps", seqGaps), ("seqDuplicates", seqDuplicates), ("seqOutOfOrder", seqOutOfOrder), ("seqLate", seqLate),
+            ("commandsSent", commandsSent), ("commandsAnswered", commandsAnswered), ("commandsTimedOut", commandsTimedOut),
+            ("downlinks", downlinks), ("desiredPublished", desiredPublished),
+        ]
+        out.append(UInt8(ascii: "{"))
+        var first = true
+        for (key, value) in fields {
+            writeKey(key, &first, &out)
+            out.append(contentsOf: String(value).utf8)
+        }
+        out.append(UInt8(ascii: "}"))
+    }
+}

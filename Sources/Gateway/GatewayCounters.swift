@@ -13,6 +13,10 @@ final class GatewayCounters: Sendable {
     /// Rejections are rare: a locked table is enough.
     let rejected = Mutex<[Reject: Int]>([:])
     let routed = Atomic<Int>(0)
+    let shedStatus = Atomic<Int>(0)
+    let shedTelemetry = Atomic<Int>(0)
+    let shedReported = Atomic<Int>(0)
+    let ingressWaits = Atomic<Int>(0)
     let commandsSent = Atomic<Int>(0)
     let commandsAnswered = Atomic<Int>(0)
     let commandsTimedOut = Atomic<Int>(0)
@@ -29,6 +33,23 @@ final class GatewayCounters: Sendable {
         case .telemetry: receivedTelemetry.add(1, ordering: .relaxed)
         case .reported: receivedReported.add(1, ordering: .relaxed)
         }
+    }
+
+    /// Counts one shed message of `kind`; returns the total shed of that kind.
+    func countShed(_ kind: DeviceTopics.Kind) -> Int {
+        switch kind {
+        case .status: shedStatus.add(1, ordering: .relaxed).newValue
+        case .telemetry: shedTelemetry.add(1, ordering: .relaxed).newValue
+        case .reported: shedReported.add(1, ordering: .relaxed).newValue
+        }
+    }
+
+    var shedTable: [String: Int] {
+        [
+            DeviceTopics.Kind.status.rawValue: shedStatus.load(ordering: .relaxed),
+            DeviceTopics.Kind.telemetry.rawValue: shedTelemetry.load(ordering: .relaxed),
+            DeviceTopics.Kind.reported.rawValue: shedReported.load(ordering: .relaxed),
+        ]
     }
 
     func count(_ reject: Reject) {

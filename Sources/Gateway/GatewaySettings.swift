@@ -50,10 +50,20 @@ public struct GatewaySettings: Sendable {
     /// device id, so a slow first-contact registration holds up only its lane, and one device's
     /// messages keep their arrival order on this node. Default 8.
     public var ingressLanes = 8
+    /// Bound of each ingress lane (the overload policy, ``IngressLane``): telemetry is queued
+    /// while a lane holds fewer than this many messages and shed (counted, logged) beyond;
+    /// status and reported messages may fill twice as many and are never shed (beyond that the
+    /// broker consumer waits). With the default 8 lanes, at most 8 × 1,024 telemetry messages
+    /// wait on a node. Default 1,024.
+    public var ingressLaneCapacity = 1024
     /// QoS of the ingress subscriptions. Default 1.
     public var ingressQoS: MQTTQoS = .atLeastOnce
     /// Shortest interval between two log lines about rejected input of one kind. Default 5 s.
     public var rejectLogInterval: Duration = .seconds(5)
+    /// Called by a device process after it applied an inbound device message (with the device
+    /// id, the kind and the parsed payload), on the node that hosts the process. For benchmarks
+    /// and tests (publish-to-handled latency); must return quickly. Default nil.
+    public var ingressObserver: (@Sendable (_ id: String, _ kind: DeviceTopics.Kind, _ payload: JSONValue) -> Void)?
     /// Logger for the gateway.
     public var logger = Logger(label: "swarm.gateway")
 

@@ -142,6 +142,15 @@ public struct GatewayStats: Sendable, Hashable, Codable {
     /// Rejected inbound messages by reason: `badTopic`, `badID`, `malformed`, `oversized`,
     /// `badShape`, `routeFailed`.
     public var rejected: [String: Int]
+    /// Inbound messages shed under overload by kind (status, telemetry, reported): a lane was
+    /// full (``GatewaySettings/ingressLaneCapacity``). Only telemetry is ever shed; status and
+    /// reported are listed to show they stay 0.
+    public var shed: [String: Int]
+    /// Times a status or reported message waited for room in a full lane (backpressure to the
+    /// broker; the message was then queued).
+    public var ingressWaits: Int
+    /// Gauge: accepted messages queued in the lanes, not routed yet.
+    public var ingressQueued: Int
     /// Commands published / answered / timed out / replies that matched no pending command.
     public var commandsSent: Int
     public var commandsAnswered: Int

@@ -93,27 +93,20 @@ public enum JSONPayloadError: Error, Sendable, Hashable, CustomStringConvertible
 
 extension JSONValue {
     /// Parses `bytes` as one JSON value (any top-level value), refusing payloads over `limit` bytes
-    /// before looking at them.
+    /// before looking at them. Strict RFC 8259 (``JSONReader``): an integer literal that fits
+    /// `Int64` is `.int`, every other number `.double`; non-finite numbers are refused.
     public static func parse(_ bytes: [UInt8], limit: Int = .max) throws(JSONPayloadError) -> JSONValue {
         guard bytes.count <= limit else { throw .oversized(bytes.count, limit: limit) }
-        guard !bytes.isEmpty else { throw .malformed("empty payload") }
-        do {
-            return try JSONDecoder().decode(JSONValue.self, from: Data(bytes))
+        do throws(JSONReader.Failure) {
+            return try JSONReader.parse(bytes)
         } catch {
-            throw .malformed(Self.shortReason(error))
+            throw .malformed(error.description)
         }
     }
 
     /// Parses `text` as one JSON value.
     public static func parse(_ text: String) throws(JSONPayloadError) -> JSONValue {
         try parse(Array(text.utf8))
-    }
-
-    private static func shortReason(_ error: any Error) -> String {
-        if case DecodingError.dataCorrupted(let context) = error {
-            return context.underlyingError.map { "\($0)" } ?? context.debugDescription
-        }
-        return "\(error)"
     }
 
     /// The deterministic encoding: sorted keys, no whitespace.

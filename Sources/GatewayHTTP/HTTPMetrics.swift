@@ -76,7 +76,14 @@ final class HTTPMetrics: Sendable {
         for (reason, value) in stats.rejected.sorted(by: { $0.key < $1.key }) {
             text.sample("swarm_gateway_ingress_rejected_total", ["reason": reason], value)
         }
+        text.family("swarm_gateway_ingress_shed_total", "counter", "Inbound device messages shed under overload (a full ingress lane), by kind; only telemetry is ever shed.")
+        for (kind, value) in stats.shed.sorted(by: { $0.key < $1.key }) {
+            text.sample("swarm_gateway_ingress_shed_total", ["kind": kind], value)
+        }
+        text.family("swarm_gateway_ingress_queued", "gauge", "Accepted inbound messages queued in the ingress lanes, not routed yet.")
+        text.sample("swarm_gateway_ingress_queued", [:], stats.ingressQueued)
         let simple: [(String, String, Int)] = [
+            ("swarm_gateway_ingress_waits_total", "Times a status or reported message waited for room in a full ingress lane (backpressure to the broker).", stats.ingressWaits),
             ("swarm_gateway_commands_sent_total", "Commands published to devices by this node.", stats.commandsSent),
             ("swarm_gateway_commands_answered_total", "Commands answered by their device.", stats.commandsAnswered),
             ("swarm_gateway_commands_timed_out_total", "Commands not answered in time.", stats.commandsTimedOut),

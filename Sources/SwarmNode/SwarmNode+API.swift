@@ -118,6 +118,23 @@ extension SwarmNode {
         try cast(message) { tracker, envelope, now in tracker.onSend(to: name, envelope, now: now) }
     }
 
+    /// Many `send(name, msg)` casts in one call: one hop onto the node for the whole batch
+    /// (callers that route a stream of messages, like the gateway's ingress lanes, save a hop per
+    /// message). Each is routed exactly as ``send(_:_:)-(String,_)`` would, in order. Returns the
+    /// positions that failed on this node with their errors (the others are on their way); throws
+    /// only when the node is not running.
+    public func send(batch: [(name: String, message: [UInt8])]) throws -> [(index: Int, error: SwarmError)] {
+        try ensureRunning()
+        var failures: [(index: Int, error: SwarmError)] = []
+        for (index, item) in batch.enumerated() {
+            let name = item.name
+            if let error = castOne(item.message, { tracker, envelope, now in tracker.onSend(to: name, envelope, now: now) }) {
+                failures.append((index, error))
+            }
+        }
+        return failures
+    }
+
     /// A cast to one process by id, local or remote.
     public func send(_ pid: ProcessID, _ message: [UInt8]) throws {
         try cast(message) { tracker, envelope, now in tracker.onSend(toProcesses: [pid], envelope, now: now) }
@@ -261,11 +278,16 @@ extension SwarmNode {
 
     func cast(_ message: [UInt8], _ route: @escaping (inout Tracker.Instance, Envelope, Instant) -> [Tracker.Directive]) throws {
         try ensureRunning()
+        if let error = castOne(message, route) { throw error }
+    }
+
+    /// Routes one cast (the node is running); the error found on this node, if any.
+    private func castOne(_ message: [UInt8], _ route: @escaping (inout Tracker.Instance, Envelope, Instant) -> [Tracker.Directive]) -> SwarmError? {
         let envelope = Envelope(id: makeEnvelopeID(), sender: id, payload: message)
         watchedCasts.insert(envelope.id)
         apply { tracker, now in route(&tracker, envelope, now) }
         watchedCasts.remove(envelope.id)
-        if let error = castErrors.removeValue(forKey: envelope.id) { throw error }
+        return castErrors.removeValue(forKey: envelope.id)
     }
 
     func performCall(

@@ -15,6 +15,7 @@ import MQTT
 import SwarmCore
 import SwarmNode
 import SwarmTransport
+import Synchronization
 
 // MARK: - Options and figures
 
@@ -24,6 +25,7 @@ struct Options {
     var fleet = 10_000
     var seconds = 10.0
     var rate = 100.0
+    var qos = 0
     var json: String?
     var workloads: Set<String> = ["M1", "RTT", "M2", "M3", "M5"]
 
@@ -41,10 +43,11 @@ struct Options {
             case "--fleet": options.fleet = Int(value()) ?? options.fleet
             case "--seconds": options.seconds = Double(value()) ?? options.seconds
             case "--rate": options.rate = Double(value()) ?? options.rate
+            case "--qos": options.qos = Int(value()) == 1 ? 1 : 0
             case "--json": options.json = value()
             case "--workloads": options.workloads = Set(value().split(separator: ",").map { $0.uppercased() })
             default:
-                say("usage: gateway-bench [--nodes 3] [--devices 1000] [--fleet 10000] [--seconds 10] [--rate 100] [--workloads M1,RTT,M2,M3,M5] [--json FILE]")
+                say("usage: gateway-bench [--nodes 3] [--devices 1000] [--fleet 10000] [--seconds 10] [--rate 100] [--qos 0|1] [--workloads M1,RTT,M2,M3,M5] [--json FILE]")
                 exit(2)
             }
         }
@@ -97,11 +100,44 @@ struct Member: Sendable {
     let gateway: DeviceGateway
 }
 
+/// Publish-to-handled latencies (ms, from the telemetry's `ts`) seen by the device processes
+/// while `recording` is set.
+final class LatencyRecorder: Sendable {
+    let recording = Atomic<Bool>(false)
+    private let samples = Mutex<[Double]>([])
+
+    func observe(_ kind: Gateway.DeviceTopics.Kind, _ payload: Gateway.JSONValue) {
+        guard kind == .telemetry, recording.load(ordering: .relaxed), let sent = payload["ts"]?.intValue else { return }
+        let now = Int64(Date().timeIntervalSince1970 * 1000)
+        samples.withLock { $0.append(Double(now - sent)) }
+    }
+
+    func take() -> [Double] {
+        samples.withLock { taken in
+            defer { taken = [] }
+            return taken.sorted()
+        }
+    }
+}
+
+/// This process's resident memory and its peak, in MiB (`/proc/self/status`).
+func memoryMiB() -> (rss: Double, peak: Double) {
+    guard let text = try? String(contentsOfFile: "/proc/self/status", encoding: .utf8) else { return (.nan, .nan) }
+    func field(_ name: String) -> Double {
+        guard let line = text.split(separator: "\n").first(where: { $0.hasPrefix(name) }) else { return .nan }
+        return (Double(line.split(separator: " ").dropFirst().first ?? "") ?? .nan) / 1024
+    }
+    return (field("VmRSS:"), field("VmHWM:"))
+}
+
 final class GatewayCluster: Sendable {
     let members: [Member]
     let runner: Task<Void, Never>
+    let latencies: LatencyRecorder
 
-    init(count: Int, brokerPort: Int) async throws {
+    init(count: Int, brokerPort: Int, qos: Int = 0) async throws {
+        let latencies = LatencyRecorder()
+        self.latencies = latencies
         var members: [Member] = []
         var seed: String?
         for index in 1...count {
@@ -116,7 +152,8 @@ final class GatewayCluster: Sendable {
             var gatewaySettings = GatewaySettings(brokers: [GatewaySettings.Broker(client: client)])
             gatewaySettings.logger = quiet("bench.gateway")
             gatewaySettings.shareGroup = "bench"
-            gatewaySettings.ingressQoS = .atMostOnce
+            gatewaySettings.ingressQoS = qos == 1 ? .atLeastOnce : .atMostOnce
+            gatewaySettings.ingressObserver = { _, kind, payload in latencies.observe(kind, payload) }
             if let lanes = ProcessInfo.processInfo.environment["GW_LANES"].flatMap(Int.init) { gatewaySettings.ingressLanes = lanes }
             members.append(Member(node: node, gateway: try DeviceGateway(node: node, settings: gatewaySettings)))
         }
@@ -145,17 +182,19 @@ final class GatewayCluster: Sendable {
     }
 
     /// Messages received from the broker and routed to device processes, summed over nodes.
-    func counters() async -> (received: Int, routed: Int, rejected: Int) {
+    func counters() async -> (received: Int, routed: Int, rejected: Int, shed: Int) {
         var received = 0
         var routed = 0
         var rejected = 0
+        var shed = 0
         for member in members {
             let stats = await member.gateway.stats()
             received += stats.received.values.reduce(0, +)
             routed += stats.routed
             rejected += stats.rejected.values.reduce(0, +)
+            shed += stats.shed.values.reduce(0, +)
         }
-        return (received, routed, rejected)
+        return (received, routed, rejected, shed)
     }
 
     func shutdown() async {
@@ -215,7 +254,7 @@ func runFleet(_ count: Int, rate: Double, seconds duration: Double, during: () a
     var settings = FleetRunner.Settings(broker: brokerURL)
     settings.telemetryRate = rate
     settings.payloadBytes = 100
-    settings.qos = 0
+    settings.qos = options.qos
     let runner = try FleetRunner(devices: try fleetSpecs(count, rate: rate), settings: settings)
     try runner.start()
     _ = await runner.waitUntilConnected(timeout: .seconds(60))
@@ -226,7 +265,7 @@ func runFleet(_ count: Int, rate: Double, seconds duration: Double, during: () a
 
 if options.workloads.contains("M1") {
     // (a) The limit: a plain libmosquitto subscriber that only counts, no gateway running.
-    let plain = try PlainSubscriber(broker: brokerURL, filters: ["devices/+/telemetry"], qos: 0, receiveMaximum: 65_535)
+    let plain = try PlainSubscriber(broker: brokerURL, filters: ["devices/+/telemetry"], qos: options.qos, receiveMaximum: 65_535)
     try await Task.sleep(for: .milliseconds(300))
     var plainStart = 0
     var plainWindow = ContinuousClock.now
@@ -237,13 +276,13 @@ if options.workloads.contains("M1") {
     }
     let plainRate = Double(plain.messages - plainStart) / seconds(ContinuousClock.now - plainWindow)
     plain.close()
-    let setup = "\(base); \(options.devices) simulated devices (one process, epoll), telemetry 100 B QoS 0 offered at \(Int(options.rate)) msg/s each"
+    let setup = "\(base); \(options.devices) simulated devices (one process, epoll), telemetry 100 B QoS \(options.qos) offered at \(Int(options.rate)) msg/s each"
     report.record("M1.limit", "plain subscriber msgs/s (the limit)", plainRate, "msg/s", setup: setup)
     report.record("M1.offered", "devices' telemetry sent/s (limit run)", Double(plainStats.telemetrySent) / plainStats.elapsedSeconds, "msg/s", setup: setup)
 
     // (b) The gateway: every message routed to its device process.
-    let cluster = try await GatewayCluster(count: options.nodes, brokerPort: port)
-    var start = (received: 0, routed: 0, rejected: 0)
+    let cluster = try await GatewayCluster(count: options.nodes, brokerPort: port, qos: options.qos)
+    var start = (received: 0, routed: 0, rejected: 0, shed: 0)
     var windowStart = ContinuousClock.now
     let droppedBefore = await brokerDropped(port: port) ?? 0
     _ = try await runFleet(options.devices, rate: options.rate, seconds: options.seconds) {
@@ -254,6 +293,7 @@ if options.workloads.contains("M1") {
     let end = await cluster.counters()
     let window = seconds(ContinuousClock.now - windowStart)
     let routedRate = Double(end.routed - start.routed) / window
+    let memory = memoryMiB()
     try? await Task.sleep(for: .seconds(2))
     let droppedAfter = await brokerDropped(port: port) ?? 0
     report.record("M1.received", "messages/s the gateway nodes took from the broker", Double(end.received - start.received) / window, "msg/s", setup: setup)
@@ -261,6 +301,10 @@ if options.workloads.contains("M1") {
     report.record("M1.ratio", "gateway / plain subscriber", routedRate / plainRate, "x", setup: setup, target: "≥ 0.9", met: routedRate / plainRate >= 0.9)
     report.record("M1.dropped", "broker drops ($SYS publish/messages/dropped) during the gateway run", Double(droppedAfter - droppedBefore), "msgs", setup: setup, target: "0", met: droppedAfter == droppedBefore)
     report.record("M1.rejected", "messages rejected by the gateway", Double(end.rejected - start.rejected), "msgs", setup: setup)
+    report.record("M1.shed", "telemetry shed by the overload policy (full ingress lanes)", Double(end.shed - start.shed), "msgs", setup: setup)
+    report.record("M1.rss", "bench process RSS at the end of the flood (gateways, simulator, subscriber)", memory.rss, "MiB", setup: setup)
+    report.record("M1.rss.peak", "bench process peak RSS so far", memory.peak, "MiB", setup: setup)
+
 
     if options.workloads.contains("RTT") {
         // Command round trips: backend → device → backend, from every node, devices answering.
@@ -299,6 +343,30 @@ if options.workloads.contains("M1") {
         report.record("RTT.failed", "commands failed", Double(failures), "cmds", setup: rttSetup)
     }
     await cluster.shutdown()
+
+    // (c) Latency at 50 % of the limit: publish (the telemetry's `ts`) to handled by the device
+    // process, on a fresh cluster (the flood's backlog must not count).
+    let halfCluster = try await GatewayCluster(count: options.nodes, brokerPort: port, qos: options.qos)
+    let halfRate = plainRate / 2 / Double(options.devices)
+    var halfStart = (received: 0, routed: 0, rejected: 0, shed: 0)
+    var halfWindow = ContinuousClock.now
+    _ = try await runFleet(options.devices, rate: halfRate, seconds: options.seconds) {
+        try? await Task.sleep(for: .seconds(1))
+        _ = halfCluster.latencies.take()
+        halfCluster.latencies.recording.store(true, ordering: .relaxed)
+        halfStart = await halfCluster.counters()
+        halfWindow = ContinuousClock.now
+    }
+    let halfEnd = await halfCluster.counters()
+    halfCluster.latencies.recording.store(false, ordering: .relaxed)
+    let halfRouted = Double(halfEnd.routed - halfStart.routed) / seconds(ContinuousClock.now - halfWindow)
+    let samples = halfCluster.latencies.take()
+    await halfCluster.shutdown()
+    let halfSetup = "\(setup); latency run offered \(String(format: "%.1f", halfRate)) msg/s per device (50 % of the limit)"
+    report.record("M1.half.routed", "msgs/s routed at 50 % of the limit", halfRouted, "msg/s", setup: halfSetup)
+    report.record("M1.half.p50", "publish-to-handled latency p50 at 50 % of the limit", percentile(samples, 0.5), "ms", setup: halfSetup)
+    report.record("M1.half.p99", "publish-to-handled latency p99 at 50 % of the limit", percentile(samples, 0.99), "ms", setup: halfSetup)
+    report.record("M1.half.samples", "telemetry messages timed", Double(samples.count), "msgs", setup: halfSetup)
 }
 
 // M2, M3, M5: a fleet of `--fleet` devices from swarm-devices child processes.

@@ -12,7 +12,8 @@ import SwarmCore
 /// 3. `DeviceMessage.ingress` encode/decode (what travels to the device's owner node);
 /// 4. the updates `DeviceProcess.applyIngress` makes to the `DeviceState` (status and metadata,
 ///    the telemetry sequence window, telemetry fields, reported merge patch), then the twin and
-///    its delta, the checkpoint/handoff JSON round trip and the conflict merge.
+///    its delta, the checkpoint/handoff JSON round trips (`JSONEncoder` and the hand-written
+///    `checkpointJSON`) and the conflict merge.
 /// Step 4 restates the dozen lines of glue in `DeviceProcess.applyIngress` (an actor method that
 /// needs a running node and brokers); everything it calls is the real code.
 ///
@@ -93,6 +94,12 @@ func fuzzDevice(_ data: UnsafePointer<UInt8>?, _ size: Int) {
             return
         }
         fuzzCheck(equivalent(restored, state), "checkpoint round trip changed the state")
+        // The hand-written encoding the device process sends (DeviceState.checkpointJSON) reads back the same.
+        guard let direct = try? JSONDecoder().decode(DeviceState.self, from: Data(state.checkpointJSON())) else {
+            fuzzCheck(false, "checkpointJSON does not decode")
+            return
+        }
+        fuzzCheck(equivalent(direct, state), "checkpointJSON round trip changed the state")
         var merged = state
         merged.merge(restored)
         fuzzCheck(equivalent(merged, state), "merging a state with its own copy changed it")
