@@ -202,6 +202,10 @@ extension GatewayConfiguration {
             let bytes = try Self.integer(value)
             guard (1...268_435_455).contains(bytes) else { throw ValueError("\(bytes) is out of range 1-268435455") }
             maxPayloadBytes = bytes
+        case "ingressLaneCapacity":
+            let capacity = try Self.integer(value)
+            guard (16...1_048_576).contains(capacity) else { throw ValueError("\(capacity) is out of range 16-1048576") }
+            ingressLaneCapacity = capacity
         case "embeddedBroker": embeddedBroker = try Self.boolean(value)
         case "embeddedBrokerPort":
             let port = try Self.integer(value)

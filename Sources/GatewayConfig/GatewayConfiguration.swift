@@ -65,6 +65,9 @@ public struct GatewayConfiguration: Sendable, Hashable, CustomStringConvertible 
     /// Largest accepted inbound MQTT payload in bytes; larger ones are rejected and counted.
     /// Default 65,536.
     public var maxPayloadBytes = 65_536
+    /// Bound of each of the 8 ingress lanes: telemetry beyond it is shed (counted, logged);
+    /// status and reported messages are never shed. Default 1,024.
+    public var ingressLaneCapacity = 1024
     /// Start an embedded Mosquitto child on loopback. Default: true exactly when no broker is
     /// configured.
     public var embeddedBroker = true
@@ -106,6 +109,7 @@ public struct GatewayConfiguration: Sendable, Hashable, CustomStringConvertible 
             "allowNodes: \(list(allowNodes))",
             "denyNodes: \(list(denyNodes))",
             "maxPayloadBytes: \(maxPayloadBytes)",
+            "ingressLaneCapacity: \(ingressLaneCapacity)",
             "embeddedBroker: \(embeddedBroker)",
             "embeddedBrokerPort: \(embeddedBrokerPort)",
         ].joined(separator: "\n")
@@ -188,6 +192,7 @@ extension GatewayConfiguration {
         Key(name: "allowNodes", kind: .stringList, defaultText: "none", summary: "Node names or `/regex/` admitted to the ring; when non-empty only these are."),
         Key(name: "denyNodes", kind: .stringList, defaultText: "none (built-in operator-tool denials still apply)", summary: "Node names or `/regex/` kept out of the ring."),
         Key(name: "maxPayloadBytes", kind: .integer, defaultText: "65536", summary: "Largest inbound MQTT payload accepted (1 to 268435455); larger ones are rejected and counted."),
+        Key(name: "ingressLaneCapacity", kind: .integer, defaultText: "1024", summary: "Telemetry messages each of the 8 ingress lanes holds before it sheds the newest (counted in `swarm_gateway_ingress_shed_total`); status and reported messages are never shed (16 to 1048576)."),
         Key(name: "embeddedBroker", kind: .boolean, defaultText: "true when `brokers` is empty, else false", summary: "Start an embedded Mosquitto child process on loopback."),
         Key(name: "embeddedBrokerPort", kind: .integer, defaultText: "1883", summary: "Port of the embedded broker on 127.0.0.1 (0 = any free port)."),
     ]

@@ -153,6 +153,7 @@ struct GatewayProcess {
         settings.topicPrefix = configuration.topicPrefix
         settings.shareGroup = configuration.shareGroup
         settings.maxPayloadBytes = configuration.maxPayloadBytes
+        settings.ingressLaneCapacity = configuration.ingressLaneCapacity
         settings.logger = Logger(label: "swarm.gateway")
         return settings
     }

@@ -37,6 +37,7 @@ struct GatewayConfigurationTests {
         #expect(configuration.drainTimeout == .seconds(30))
         #expect(configuration.logLevel == .info)
         #expect(configuration.maxPayloadBytes == 65_536)
+        #expect(configuration.ingressLaneCapacity == 1024)
         #expect(!configuration.nodeName.isEmpty)
     }
 
@@ -101,6 +102,8 @@ struct GatewayConfigurationTests {
         try withFile(#"{"maxPayloadBytes":"big"}"#) { path in
             #expect(loadError(file: path)?.description == "configuration error: maxPayloadBytes (from config file \(path)): expected an integer, got \"big\"")
         }
+        #expect(loadError(environment: ["SWARM_GATEWAY_INGRESS_LANE_CAPACITY": "8"])?.message == "8 is out of range 16-1048576")
+        #expect(try GatewayConfiguration.load(file: nil, environment: [:], overrides: ["--ingress-lane-capacity": "4096"], listOverrides: [:]).ingressLaneCapacity == 4096)
         try withFile(#"{"seeds":"h:1"}"#) { path in
             // A JSON string is taken as a comma-separated list too; an object is not.
             #expect(loadError(file: path)?.key == "clusterSecret")
