@@ -40,6 +40,7 @@ let package = Package(
         .library(name: "SwarmTLS", targets: ["SwarmTLS"]),
         .library(name: "SwarmNode", targets: ["SwarmNode"]),
         .executable(name: "swarm-node", targets: ["swarm-node"]),
+        .library(name: "SwarmJSON", targets: ["SwarmJSON"]),
         .library(name: "Gateway", targets: ["Gateway"]),
         .library(name: "GatewayHTTP", targets: ["GatewayHTTP"]),
         .library(name: "DeviceSimulator", targets: ["DeviceSimulator"]),
@@ -236,11 +237,15 @@ let package = Package(
             dependencies: ["MQTT"],
             swiftSettings: swiftSettings
         ),
+        // JSON values (deterministic serialization, merge patch, delta) and a strict RFC 8259
+        // reader with a scan-only mode; shared by the gateway and the device simulator. No deps.
+        .target(name: "SwarmJSON", swiftSettings: swiftSettings),
         // The MQTT device gateway on the Swarm runtime: device processes, ingress routing,
         // downlink, groups, and the facade the backend API builds on. See docs/gateway.md.
         .target(
             name: "Gateway",
             dependencies: [
+                "SwarmJSON",
                 "SwarmNode",
                 "SwarmCore",
                 "MQTT",
@@ -252,6 +257,7 @@ let package = Package(
             name: "GatewayTests",
             dependencies: [
                 "Gateway",
+                "SwarmJSON",
                 "SwarmNode",
                 "SwarmCore",
                 "SwarmTransport",
@@ -267,7 +273,7 @@ let package = Package(
         .target(name: "CEpoll"),
         .target(
             name: "DeviceSimulator",
-            dependencies: ["CMosquitto", "CEpoll", "MQTT", "GatewayConfig", logging],
+            dependencies: ["CMosquitto", "CEpoll", "MQTT", "GatewayConfig", "SwarmJSON", logging],
             swiftSettings: swiftSettings
         ),
         // CLI: run a simulated fleet, one reference device, or a plain counting subscriber.
@@ -283,7 +289,7 @@ let package = Package(
         ),
         .testTarget(
             name: "DeviceSimulatorTests",
-            dependencies: ["DeviceSimulator", "MQTT", logging],
+            dependencies: ["DeviceSimulator", "SwarmJSON", "MQTT", logging],
             swiftSettings: swiftSettings
         ),
         // The gateway's configuration: defaults < file < environment < flags, validated with
@@ -317,6 +323,7 @@ let package = Package(
             name: "gateway-bench",
             dependencies: [
                 "Gateway",
+                "SwarmJSON",
                 "DeviceSimulator",
                 "SwarmNode",
                 "SwarmCore",
@@ -333,6 +340,7 @@ let package = Package(
             name: "GatewayHTTP",
             dependencies: [
                 "Gateway",
+                "SwarmJSON",
                 "SwarmNode",
                 "SwarmCore",
                 hummingbird,
@@ -356,6 +364,7 @@ let package = Package(
             dependencies: [
                 "GatewayHTTP",
                 "Gateway",
+                "SwarmJSON",
                 "SwarmNode",
                 "SwarmCore",
                 "SwarmTransport",

@@ -66,6 +66,7 @@ let package = Package(
             dependencies: [
                 "FuzzSupport",
                 .product(name: "Gateway", package: "swarm-gateway"),
+                .product(name: "SwarmJSON", package: "swarm-gateway"),
                 .product(name: "SwarmCore", package: "swarm-gateway"),
             ],
             swiftSettings: swiftSettings

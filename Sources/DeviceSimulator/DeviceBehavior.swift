@@ -1,4 +1,5 @@
 import Foundation
+import SwarmJSON
 
 /// The device side of the SPEC B-wire contract for one simulated device, without any I/O: what it
 /// publishes (birth, telemetry, reported state, command replies) and how it reacts to what it
@@ -83,7 +84,7 @@ public struct DeviceBehavior: Sendable {
         for (name, generator) in profile.reported.fields {
             patch[name] = generators.next("reported." + name, generator, &random)
         }
-        reported = reported.merging(patch: .object(patch))
+        reported = reported.mergePatched(with: .object(patch))
         return JSONValue.object(patch).serialized()
     }
 
@@ -107,7 +108,7 @@ public struct DeviceBehavior: Sendable {
         guard let state = object["state"], state.objectValue != nil else { return .invalid("missing object state") }
         guard version > desiredVersion else { return .stale(version: version) }
         desiredVersion = version
-        reported = reported.merging(patch: state)
+        reported = reported.mergePatched(with: state)
         return .applied(version: version, patch: state.serialized())
     }
 

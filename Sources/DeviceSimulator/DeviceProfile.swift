@@ -1,4 +1,5 @@
 import Foundation
+import SwarmJSON
 
 /// What one kind of simulated device looks like and how it behaves, read from
 /// `devices/profiles/NAME.json` (format in `devices/README.md`).
@@ -77,7 +78,7 @@ public enum FieldGenerator: Sendable, Hashable {
     case bool(probability: Double)
 
     static func parse(_ value: JSONValue, source: String, path: String) throws -> FieldGenerator {
-        var reader = try JSONReader(value, source: source, path: path)
+        var reader = try ObjectReader(value, source: source, path: path)
         let type = try reader.requiredString("type")
         let generator: FieldGenerator
         switch type {
@@ -115,7 +116,7 @@ public enum FieldGenerator: Sendable, Hashable {
         return generator
     }
 
-    private static func decimals(_ reader: inout JSONReader) throws -> Int {
+    private static func decimals(_ reader: inout ObjectReader) throws -> Int {
         let decimals = try reader.int("decimals") ?? 2
         guard (0...9).contains(decimals) else { throw reader.fail("decimals", "must be between 0 and 9") }
         return decimals
@@ -125,7 +126,7 @@ public enum FieldGenerator: Sendable, Hashable {
 extension DeviceProfile {
     /// Parses a profile document. `source` names the file in error messages.
     public static func parse(_ value: JSONValue, name: String, source: String) throws -> DeviceProfile {
-        var reader = try JSONReader(value, source: source)
+        var reader = try ObjectReader(value, source: source)
         if let declared = try reader.string("name"), declared != name {
             throw reader.fail("name", "\"\(declared)\" does not match the file name \"\(name)\"")
         }
@@ -177,7 +178,7 @@ extension DeviceProfile {
     }
 
     /// `intervalMs` or `ratePerSecond` (not both); returns seconds, 0 = off.
-    private static func interval(_ reader: inout JSONReader, default defaultSeconds: Double) throws -> Double {
+    private static func interval(_ reader: inout ObjectReader, default defaultSeconds: Double) throws -> Double {
         let milliseconds = try reader.double("intervalMs")
         let rate = try reader.double("ratePerSecond")
         switch (milliseconds, rate) {
@@ -192,7 +193,7 @@ extension DeviceProfile {
         }
     }
 
-    private static func fields(_ reader: inout JSONReader) throws -> [String: FieldGenerator] {
+    private static func fields(_ reader: inout ObjectReader) throws -> [String: FieldGenerator] {
         guard let section = try reader.object("fields") else { return [:] }
         var result: [String: FieldGenerator] = [:]
         for (name, value) in section.members {
@@ -205,7 +206,7 @@ extension DeviceProfile {
     }
 
     private static func command(_ value: JSONValue, source: String, path: String) throws -> CommandBehavior {
-        var reader = try JSONReader(value, source: source, path: path)
+        var reader = try ObjectReader(value, source: source, path: path)
         var behavior = CommandBehavior()
         behavior.respond = try reader.bool("respond") ?? true
         let delay = try reader.int("delayMs") ?? 0

@@ -1,4 +1,5 @@
 import Foundation
+import SwarmJSON
 
 /// A fleet file (`devices/fleet-demo.json`): how many devices of which profile, their ids, and
 /// run defaults that command-line flags override. Format in `devices/README.md`.
@@ -26,7 +27,7 @@ public struct FleetDefinition: Sendable, Hashable {
     /// Parses a fleet document; `source` is the file path (relative profile directories are
     /// resolved against its folder).
     public static func parse(_ value: JSONValue, source: String) throws -> FleetDefinition {
-        var reader = try JSONReader(value, source: source)
+        var reader = try ObjectReader(value, source: source)
         let name = try reader.string("name") ?? URL(fileURLWithPath: source).deletingPathExtension().lastPathComponent
         var directory = try reader.string("profilesDirectory") ?? "profiles"
         if !directory.hasPrefix("/") {
@@ -44,7 +45,7 @@ public struct FleetDefinition: Sendable, Hashable {
         guard let array = list.arrayValue, !array.isEmpty else { throw reader.fail("devices", "expected a non-empty array") }
         var entries: [Entry] = []
         for (index, element) in array.enumerated() {
-            var entry = try JSONReader(element, source: source, path: "devices[\(index)]")
+            var entry = try ObjectReader(element, source: source, path: "devices[\(index)]")
             let profile = try entry.requiredString("profile")
             let count = try entry.int("count") ?? 1
             guard count >= 0 else { throw entry.fail("count", "must not be negative") }

@@ -1,6 +1,7 @@
 import Logging
 import MQTT
 import SwarmCore
+import SwarmJSON
 import SwarmNode
 import Synchronization
 

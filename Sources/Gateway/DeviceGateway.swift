@@ -2,6 +2,7 @@ import Foundation
 import Logging
 import MQTT
 import SwarmCore
+import SwarmJSON
 import SwarmNode
 import Synchronization
 

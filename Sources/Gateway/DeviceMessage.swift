@@ -1,3 +1,4 @@
+import SwarmJSON
 /// The messages a ``DeviceProcess`` understands: casts (`ingress`, `down`, `commandOutcome`) and
 /// calls (`twin`, `patchDesired`, `group`, `query`, `route`).
 ///

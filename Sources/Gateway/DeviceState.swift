@@ -1,3 +1,4 @@
+import SwarmJSON
 /// Telemetry sequence tracking over a window of ``SequenceTracker/windowSize`` numbers below the
 /// highest one seen.
 ///

@@ -1,5 +1,6 @@
 import Logging
 import MQTT
+import SwarmJSON
 
 /// Configuration of one node's ``DeviceGateway``. Every field has a documented default except
 /// the brokers (at least one).

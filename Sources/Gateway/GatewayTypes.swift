@@ -1,4 +1,5 @@
 import Foundation
+import SwarmJSON
 
 /// The state of one device as the backend sees it (`GET /v1/devices/{id}`).
 public struct DeviceTwin: Codable, Sendable, Hashable {

@@ -3,6 +3,7 @@ import Gateway
 import HTTPTypes
 import Hummingbird
 import NIOCore
+import SwarmJSON
 
 /// An error answered as `{"error": "<message>", "code": "<code>"}` with `status`.
 ///

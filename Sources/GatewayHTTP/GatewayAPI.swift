@@ -4,6 +4,7 @@ import HTTPTypes
 import Hummingbird
 import Logging
 import SwarmCore
+import SwarmJSON
 import SwarmNode
 import Synchronization
 

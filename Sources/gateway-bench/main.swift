@@ -13,6 +13,7 @@ import Gateway
 import Logging
 import MQTT
 import SwarmCore
+import SwarmJSON
 import SwarmNode
 import SwarmTransport
 import Synchronization
@@ -106,7 +107,7 @@ final class LatencyRecorder: Sendable {
     let recording = Atomic<Bool>(false)
     private let samples = Mutex<[Double]>([])
 
-    func observe(_ kind: Gateway.DeviceTopics.Kind, _ payload: Gateway.JSONValue) {
+    func observe(_ kind: Gateway.DeviceTopics.Kind, _ payload: SwarmJSON.JSONValue) {
         guard kind == .telemetry, recording.load(ordering: .relaxed), let sent = payload["ts"]?.intValue else { return }
         let now = Int64(Date().timeIntervalSince1970 * 1000)
         samples.withLock { $0.append(Double(now - sent)) }

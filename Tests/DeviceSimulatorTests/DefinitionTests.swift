@@ -1,5 +1,6 @@
 import DeviceSimulator
 import Foundation
+import SwarmJSON
 import Testing
 
 /// Profiles, fleet files, broker URLs and the pure device behaviour.
@@ -107,9 +108,9 @@ struct DefinitionTests {
     func mergePatch() throws {
         let target: JSONValue = ["a": "b", "c": ["d": "e", "f": "g"]]
         let patch: JSONValue = ["a": "z", "c": ["f": nil]]
-        #expect(target.merging(patch: patch) == ["a": "z", "c": ["d": "e"]])
-        #expect(JSONValue.object([:]).merging(patch: ["a": ["bb": ["ccc": nil]]]) == ["a": ["bb": [:]]])
-        #expect(JSONValue.array([1]).merging(patch: ["a": 1]) == ["a": 1])
+        #expect(target.mergePatched(with: patch) == ["a": "z", "c": ["d": "e"]])
+        #expect(JSONValue.object([:]).mergePatched(with: ["a": ["bb": ["ccc": nil]]]) == ["a": ["bb": [:]]])
+        #expect(JSONValue.array([1]).mergePatched(with: ["a": 1]) == ["a": 1])
         #expect(try JSONValue.parse(#"{"b":[1,2.5,true,null,"x\"y"],"a":1}"#).description == #"{"a":1,"b":[1,2.5,true,null,"x\"y"]}"#)
     }
 

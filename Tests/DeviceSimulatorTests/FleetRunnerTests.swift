@@ -1,5 +1,6 @@
 import DeviceSimulator
 import MQTT
+import SwarmJSON
 import Testing
 
 /// The simulator against a real mosquitto, observed by real MQTTClients.

@@ -1,6 +1,7 @@
 import DeviceSimulator
 import Logging
 import MQTT
+import SwarmJSON
 import Synchronization
 
 let testLogger: Logger = {

@@ -2,6 +2,7 @@ import Foundation
 import GatewayHTTP
 import HTTPTypes
 import SwarmCore
+import SwarmJSON
 import SwarmNode
 import Testing
 

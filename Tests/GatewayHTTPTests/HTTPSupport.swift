@@ -7,6 +7,7 @@ import Logging
 import NIOCore
 import ServiceLifecycle
 import SwarmCore
+import SwarmJSON
 import SwarmNode
 import Testing
 

@@ -1,5 +1,6 @@
 import Foundation
 import SwarmCore
+import SwarmJSON
 import SwarmNode
 import Testing
 

@@ -1,6 +1,7 @@
 import Foundation
 import MQTT
 import SwarmCore
+import SwarmJSON
 import SwarmNode
 import Synchronization
 import Testing

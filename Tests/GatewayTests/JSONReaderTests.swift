@@ -1,4 +1,5 @@
 import Foundation
+import SwarmJSON
 import Testing
 
 @testable import Gateway

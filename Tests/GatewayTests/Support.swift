@@ -1,6 +1,7 @@
 import Foundation
 import Logging
 import SwarmCore
+import SwarmJSON
 import SwarmNode
 import SwarmTransport
 import Synchronization

@@ -2,6 +2,7 @@ import Foundation
 import FuzzSupport
 @testable import Gateway
 import SwarmCore
+import SwarmJSON
 
 /// Input (text mode): up to 16 records separated by `0x00`; a record is `topic '\n' payload` (the topic of an
 /// MQTT publish and its payload; the first `\n` separates them). Each record goes through the

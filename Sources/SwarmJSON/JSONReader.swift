@@ -12,20 +12,20 @@
 /// ``maxDepth`` nested arrays/objects. An integer literal (no fraction, no exponent) that fits
 /// `Int64` becomes `.int`, every other number `.double`. A repeated object key keeps its last
 /// value.
-struct JSONReader {
+package struct JSONReader {
     /// The kind of a top-level value (what ``scan(_:)`` reports).
-    enum Kind: Equatable {
+    package enum Kind: Equatable {
         case null, bool, number, string, array, object
     }
 
-    struct Failure: Error, CustomStringConvertible {
-        var description: String
+    package struct Failure: Error, CustomStringConvertible {
+        package var description: String
     }
 
-    static let maxDepth = 512
+    package static let maxDepth = 512
 
     /// Parses `bytes` as one JSON value.
-    static func parse(_ bytes: [UInt8]) throws(Failure) -> JSONValue {
+    package static func parse(_ bytes: [UInt8]) throws(Failure) -> JSONValue {
         try bytes.withUnsafeBufferPointer { (buffer) throws(Failure) -> JSONValue in
             var reader = JSONReader(buffer)
             let value = try reader.value(depth: 0)
@@ -36,7 +36,7 @@ struct JSONReader {
 
     /// Checks that `bytes` is one JSON value (the same texts ``parse(_:)`` accepts) and returns
     /// the kind of the top-level value, building nothing.
-    static func scan(_ bytes: [UInt8]) throws(Failure) -> Kind {
+    package static func scan(_ bytes: [UInt8]) throws(Failure) -> Kind {
         try bytes.withUnsafeBufferPointer { (buffer) throws(Failure) -> Kind in
             var reader = JSONReader(buffer)
             let kind = try reader.skip(depth: 0)

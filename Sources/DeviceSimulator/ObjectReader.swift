@@ -1,3 +1,4 @@
+import SwarmJSON
 /// An error in a profile or fleet file (or a command-line value standing in for one). The
 /// message names the file and the JSON path of the bad key, for example
 /// `devices/profiles/meter.json: telemetry.qos: must be 0, 1 or 2, got 3`.
@@ -9,7 +10,7 @@ public struct SimulatorConfigError: Error, Sendable, Hashable, CustomStringConve
 
 /// Reads one JSON object member by member, remembering the path for error messages and
 /// rejecting keys nobody asked for (a misspelt key is an error, not a silent default).
-struct JSONReader {
+struct ObjectReader {
     let source: String
     let path: String
     let members: [String: JSONValue]
@@ -77,9 +78,9 @@ struct JSONReader {
         }
     }
 
-    mutating func object(_ key: String) throws -> JSONReader? {
+    mutating func object(_ key: String) throws -> ObjectReader? {
         guard let value = value(key) else { return nil }
-        return try JSONReader(value, source: source, path: keyPath(key))
+        return try ObjectReader(value, source: source, path: keyPath(key))
     }
 
     /// Throws for the first member that no accessor asked for.

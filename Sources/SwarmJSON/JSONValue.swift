@@ -1,7 +1,7 @@
 import Foundation
 
-/// A JSON value: what device payloads, twins, desired/reported state and command bodies are made
-/// of. `Codable` (it decodes from and encodes to any JSON container), `Sendable`, `Hashable`.
+/// A JSON value: what device payloads, twins, desired/reported state, command bodies, device
+/// profiles and fleet files are made of (the gateway and the device simulator share it). `Codable` (it decodes from and encodes to any JSON container), `Sendable`, `Hashable`.
 ///
 /// Numbers keep the distinction JSON parsers make: an integer literal that fits `Int64` is
 /// `.int`, anything else `.double`. Equality is structural (`.int(1) != .double(1)`); use
@@ -39,6 +39,40 @@ public enum JSONValue: Sendable, Hashable {
         case .int(let value): return value
         case .double(let value) where value.rounded() == value && abs(value) < 9.0e15: return Int64(value)
         default: return nil
+        }
+    }
+
+    /// The elements when this is an array.
+    public var arrayValue: [JSONValue]? {
+        if case .array(let elements) = self { return elements }
+        return nil
+    }
+
+    /// The value when this is a boolean.
+    public var boolValue: Bool? {
+        if case .bool(let value) = self { return value }
+        return nil
+    }
+
+    /// The numeric value of an integer or a double.
+    public var doubleValue: Double? {
+        switch self {
+        case .int(let value): return Double(value)
+        case .double(let value): return value
+        default: return nil
+        }
+    }
+
+    /// The name of this value's JSON type, for error messages.
+    public var typeName: String {
+        switch self {
+        case .null: return "null"
+        case .bool: return "boolean"
+        case .int: return "integer"
+        case .double: return "number"
+        case .string: return "string"
+        case .array: return "array"
+        case .object: return "object"
         }
     }
 
@@ -120,7 +154,7 @@ extension JSONValue {
     /// ``serialized()`` as a string.
     public var jsonText: String { String(decoding: serialized(), as: UTF8.self) }
 
-    func write(to out: inout [UInt8]) {
+    package func write(to out: inout [UInt8]) {
         switch self {
         case .null: out.append(contentsOf: "null".utf8)
         case .bool(let value): out.append(contentsOf: (value ? "true" : "false").utf8)
@@ -156,7 +190,7 @@ extension JSONValue {
         }
     }
 
-    static func writeString(_ text: String, to out: inout [UInt8]) {
+    package static func writeString(_ text: String, to out: inout [UInt8]) {
         out.append(UInt8(ascii: "\""))
         for byte in text.utf8 {
             switch byte {
@@ -269,4 +303,9 @@ extension JSONValue {
         }
         return .object(result)
     }
+}
+
+extension JSONValue: CustomStringConvertible {
+    /// The deterministic JSON text (``serialized()``), so a value reads as JSON in messages.
+    public var description: String { jsonText }
 }
