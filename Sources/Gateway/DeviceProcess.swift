@@ -181,63 +181,10 @@ actor DeviceProcess: SwarmProcess {
             runtime.rejectLog.warning("device-ingress", "device \(id): unparsable \(kind.rawValue) payload dropped")
             return
         }
-        state.lastSeen = max(state.lastSeen ?? 0, receivedAt)
-        state.broker = broker
-        state.counters.messages += 1
-        switch kind {
-        case .status:
-            state.counters.statusChanges += 1
-            await applyStatus(value, receivedAt: receivedAt, retained: retained)
-            await changed(urgent: true)
-        case .telemetry:
-            state.counters.telemetry += 1
-            var fields = value.objectValue ?? [:]
-            let seq = fields.removeValue(forKey: "seq")?.intValue
-            let newest = seq.map { state.sequence.isNewest($0) } ?? true
-            if let seq {
-                // Locals: `state` is an actor property, and two inout accesses to it would overlap.
-                var sequence = state.sequence
-                var counters = state.counters
-                sequence.observe(seq, counters: &counters)
-                state.sequence = sequence
-                state.counters = counters
-            }
-            if newest {
-                for (key, field) in fields { state.telemetry[key] = field }
-            }
-            await changed(urgent: false)
-        case .reported:
-            state.counters.reportedUpdates += 1
-            state.reported = state.reported.mergePatched(with: value)
-            if state.reported.objectValue == nil { state.reported = .emptyObject }
-            await changed(urgent: false)
-        }
+        let joins = state.applyIngress(kind, value, broker: broker, receivedAt: receivedAt, retained: retained)
+        for group in joins { try? await changeGroup(group, join: true) }
+        await changed(urgent: kind == .status)
         runtime.settings.ingressObserver?(id, kind, value)
-    }
-
-    private func applyStatus(_ value: JSONValue, receivedAt: Int64, retained: Bool) async {
-        guard receivedAt >= state.statusAt, let members = value.objectValue, let status = members["status"]?.stringValue else { return }
-        state.statusAt = receivedAt
-        if status == "online" {
-            // A retained birth replayed to a newly subscribing node is not a new connection.
-            if !(retained && state.online) {
-                state.connectedAt = receivedAt
-                state.sequence.sessionStarted()
-            }
-            state.online = true
-            var metadata = members
-            metadata["status"] = nil
-            let groups = metadata.removeValue(forKey: "groups")
-            state.metadata = metadata
-            if case .array(let names) = groups {
-                for name in names {
-                    guard let group = name.stringValue, DeviceID.isValid(group) else { continue }
-                    if !state.groups.contains(group) { try? await changeGroup(group, join: true) }
-                }
-            }
-        } else {
-            state.online = false
-        }
     }
 
     // MARK: Groups and downlink

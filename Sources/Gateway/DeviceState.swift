@@ -158,6 +158,63 @@ struct DeviceState: Codable, Sendable, Hashable {
 
     init(id: String) { self.id = id }
 
+    /// The state change of one inbound device message, without I/O: presence and metadata
+    /// (`status`), the telemetry sequence window and fields (`telemetry`), the merge patch
+    /// (`reported`). Returns the groups a birth names that the device is not in yet: joining
+    /// them is a cluster call the process makes (and records in ``groups`` once it succeeds).
+    mutating func applyIngress(_ kind: DeviceTopics.Kind, _ value: JSONValue, broker: String, receivedAt: Int64, retained: Bool) -> [String] {
+        lastSeen = max(lastSeen ?? 0, receivedAt)
+        self.broker = broker
+        counters.messages += 1
+        switch kind {
+        case .status:
+            counters.statusChanges += 1
+            return applyStatus(value, receivedAt: receivedAt, retained: retained)
+        case .telemetry:
+            counters.telemetry += 1
+            var fields = value.objectValue ?? [:]
+            let seq = fields.removeValue(forKey: "seq")?.intValue
+            let newest = seq.map { sequence.isNewest($0) } ?? true
+            if let seq { sequence.observe(seq, counters: &counters) }
+            if newest {
+                for (key, field) in fields { telemetry[key] = field }
+            }
+        case .reported:
+            counters.reportedUpdates += 1
+            reported = reported.mergePatched(with: value)
+            if reported.objectValue == nil { reported = .emptyObject }
+        }
+        return []
+    }
+
+    /// A birth (`online`, with metadata and groups) or a will/goodbye. Older than the last applied
+    /// status: ignored (the birth and the will of one device may reach the owner through different
+    /// nodes, out of order).
+    private mutating func applyStatus(_ value: JSONValue, receivedAt: Int64, retained: Bool) -> [String] {
+        guard receivedAt >= statusAt, let members = value.objectValue, let status = members["status"]?.stringValue else { return [] }
+        statusAt = receivedAt
+        guard status == "online" else {
+            online = false
+            return []
+        }
+        // A retained birth replayed to a newly subscribing node is not a new connection.
+        if !(retained && online) {
+            connectedAt = receivedAt
+            sequence.sessionStarted()
+        }
+        online = true
+        var metadata = members
+        metadata["status"] = nil
+        let named = metadata.removeValue(forKey: "groups")
+        self.metadata = metadata
+        var joins: [String] = []
+        for name in named?.arrayValue ?? [] {
+            guard let group = name.stringValue, DeviceID.isValid(group), !groups.contains(group), !joins.contains(group) else { continue }
+            joins.append(group)
+        }
+        return joins
+    }
+
     func twin(node: String) -> DeviceTwin {
         DeviceTwin(
             id: id, online: online, node: node, groups: groups.sorted(), metadata: metadata, telemetry: telemetry,

@@ -227,6 +227,32 @@ struct UnitTests {
         #expect(throws: (any Error).self) { try DeviceMessage(decoding: Array(DeviceMessage.down([1, 2]).encoded().dropLast())) }
     }
 
+    @Test("ingress state change: births name new groups, old statuses are ignored, telemetry keeps the newest, reported merges")
+    func applyIngress() {
+        var state = DeviceState(id: "d")
+        state.groups.insert("lamps")
+        let birth: JSONValue = ["status": "online", "model": "x1", "groups": ["lamps", "floor-2", "floor-2", "bad group", 7]]
+        #expect(state.applyIngress(.status, birth, broker: "b1", receivedAt: 100, retained: false) == ["floor-2"])
+        #expect(state.online && state.connectedAt == 100 && state.statusAt == 100 && state.broker == "b1")
+        #expect(state.metadata == ["model": "x1"], "status and groups are not metadata")
+        // A retained birth replayed to a node that subscribes later is not a new session.
+        _ = state.applyIngress(.status, birth, broker: "b1", receivedAt: 120, retained: true)
+        #expect(state.connectedAt == 100)
+        // The will of an earlier session arriving late through another node changes nothing.
+        #expect(state.applyIngress(.status, ["status": "offline"], broker: "b2", receivedAt: 90, retained: false).isEmpty)
+        #expect(state.online && state.statusAt == 120)
+        _ = state.applyIngress(.telemetry, ["seq": 2, "t": 20], broker: "b1", receivedAt: 130, retained: false)
+        _ = state.applyIngress(.telemetry, ["seq": 1, "t": 10], broker: "b1", receivedAt: 131, retained: false)
+        #expect(state.telemetry == ["t": 20], "an older reading does not overwrite a newer one")
+        #expect(state.counters.telemetry == 2 && state.counters.seqOutOfOrder + state.counters.seqLate == 1)
+        _ = state.applyIngress(.reported, ["fw": "1.2", "led": ["on": true]], broker: "b1", receivedAt: 140, retained: false)
+        _ = state.applyIngress(.reported, ["led": ["on": false], "fw": nil], broker: "b1", receivedAt: 141, retained: false)
+        #expect(state.reported == ["led": ["on": false]])
+        #expect(state.counters.messages == 7 && state.lastSeen == 141)
+        _ = state.applyIngress(.status, ["status": "offline"], broker: "b1", receivedAt: 150, retained: false)
+        #expect(!state.online && state.counters.statusChanges == 4)
+    }
+
     @Test("state merge after a conflict keeps the newest of each part")
     func merge() {
         var a = DeviceState(id: "d")

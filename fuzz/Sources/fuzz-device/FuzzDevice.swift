@@ -11,12 +11,10 @@ import SwarmJSON
 /// 1. `DeviceTopics.parse` (prefix `devices` and the multi-level `site/a/devices`), `DeviceID.isValid`;
 /// 2. `DeviceGateway.validatePayload` (size limit, JSON, shape; status normalisation);
 /// 3. `DeviceMessage.ingress` encode/decode (what travels to the device's owner node);
-/// 4. the updates `DeviceProcess.applyIngress` makes to the `DeviceState` (status and metadata,
+/// 4. `DeviceState.applyIngress`, the update the device process makes (status and metadata,
 ///    the telemetry sequence window, telemetry fields, reported merge patch), then the twin and
 ///    its delta, the checkpoint/handoff JSON round trips (`JSONEncoder` and the hand-written
 ///    `checkpointJSON`) and the conflict merge.
-/// Step 4 restates the dozen lines of glue in `DeviceProcess.applyIngress` (an actor method that
-/// needs a running node and brokers); everything it calls is the real code.
 ///
 /// Invariants: a parsed topic names a valid id and rebuilds to the same topic; every valid id's
 /// topics parse back to it; an accepted payload parses as JSON of the shape its kind requires;
@@ -132,52 +130,11 @@ func fuzzSequence(_ input: inout FuzzInput) {
     }
 }
 
-/// The updates of `DeviceProcess.applyIngress` / `applyStatus` (group joins left out: they are
-/// cluster calls).
+/// `DeviceState.applyIngress` (what `DeviceProcess` runs), with the groups a birth names joined
+/// at once (in the process they are cluster calls).
 func apply(kind: DeviceTopics.Kind, value: JSONValue, receivedAt: Int64, retained: Bool, to state: inout DeviceState) {
-    state.lastSeen = max(state.lastSeen ?? 0, receivedAt)
-    state.broker = "b1"
-    state.counters.messages += 1
-    switch kind {
-    case .status:
-        state.counters.statusChanges += 1
-        guard receivedAt >= state.statusAt, let members = value.objectValue, let status = members["status"]?.stringValue else { return }
-        state.statusAt = receivedAt
-        if status == "online" {
-            if !(retained && state.online) {
-                state.connectedAt = receivedAt
-                state.sequence.sessionStarted()
-            }
-            state.online = true
-            var metadata = members
-            metadata["status"] = nil
-            let groups = metadata.removeValue(forKey: "groups")
-            state.metadata = metadata
-            if case .array(let names) = groups {
-                for name in names {
-                    guard let group = name.stringValue, DeviceID.isValid(group) else { continue }
-                    state.groups.insert(group)
-                }
-            }
-        } else {
-            state.online = false
-        }
-    case .telemetry:
-        state.counters.telemetry += 1
-        var fields = value.objectValue ?? [:]
-        let seq = fields.removeValue(forKey: "seq")?.intValue
-        let newest = seq.map { state.sequence.isNewest($0) } ?? true
-        if let seq {
-            state.sequence.observe(seq, counters: &state.counters)
-        }
-        if newest {
-            for (key, field) in fields { state.telemetry[key] = field }
-        }
-    case .reported:
-        state.counters.reportedUpdates += 1
-        state.reported = state.reported.mergePatched(with: value)
-        if state.reported.objectValue == nil { state.reported = .emptyObject }
-    }
+    let joins = state.applyIngress(kind, value, broker: "b1", receivedAt: receivedAt, retained: retained)
+    state.groups.formUnion(joins)
 }
 
 /// Structural equality, except that JSON numbers compare by value (`2` and `2.0` are one number
