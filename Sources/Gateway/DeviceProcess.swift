@@ -154,19 +154,9 @@ actor DeviceProcess: SwarmProcess {
             runtime.logger.warning("device \(id): handoff state not decodable (\(bytes.count) bytes); starting empty")
             return
         }
-        guard state != DeviceState(id: id) else {
-            // Nothing applied before (the normal case: endHandoff comes first): the state is
-            // exactly `bytes`, and the checkpoint for the new ring successor sends them as they
-            // are. After a kill -9 the survivors restore thousands of devices at once; encoding
-            // each state again took about a sixth of their CPU in that second.
-            state = restored
-            changes += 1
-            await checkpoint(encoded: bytes)
-            return
-        }
-        // Something was applied before the state arrived: merge it in.
+        // Anything applied before the state arrived (nothing, normally: endHandoff comes first).
         var merged = restored
-        merged.merge(state)
+        if state != DeviceState(id: id) { merged.merge(state) }
         state = merged
         await changed(urgent: true)
     }
@@ -304,9 +294,7 @@ actor DeviceProcess: SwarmProcess {
         if changes != checkpointedChanges { await checkpoint() }
     }
 
-    /// Replicates the state to the ring successor; `encoded` is the state's encoding when the
-    /// caller already has it.
-    private func checkpoint(encoded: [UInt8]? = nil) async {
+    private func checkpoint() async {
         guard !stopped else { return }
         guard let pid = await resolvePID(wait: false) else {
             // Not in the local view yet (just started by a handoff): the sweep retries.
@@ -315,9 +303,9 @@ actor DeviceProcess: SwarmProcess {
             return
         }
         let covered = changes
-        guard let bytes = encoded ?? (try? JSONEncoder().encode(state)).map(Array.init) else { return }
+        guard let bytes = try? JSONEncoder().encode(state) else { return }
         do {
-            try await runtime.node.checkpoint(pid, state: bytes)
+            try await runtime.node.checkpoint(pid, state: Array(bytes))
             checkpointedChanges = covered
             lastCheckpoint = .now
             runtime.counters.checkpoints.add(1, ordering: .relaxed)
