@@ -188,7 +188,7 @@ extension GatewayConfiguration {
         Key(name: "heartbeatInterval", kind: .duration, defaultText: "200ms", summary: "Cluster heartbeat interval."),
         Key(name: "failureTimeout", kind: .duration, defaultText: "1500ms", summary: "Heartbeat silence after which a peer counts as failed; more than `heartbeatInterval`."),
         Key(name: "drainTimeout", kind: .duration, defaultText: "30s", summary: "Longest graceful shutdown (drain) before the node stops anyway."),
-        Key(name: "logLevel", kind: .logLevel, defaultText: "info", summary: "One of trace, debug, info, notice, warning, error, critical."),
+        Key(name: "logLevel", kind: .logLevel, defaultText: "info", summary: "One of trace (adds every tracker decision), debug, info, notice, warning, error, critical."),
         Key(name: "allowNodes", kind: .stringList, defaultText: "none", summary: "Node names or `/regex/` admitted to the ring; when non-empty only these are."),
         Key(name: "denyNodes", kind: .stringList, defaultText: "none (built-in operator-tool denials still apply)", summary: "Node names or `/regex/` kept out of the ring."),
         Key(name: "maxPayloadBytes", kind: .integer, defaultText: "65536", summary: "Largest inbound MQTT payload accepted (1 to 268435455); larger ones are rejected and counted."),

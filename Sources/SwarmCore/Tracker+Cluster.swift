@@ -42,6 +42,39 @@ extension Tracker.Instance {
         return finish()
     }
 
+    /// The shell switched to a new connection to the same life of `peer` (a stalled connection
+    /// replaced, or both sides dialled): what was written on the old one in its last moments may
+    /// never arrive. Everything that waits for an answer from `peer` is sent again now — a
+    /// conflict yield, a handoff offer, a catch-up request — instead of at its timeout (up to
+    /// ``Tracker/Settings/requestTimeout`` for a yield): all of them are idempotent at the
+    /// receiver. A heartbeat goes too, so that lost replication shows up in its digest.
+    public mutating func onPeerReconnected(_ peer: NodeID, now: Instant) -> [Tracker.Directive] {
+        begin(now)
+        guard connections[peer.name] == peer else { return finish() }
+        lastHeard[peer.name] = now
+        trace("new connection to \(peer): re-sending what waits for it")
+        send(peer, .heartbeat(members: membership.sorted, seq: log.lastSeq))
+        if !reachable.contains(peer.name) {
+            if selfRecordAllows(peer) {
+                becameReachable(peer)
+                updateRing()
+            }
+        } else if catchUpDeadline[peer.name] != nil {
+            requestCatchUp(from: peer, after: catchUpPosition(of: peer))
+        }
+        for name in yields.keys.sorted() {
+            guard let yield = yields[name], yield.winner.node == peer, let awaiting = yield.awaiting else { continue }
+            yields[name]!.awaiting = (now + settings.requestTimeout, awaiting.state, awaiting.attempts)
+            send(peer, .conflictYield(name: name, loser: yield.loser, winner: yield.winner, state: awaiting.state))
+        }
+        for name in handoffs.keys.sorted() {
+            guard case .transferring(let target, let offer, _, let attempts) = handoffs[name]!.phase, target == peer else { continue }
+            handoffs[name]!.phase = .transferring(target: target, offer: offer, deadline: now + settings.handoffOfferTimeout, attempts: attempts)
+            send(peer, .handoffOffer(offer))
+        }
+        return finish()
+    }
+
     /// A message from a connected peer.
     public mutating func onPeerMessage(_ message: PeerMessage, from peer: NodeID, now: Instant) -> [Tracker.Directive] {
         begin(now)
@@ -259,6 +292,11 @@ extension Tracker.Instance {
         send(peer, .catchUp(after: after))
     }
 
+    /// Where a catch-up from `peer` starts: after what we applied of this life, or a snapshot.
+    func catchUpPosition(of peer: NodeID) -> UInt64 {
+        registry.replica(of: peer.name).flatMap { $0.id == peer && $0.synced ? $0.appliedSeq : nil } ?? 0
+    }
+
     mutating func checkDigest(of peer: NodeID, seq: UInt64) {
         guard reachable.contains(peer.name) else { return }
         if let deadline = catchUpDeadline[peer.name], deadline > now { return }
@@ -398,8 +436,7 @@ extension Tracker.Instance {
         // Re-ask for catch-ups that went unanswered.
         for name in catchUpDeadline.keys.sorted() {
             if let deadline = catchUpDeadline[name], deadline <= now, let peer = connections[name], reachable.contains(name) {
-                let after = registry.replica(of: name).flatMap { $0.id == peer && $0.synced ? $0.appliedSeq : nil } ?? 0
-                requestCatchUp(from: peer, after: after)
+                requestCatchUp(from: peer, after: catchUpPosition(of: peer))
             }
         }
         // Joining → up once every reachable peer sent its snapshot, or after the grace period.

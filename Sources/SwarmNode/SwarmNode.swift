@@ -11,7 +11,7 @@ import SwarmWire
 ///
 /// It mirrors the simulator's shell (`SwarmSimulation.Simulation.execute`) with real I/O:
 /// - **inputs** → tracker: transport events (`peerUp` → `onPeerConnected`, `peerDown` →
-///   `onPeerDisconnected`, frames → ``WireCodec`` → `onPeerMessage`; undecodable frames are
+///   `onPeerDisconnected`, `peerReconnected` → `onPeerReconnected`, frames → ``WireCodec`` → `onPeerMessage`; undecodable frames are
 ///   logged and dropped), API calls, process events and the tick timer;
 /// - **directives** → actions, carried out in the order the tracker returned them: frames to
 ///   peers, dials, factory starts (in their own task, with a timeout), handoff and conflict-state
@@ -53,6 +53,7 @@ public actor SwarmNode {
     enum Input: Sendable {
         case peerUp(NodeID)
         case peerDown(NodeID)
+        case peerReconnected(NodeID)
         case peer(PeerMessage, from: NodeID)
         case callReply(callID: UInt64, Result<[UInt8], SwarmError>)
         case gracefulShutdown
@@ -150,6 +151,8 @@ public actor SwarmNode {
                 inputs.yield(.peerUp(peer))
             case .peerDown(let peer):
                 inputs.yield(.peerDown(peer))
+            case .peerReconnected(let peer):
+                inputs.yield(.peerReconnected(peer))
             case .frames(let frames, let peer):
                 for frame in frames {
                     var payload = frame.payload
@@ -289,6 +292,8 @@ public actor SwarmNode {
             apply { tracker, now in tracker.onPeerConnected(peer, address: address, now: now) }
         case .peerDown(let peer):
             apply { tracker, now in tracker.onPeerDisconnected(peer, now: now) }
+        case .peerReconnected(let peer):
+            apply { tracker, now in tracker.onPeerReconnected(peer, now: now) }
         case .peer(let message, let peer):
             apply { tracker, now in tracker.onPeerMessage(message, from: peer, now: now) }
         case .callReply(let callID, let result):

@@ -11,6 +11,11 @@ public enum TransportEvent: Sendable {
     case peerUp(NodeID)
     /// The connection to `peer` is gone (closed, failed, or replaced by a newer incarnation).
     case peerDown(NodeID)
+    /// A new connection to the same incarnation of `peer` took over from the current one (a
+    /// stalled connection replaced, or both nodes dialled each other): no up/down, but frames
+    /// written on the old connection in its last moments may be lost. The upper layer re-sends
+    /// what waits for an answer from `peer` instead of waiting for its timeouts.
+    case peerReconnected(NodeID)
     /// Frames read from `peer` in one read burst, in arrival order. Payloads are slices of the
     /// receive buffer: copy out what you keep for long.
     case frames([Frame], from: NodeID)
@@ -43,7 +48,7 @@ public enum TransportError: Error, Equatable, Sendable {
 /// peer appears:
 /// - same incarnation, and the current connection has read nothing for
 ///   ``TransportSettings/stallTimeout`` (when set): the new one replaces it, whoever dialed it,
-///   with no up/down event. While a peer's connection is stalled the transport re-dials its
+///   with no up/down event (`.peerReconnected`: see below). While a peer's connection is stalled the transport re-dials its
 ///   configured address every quarter of that timeout, so a path that came back (after a
 ///   partition, while TCP's retransmission backoff still holds the old connection) is used at once.
 /// - same incarnation (both nodes dialed each other): the connection dialed by the node with the
@@ -52,6 +57,9 @@ public enum TransportError: Error, Equatable, Sendable {
 ///   that handshake and is only emitted if it fails). Frames
 ///   written on the loser in the instant before it closes may be lost (the upper layer's
 ///   sequence numbers and catch-up cover that, as for any connection loss).
+///   Every such same-incarnation switch emits `.peerReconnected(peer)` instead, so that the upper
+///   layer re-sends its requests still waiting for an answer (they may have been on the old
+///   connection) rather than waiting for their timeouts.
 /// - newer incarnation: the peer restarted; the old connection is closed and ``TransportEvent``
 ///   `.peerDown(old)` then `.peerUp(new)` are emitted. An older incarnation is refused.
 ///
@@ -428,7 +436,7 @@ public final class ClusterTransport: Sendable {
                     if let deferred = state.deferredDowns.removeValue(forKey: name) {
                         // The previous connection of this peer closed while this one was in its
                         // handshake: same incarnation means a seamless switch, no events.
-                        if deferred != connection.peer { events = [.peerDown(deferred), .peerUp(connection.peer)] }
+                        events = deferred != connection.peer ? [.peerDown(deferred), .peerUp(connection.peer)] : [.peerReconnected(connection.peer)]
                     } else {
                         events = [.peerUp(connection.peer)]
                     }
@@ -440,6 +448,7 @@ public final class ClusterTransport: Sendable {
                         // backs off): the new one takes over at once, whoever dialed it.
                         state.peers[name] = connection
                         replaced = existing
+                        events = [.peerReconnected(connection.peer)]
                         return true
                     }
                     let preferredDialer = min(self.localNode.name, name)
@@ -447,6 +456,7 @@ public final class ClusterTransport: Sendable {
                     guard dialer(connection) == preferredDialer, dialer(existing) != preferredDialer else { return false }
                     state.peers[name] = connection
                     replaced = existing
+                    events = [.peerReconnected(connection.peer)]
                     return true
                 }
                 guard connection.peer.incarnation > existing.peer.incarnation else { return false }

@@ -25,7 +25,7 @@ struct GatewayProcess {
     func run() async -> Int32 {
         let level = Logger.Level(rawValue: configuration.logLevel.rawValue) ?? .info
         LoggingSystem.bootstrap { label in
-            var handler = StreamLogHandler.standardError(label: label)
+            var handler = TimestampedLogHandler(label: label)
             handler.logLevel = level
             return handler
         }
@@ -121,6 +121,8 @@ struct GatewayProcess {
         settings.discovery = configuration.dnsDiscovery.map(\.description)
         settings.tracker.heartbeatInterval = Self.nanoseconds(configuration.heartbeatInterval)
         settings.tracker.failureTimeout = Self.nanoseconds(configuration.failureTimeout)
+        // `logLevel: trace` adds every tracker decision (Swarm's `debug: true`), at debug level.
+        settings.tracker.debug = configuration.logLevel == .trace
         settings.drainTimeout = configuration.drainTimeout
         settings.filter = try NodeFilter(
             allow: configuration.allowNodes.map(NodeFilter.Pattern.init(parsing:)),

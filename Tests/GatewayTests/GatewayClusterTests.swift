@@ -264,10 +264,24 @@ struct GatewayClusterTests {
                         #expect(twin.groups == ["all", "crew"])
                     }
                     #expect(await eventually { (try? await survivors[0].gateway.groupMembers("crew"))?.count == ids.count })
+                    // A restored process checkpoints its state (the restored bytes as they came) to
+                    // its new ring successor: a second crash, of its new host, restores it again.
+                    let second = try #require(survivors.first { host in lost.contains { host.node.whereis($0)?.node == host.node.id } })
+                    let last = try #require(survivors.first { $0.name != second.name })
+                    let movedTwice = await lost.asyncFilter { second.node.whereis($0)?.node == second.node.id }
+                    try await Task.sleep(for: .milliseconds(800))
+                    await second.node.shutdown()
+                    await second.gateway.shutdown()
+                    for id in movedTwice {
+                        #expect(await eventually(timeout: .seconds(20)) { await twinEverywhere([last], id) { $0.node == last.name } })
+                        let twin = try #require(try await last.gateway.twin(id))
+                        #expect(twin.reported == ["mode": "auto", "n": .string(id)] && twin.desired == ["target": 21], "\(id): state lost in the second crash")
+                        #expect(twin.counters.telemetry == 1 && twin.groups == ["all", "crew"])
+                    }
                     // And the restarted processes keep working.
                     for device in devices where lost.contains(device.id) { try await device.telemetry(["seq": 2, "v": 2]) }
                     for id in lost {
-                        #expect(await eventually { (try? await survivors[0].gateway.twin(id))?.telemetry["v"] == 2 })
+                        #expect(await eventually { (try? await last.gateway.twin(id))?.telemetry["v"] == 2 })
                     }
                 }
             }

@@ -222,6 +222,25 @@ struct Cluster {
         settle()
     }
 
+    /// Ticks `count` times (50 ms each) and settles, losing up to `limit` peer messages that
+    /// match `lose` (written on a connection that is then replaced); returns how many were lost.
+    mutating func tick(_ count: Int, losing limit: Int, _ lose: (PeerMessage) -> Bool) -> Int {
+        var lost = 0
+        for _ in 0..<count {
+            now += .ms(50)
+            for node in nodes.keys.sorted() { on(node) { $0.onTick(now: $1) } }
+            while let first = queue.first {
+                if lost < limit, case .message(_, _, let message) = first, lose(message) {
+                    queue.removeFirst()
+                    lost += 1
+                } else {
+                    step()
+                }
+            }
+        }
+        return lost
+    }
+
     /// The node dies: its connections reset on every peer (unless `silently`: then only the
     /// heartbeat timeout tells).
     mutating func crash(_ node: String, silently: Bool = false) {

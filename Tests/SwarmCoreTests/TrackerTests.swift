@@ -817,25 +817,89 @@ let three = ["gw-1", "gw-2", "gw-3"]
         #expect(cluster.nodes.values.allSatisfy { $0.inFlight == 0 })
     }
 
-    /// Two sides of a partition each registered the name; when they meet, the copy on the ring
-    /// owner wins, receives the loser's state, and the loser dies.
-    @Test func healedPartitionKeepsOneCopy() {
+    /// gw-1 and gw-2, apart, each registered a name gw-2 owns (the loser's state is [4, 2]);
+    /// they have just connected (`settle`: and exchanged what that causes).
+    static func twoCopiesMeeting(settle: Bool = true) -> (Cluster, String, loser: ProcessID, winner: ProcessID) {
         var cluster = Cluster(debug: false)
         cluster.addNode("gw-1")
         cluster.addNode("gw-2")
         let name = nameOwned(by: "gw-2", among: two)
         let loser = cluster.register(name, from: "gw-1", request: 1)!.pid!
         let winner = cluster.register(name, from: "gw-2", request: 2)!.pid!
+        cluster.conflictState = [4, 2]
+        if settle {
+            cluster.connect("gw-1", "gw-2")
+        } else {
+            let (one, other) = (cluster.id("gw-1"), cluster.id("gw-2"))
+            cluster.on("gw-1") { $0.onPeerConnected(other, address: "gw-2:7946", now: $1) }
+            cluster.on("gw-2") { $0.onPeerConnected(one, address: "gw-1:7946", now: $1) }
+        }
+        return (cluster, name, loser, winner)
+    }
+
+    /// Two sides of a partition each registered the name; when they meet, the copy on the ring
+    /// owner wins, receives the loser's state, and the loser dies.
+    @Test func healedPartitionKeepsOneCopy() {
+        let (meeting, name, loser, winner) = Self.twoCopiesMeeting()
+        var cluster = meeting
         #expect(loser.node == cluster.id("gw-1"))
         #expect(winner.node == cluster.id("gw-2"))
-        cluster.conflictState = [4, 2]
-        cluster.connect("gw-1", "gw-2")
         for _ in 0..<5 { cluster.tick() }
         #expect(cluster.whereis(name) == [winner])
         #expect(cluster.stops[loser] == .die)
         #expect(cluster.inbox[winner] == [.resolveConflict([4, 2])])
         #expect(cluster.nodes.values.allSatisfy { $0.registry.contested.isEmpty && $0.inFlight == 0 })
         #expect(cluster.asked.isEmpty, "resolved by the conflict rule, not by a handoff")
+    }
+
+    /// A conflict yield written on a connection that the shell then replaced (same peer, same
+    /// incarnation: no down/up) is lost. `onPeerReconnected` sends it again at once, rather than
+    /// after `requestTimeout` (5 s): the slow heals of the partition runs.
+    @Test func lostYieldIsResentOnReconnect() {
+        let (meeting, name, loser, winner) = Self.twoCopiesMeeting(settle: false)
+        var cluster = meeting
+        let lost = cluster.tick(5, losing: 1) { if case .conflictYield = $0 { true } else { false } }
+        #expect(lost == 1)
+        for _ in 0..<10 { cluster.tick() }
+        #expect(cluster.stops[loser] == nil, "still waiting for the lost yield's answer")
+        #expect(cluster.nodes.values.allSatisfy { !$0.registry.contested.isEmpty })
+        let peer = cluster.id("gw-2")
+        cluster.on("gw-1") { $0.onPeerReconnected(peer, now: $1) }
+        cluster.settle()
+        #expect(cluster.whereis(name) == [winner])
+        #expect(cluster.stops[loser] == .die)
+        #expect(cluster.inbox[winner] == [.resolveConflict([4, 2])])
+        cluster.tick()
+        #expect(cluster.nodes.values.allSatisfy { $0.registry.contested.isEmpty && $0.inFlight == 0 })
+    }
+
+    /// A handoff offer lost the same way is offered again on the new connection (not after
+    /// `handoffOfferTimeout`); the receiver starts the process once.
+    @Test func lostHandoffOfferIsResentOnReconnect() {
+        var cluster = Cluster(["gw-1"])
+        cluster.handoffPolicy = .resume([7])
+        let name = nameOwned(by: "gw-2", among: two)
+        let old = cluster.register(name, from: "gw-1", request: 1)!.pid!
+        cluster.addNode("gw-2")
+        cluster.connect("gw-1", "gw-2")
+        let lost = cluster.tick(5, losing: 1) { if case .handoffOffer = $0 { true } else { false } }
+        #expect(lost == 1)
+        #expect(cluster.stops[old] == nil)
+        let peer = cluster.id("gw-2")
+        cluster.on("gw-1") { $0.onPeerReconnected(peer, now: $1) }
+        cluster.settle()
+        let moved = cluster.nodes["gw-2"]!.whereis(name)
+        #expect(moved?.node == peer)
+        #expect(cluster.whereis(name) == [moved])
+        #expect(cluster.stops[old] == .handedOff)
+        #expect(cluster.inbox[moved!]?.first == .endHandoff([7]))
+        // A second reconnect with nothing in flight re-sends nothing that starts a process.
+        let starts = cluster.startOrders.count
+        cluster.on("gw-1") { $0.onPeerReconnected(peer, now: $1) }
+        cluster.settle()
+        for _ in 0..<5 { cluster.tick() }
+        #expect(cluster.startOrders.count == starts)
+        #expect(cluster.nodes.values.allSatisfy { $0.inFlight == 0 })
     }
 
     @Test func remoteRequestTimesOut() {

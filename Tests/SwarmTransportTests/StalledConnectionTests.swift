@@ -107,7 +107,7 @@ struct StalledConnectionTests {
         return (a, aEvents, b, bEvents, proxy)
     }
 
-    @Test("a connection gone silent is replaced by a new one once the path is back, with no down event")
+    @Test("a connection gone silent is replaced by a new one once the path is back, with no down event, reported as a reconnect")
     func silentConnectionReplaced() async throws {
         try await withFixture { fixture in
             let (a, aEvents, b, bEvents, proxy) = try await self.pair(fixture)
@@ -125,6 +125,9 @@ struct StalledConnectionTests {
             #expect(try await eventually { aEvents.frameCount > seenA + 5 && bEvents.frameCount > seenB + 5 })
             #expect(aEvents.log.downs.isEmpty && bEvents.log.downs.isEmpty)
             #expect(aEvents.log.ups == [b.localNode] && bEvents.log.ups == [a.localNode])
+            // Each switch is reported, so that the upper layer re-sends what may have been lost.
+            #expect(!aEvents.log.reconnects.isEmpty && aEvents.log.reconnects.allSatisfy { $0 == b.localNode })
+            #expect(!bEvents.log.reconnects.isEmpty && bEvents.log.reconnects.allSatisfy { $0 == a.localNode })
             await proxy.stop()
         }
     }
@@ -146,6 +149,7 @@ struct StalledConnectionTests {
             let seen = bEvents.frameCount
             #expect(try await eventually { bEvents.frameCount > seen + 5 })
             #expect(a.connection(to: "gw-b") === first)
+            #expect(aEvents.log.reconnects.isEmpty && bEvents.log.reconnects.isEmpty)
             proxy.refuseNew(false)
             await proxy.stop()
         }

@@ -19,6 +19,7 @@ final class Recorder: Sendable {
         var downs: [NodeID] = []
         var lifecycle: [String] = []
         var refused: [String] = []
+        var reconnects: [NodeID] = []
         var frames: [Received] = []
     }
     private let box = NIOLockedValueBox(Log())
@@ -33,6 +34,8 @@ final class Recorder: Sendable {
                 case .peerDown(let peer):
                     log.downs.append(peer)
                     log.lifecycle.append("down \(peer)")
+                case .peerReconnected(let peer):
+                    log.reconnects.append(peer)
                 case .connectionRefused(_, let reason):
                     log.refused.append(reason)
                 case .frames(let frames, let from):
