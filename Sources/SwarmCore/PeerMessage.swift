@@ -70,3 +70,13 @@ public struct HandoffOffer: Hashable, Sendable {
         self.from = from
     }
 }
+
+extension PeerMessage {
+    /// The id of a request that expects a reply (register, unregister, group), else nil.
+    var requestID: RequestID? {
+        switch self {
+        case .registerRequest(let id, _, _, _, _), .unregisterRequest(let id, _), .groupRequest(let id, _, _, _): return id
+        default: return nil
+        }
+    }
+}

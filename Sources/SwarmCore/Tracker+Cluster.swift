@@ -67,6 +67,15 @@ extension Tracker.Instance {
             yields[name]!.awaiting = (now + settings.requestTimeout, awaiting.state, awaiting.attempts)
             send(peer, .conflictYield(name: name, loser: yield.loser, winner: yield.winner, state: awaiting.state))
         }
+        // Requests to `peer` (register, unregister, group): the request or its reply may have
+        // been on the old connection. Re-sent with the same id; the owner answers a request it
+        // already answered with the same reply (``answeredRequests``).
+        for id in outstanding.keys.sorted() {
+            guard var request = outstanding[id], request.target == peer else { continue }
+            request.deadline = now + settings.requestTimeout
+            outstanding[id] = request
+            send(peer, request.message(id: id))
+        }
         for name in handoffs.keys.sorted() {
             guard case .transferring(let target, let offer, _, let attempts) = handoffs[name]!.phase, target == peer else { continue }
             handoffs[name]!.phase = .transferring(target: target, offer: offer, deadline: now + settings.handoffOfferTimeout, attempts: attempts)
@@ -86,6 +95,11 @@ extension Tracker.Instance {
         if !reachable.contains(peer.name), selfRecordAllows(peer) {
             becameReachable(peer)
             updateRing()
+        }
+        if let id = message.requestID, let answered = answeredRequests[Tracker.AnsweredRequest(node: peer, id: id)] {
+            // A request re-sent after a connection switch, already answered: the same answer.
+            send(peer, answered)
+            return finish()
         }
         switch message {
         case .heartbeat(let members, let seq):
@@ -111,12 +125,12 @@ extension Tracker.Instance {
         case .unregisterRequest(let id, let name):
             if let entry = localEntries[name] {
                 unregisterLocal(name: name, entry: entry, stop: .unregistered)
-                send(peer, .requestDone(id: id, error: nil))
+                reply(to: peer, id, .requestDone(id: id, error: nil))
             } else {
-                send(peer, .requestDone(id: id, error: .unknownName(name)))
+                reply(to: peer, id, .requestDone(id: id, error: .unknownName(name)))
             }
         case .groupRequest(let id, let group, let pid, let join):
-            send(peer, .requestDone(id: id, error: pid.node == me ? applyGroup(group, pid: pid, join: join) : .notRegistered(pid)))
+            reply(to: peer, id, .requestDone(id: id, error: pid.node == me ? applyGroup(group, pid: pid, join: join) : .notRegistered(pid)))
         case .requestDone(let id, let error):
             if outstanding.removeValue(forKey: id) != nil { emit(.reply(id, .done(error))) }
         case .handoffOffer(let offer):

@@ -171,6 +171,12 @@ extension Tracker {
     }
 
     /// A request this node sent to another and still waits for.
+    /// A peer's request, as the node that answers it knows it.
+    struct AnsweredRequest: Hashable, Sendable {
+        var node: NodeID
+        var id: RequestID
+    }
+
     struct Outstanding: Sendable {
         enum Kind: Sendable {
             case register(name: String, factory: FactorySpec, groups: [String], whereisOrRegister: Bool)
@@ -181,6 +187,18 @@ extension Tracker {
         var target: NodeID
         var deadline: Instant
         var attempts: Int
+
+        /// The request message for `target`.
+        func message(id: RequestID) -> PeerMessage {
+            switch kind {
+            case .register(let name, let factory, let groups, let whereisOrRegister):
+                return .registerRequest(id: id, name: name, factory: factory, groups: groups, whereisOrRegister: whereisOrRegister)
+            case .unregister(let name):
+                return .unregisterRequest(id: id, name: name)
+            case .group(let group, let pid, let join):
+                return .groupRequest(id: id, group: group, pid: pid, join: join)
+            }
+        }
     }
 
     /// An outgoing handoff of one of our processes.
@@ -272,6 +290,10 @@ extension Tracker {
         var startTokens: [UInt64: String] = [:]
         var nextToken: UInt64 = 1
         var outstanding: [RequestID: Outstanding] = [:]
+        /// Replies this node sent to peers' requests, by (requester, request id): a request
+        /// re-sent after a connection switch (its reply may have been lost with the old
+        /// connection) gets the same answer instead of being carried out twice.
+        var answeredRequests = BoundedMemory<AnsweredRequest, PeerMessage>(capacity: 4096)
 
         var handoffs: [String: OutgoingHandoff] = [:]
         var handoffTokens: [UInt64: String] = [:]
@@ -617,8 +639,14 @@ extension Tracker {
             case .local(let request, _):
                 emit(.reply(request, .registration(result)))
             case .remote(let node, let request, _):
-                send(node, .registerReply(id: request, result: result))
+                reply(to: node, request, .registerReply(id: request, result: result))
             }
+        }
+
+        /// Sends the reply to a peer's request and remembers it (see ``answeredRequests``).
+        mutating func reply(to node: NodeID, _ request: RequestID, _ message: PeerMessage) {
+            answeredRequests.remember(AnsweredRequest(node: node, id: request), message)
+            send(node, message)
         }
 
         /// Starts `name` here for a registration, or joins the start already in flight.

@@ -873,6 +873,33 @@ let three = ["gw-1", "gw-2", "gw-3"]
         #expect(cluster.nodes.values.allSatisfy { $0.registry.contested.isEmpty && $0.inFlight == 0 })
     }
 
+    /// A register request, or its reply, lost on a replaced connection: re-sent on the new one
+    /// at once (not failed at `requestTimeout`); the owner answers a request it already carried
+    /// out with the same reply, so the caller sees `registered`, and the process starts once.
+    @Test func lostRegistrationIsResentOnReconnect() {
+        for losesReply in [false, true] {
+            var cluster = Cluster(two)
+            let name = nameOwned(by: "gw-2", among: two)
+            cluster.on("gw-1") { $0.onRegister(name: name, factory: worker, request: 9, now: $1) }
+            let lost = cluster.tick(2, losing: 1) { message in
+                switch message {
+                case .registerRequest: !losesReply
+                case .registerReply: losesReply
+                default: false
+                }
+            }
+            #expect(lost == 1)
+            #expect(cluster.registration("gw-1", 9) == nil, "waiting for the lost \(losesReply ? "reply" : "request")")
+            let peer = cluster.id("gw-2")
+            cluster.on("gw-1") { $0.onPeerReconnected(peer, now: $1) }
+            cluster.settle()
+            let pid = cluster.nodes["gw-2"]!.whereis(name)
+            #expect(pid != nil && cluster.registration("gw-1", 9) == .registered(pid!), "\(String(describing: cluster.registration("gw-1", 9)))")
+            #expect(cluster.startOrders.filter { $0.order.name == name }.count == 1, "started once")
+            #expect(cluster.nodes.values.allSatisfy { $0.inFlight == 0 })
+        }
+    }
+
     /// A handoff offer lost the same way is offered again on the new connection (not after
     /// `handoffOfferTimeout`); the receiver starts the process once.
     @Test func lostHandoffOfferIsResentOnReconnect() {
