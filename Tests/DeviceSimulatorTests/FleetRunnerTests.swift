@@ -132,8 +132,10 @@ struct FleetRunnerTests {
 
                     // Never answered (timeout testing), then a slow one, then an unknown one.
                     try await request("hang", [9])
-                    try await request("slow", [7])
+                    // Before the request: the device's delay starts when it receives it, which can
+                    // be before `request` returns on a loaded machine.
                     let sent = ContinuousClock.now
+                    try await request("slow", [7])
                     try await request("nope", [8])
                     #expect(await inbox.wait { $0.count >= 3 })
                     let byCorrelation = Dictionary(inbox.all.map { ($0.properties.correlationData ?? [], $0) }, uniquingKeysWith: { a, _ in a })
