@@ -39,6 +39,9 @@ public enum PeerMessage: Hashable, Sendable {
     case orphans([RegistryEntry])
     /// A process's replicated state for its ring successor (SPEC A8).
     case checkpoint(name: String, pid: ProcessID, version: UInt64, state: [UInt8])
+    /// A checkpoint the sender waits for: stored like ``checkpoint(name:pid:version:state:)``,
+    /// then answered with ``requestDone(id:error:)``.
+    case checkpointRequest(id: RequestID, name: String, pid: ProcessID, version: UInt64, state: [UInt8])
 
     /// Messages addressed to a name, routed to the node the sender believes hosts it.
     case named(name: String, envelopes: [Envelope])
@@ -75,7 +78,9 @@ extension PeerMessage {
     /// The id of a request that expects a reply (register, unregister, group), else nil.
     var requestID: RequestID? {
         switch self {
-        case .registerRequest(let id, _, _, _, _), .unregisterRequest(let id, _), .groupRequest(let id, _, _, _): return id
+        case .registerRequest(let id, _, _, _, _), .unregisterRequest(let id, _), .groupRequest(let id, _, _, _),
+            .checkpointRequest(let id, _, _, _, _):
+            return id
         default: return nil
         }
     }

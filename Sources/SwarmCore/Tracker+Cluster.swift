@@ -146,8 +146,10 @@ extension Tracker.Instance {
         case .orphans(let entries):
             receiveOrphans(entries, from: peer)
         case .checkpoint(let name, let pid, let version, let state):
-            if let current = standby[name], current.pid == pid, current.version >= version { break }
-            standby[name] = Tracker.Standby(pid: pid, version: version, state: state)
+            storeStandby(name: name, pid: pid, version: version, state: state)
+        case .checkpointRequest(let id, let name, let pid, let version, let state):
+            storeStandby(name: name, pid: pid, version: version, state: state)
+            reply(to: peer, id, .requestDone(id: id, error: nil))
         case .named(let name, let envelopes):
             route(name, envelopes)
         case .toProcesses(let pids, let envelope):
@@ -205,7 +207,7 @@ extension Tracker.Instance {
         for id in outstanding.keys.sorted() {
             guard let request = outstanding[id], request.target == peer else { continue }
             switch request.kind {
-            case .register: continue
+            case .register, .checkpoint: continue  // re-routed when the ring changes
             case .unregister(let name):
                 outstanding[id] = nil
                 emit(.reply(id, .done(.nameInTransition(name))))
@@ -280,6 +282,7 @@ extension Tracker.Instance {
                 reroute(id)
             }
         }
+        retargetCheckpointRequests()
         for name in checkpoints.keys.sorted() {
             let checkpoint = checkpoints[name]!
             let target = successor(of: name)

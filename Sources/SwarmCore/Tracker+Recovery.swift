@@ -180,16 +180,57 @@ extension Tracker.Instance {
 
     /// A local process asks for its state to be replicated to its ring successor (SPEC A8): a
     /// restart after a crash of this node resumes from the last checkpoint.
-    public mutating func onCheckpoint(pid: ProcessID, state: [UInt8], now: Instant) -> [Tracker.Directive] {
+    ///
+    /// With a `request`, the checkpoint is acknowledged: `.reply(request, .done(nil))` once the
+    /// successor of the process's first factory name holds it (a `checkpointRequest` answered
+    /// with `requestDone`), at once when there is no successor to hold it (a single node), and
+    /// `.done(.timeout)` after ``Tracker/Settings/requestTimeout``. When the ring gives the name
+    /// another successor meanwhile, the request goes to the new one. Further names of the
+    /// process are checkpointed without waiting.
+    public mutating func onCheckpoint(pid: ProcessID, state: [UInt8], request: RequestID? = nil, now: Instant) -> [Tracker.Directive] {
         begin(now)
+        var waiting = request
         for name in localNames[pid] ?? [] where localEntries[name]?.factory != nil {
             let version = (checkpoints[name]?.version ?? 0) + 1
             let target = successor(of: name)
             checkpoints[name] = Tracker.Checkpoint(pid: pid, version: version, state: state, sentTo: target)
-            if let target, let node = connections[target] {
+            guard let target, let node = connections[target] else { continue }
+            if let id = waiting {
+                waiting = nil
+                outstanding[id] = Tracker.Outstanding(
+                    kind: .checkpoint(name: name, pid: pid, version: version, state: state), target: node,
+                    deadline: now + settings.requestTimeout, attempts: 1)
+                send(node, .checkpointRequest(id: id, name: name, pid: pid, version: version, state: state))
+            } else {
                 send(node, .checkpoint(name: name, pid: pid, version: version, state: state))
             }
         }
+        if let waiting { emit(.reply(waiting, .done(nil))) }
         return finish()
+    }
+
+    /// A peer's checkpoint (acknowledged or not): kept unless a newer one of the same process is.
+    mutating func storeStandby(name: String, pid: ProcessID, version: UInt64, state: [UInt8]) {
+        if let current = standby[name], current.pid == pid, current.version >= version { return }
+        standby[name] = Tracker.Standby(pid: pid, version: version, state: state)
+    }
+
+    /// After a ring change: acknowledged checkpoints still waiting go to their name's new
+    /// successor (same request id), or are answered when there is none.
+    mutating func retargetCheckpointRequests() {
+        for id in outstanding.keys.sorted() {
+            guard var request = outstanding[id], case .checkpoint(let name, _, _, _) = request.kind else { continue }
+            let target = successor(of: name)
+            if target == request.target.name { continue }
+            if let target, let node = connections[target] {
+                request.target = node
+                request.deadline = now + settings.requestTimeout
+                outstanding[id] = request
+                send(node, request.message(id: id))
+            } else {
+                outstanding[id] = nil
+                emit(.reply(id, .done(nil)))
+            }
+        }
     }
 }

@@ -182,6 +182,7 @@ extension Tracker {
             case register(name: String, factory: FactorySpec, groups: [String], whereisOrRegister: Bool)
             case unregister(name: String)
             case group(group: String, pid: ProcessID, join: Bool)
+            case checkpoint(name: String, pid: ProcessID, version: UInt64, state: [UInt8])
         }
         var kind: Kind
         var target: NodeID
@@ -197,6 +198,8 @@ extension Tracker {
                 return .unregisterRequest(id: id, name: name)
             case .group(let group, let pid, let join):
                 return .groupRequest(id: id, group: group, pid: pid, join: join)
+            case .checkpoint(let name, let pid, let version, let state):
+                return .checkpointRequest(id: id, name: name, pid: pid, version: version, state: state)
             }
         }
     }

@@ -203,6 +203,14 @@ extension SwarmNode {
         apply { tracker, now in tracker.onCheckpoint(pid: pid, state: state, now: now) }
     }
 
+    /// ``checkpoint(_:state:)`` that returns once the ring successor of the process's (first)
+    /// name holds this state, so a crash of this node cannot lose it; at once on a node without a
+    /// successor. Throws `SwarmError.timeout` when the successor does not confirm within the
+    /// tracker's request timeout (the checkpoint may still arrive).
+    public func checkpointAcknowledged(_ pid: ProcessID, state: [UInt8]) async throws {
+        try await done { tracker, request, now in tracker.onCheckpoint(pid: pid, state: state, request: request, now: now) }
+    }
+
     /// Drains the node: it leaves the ring, hands off every process with its state, then
     /// announces `gone`. Returns true once the tracker reports the drain complete, false if it
     /// did not within `timeout` (default ``SwarmNodeSettings/drainTimeout``). The node keeps

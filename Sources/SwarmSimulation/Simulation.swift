@@ -112,6 +112,9 @@ public final class Simulation {
     var groups = ["all", "g1", "g2", "g3"]
     var answeredStates: [String: Set<[UInt8]>] = [:]
     var checkpointStates: [String: Set<[UInt8]>] = [:]
+    /// Acknowledged checkpoints not answered yet, by the node that waits; and those answered.
+    var acknowledgedCheckpoints: [RequestID: NodeID] = [:]
+    var answeredCheckpoints: Set<RequestID> = []
     var deliberatelyRemoved: Set<String> = []
     var everStarted: Set<String> = []
     var lostWithHost: Set<String> = []
@@ -442,6 +445,12 @@ public final class Simulation {
                 trace("\(pid) resolveConflict")
             case .reply(let request, let reply):
                 trace("\(id.name) reply #\(request): \(reply)")
+                if acknowledgedCheckpoints.removeValue(forKey: request) != nil {
+                    answeredCheckpoints.insert(request)
+                    if reply != .done(nil) && reply != .done(.timeout) { violate("acknowledged checkpoint #\(request) answered \(reply)") }
+                } else if answeredCheckpoints.contains(request) {
+                    violate("acknowledged checkpoint #\(request) answered twice")
+                }
             case .undeliverable(let batch, let error):
                 for envelope in batch {
                     envelopes[envelope.id]?.failed = true
@@ -581,7 +590,13 @@ public final class Simulation {
                 let host = nodes[pid.node.name], host.alive, host.id == pid.node
             else { return }
             checkpointStates[process.name, default: []].insert(process.stateBytes)
-            withTracker(pid.node) { $0.onCheckpoint(pid: pid, state: process.stateBytes, now: self.now) }
+            // Every other checkpoint waits for the successor's acknowledgement (no extra random draw).
+            var request: RequestID?
+            if nextRequest % 2 == 0 {
+                request = self.request()
+                acknowledgedCheckpoints[request!] = pid.node
+            }
+            withTracker(pid.node) { $0.onCheckpoint(pid: pid, state: process.stateBytes, request: request, now: self.now) }
         case 88..<92:
             // Explicit Tracker.handoff(name, state) on the host.
             guard let pid = node.tracker.whereis(name), let process = processes[pid], let host = nodes[pid.node.name],
@@ -725,6 +740,10 @@ public final class Simulation {
                     violate("\(name) was started, never removed, and is gone")
                 }
             }
+        }
+        // Acknowledged checkpoints of live nodes: every one answered.
+        for (request, waiter) in acknowledgedCheckpoints.sorted(by: { $0.key < $1.key }) {
+            if let node = nodes[waiter.name], node.alive, node.id == waiter { violate("acknowledged checkpoint #\(request) on \(waiter) never answered") }
         }
         // Planned-phase messages: exactly once.
         for (id, record) in envelopes.sorted(by: { $0.key < $1.key }) where record.planned && record.delivered != 1 && !record.failed {

@@ -107,6 +107,12 @@ public enum WireCodec {
             pid.wireWrite(to: &buffer)
             buffer.wireWrite(version)
             buffer.wireWriteBytes(state)
+        case .checkpointRequest(let id, let name, let pid, let version, let state):
+            buffer.wireWrite(id)
+            buffer.wireWrite(name)
+            pid.wireWrite(to: &buffer)
+            buffer.wireWrite(version)
+            buffer.wireWriteBytes(state)
         case .named(let name, let envelopes):
             buffer.wireWrite(name)
             buffer.wireWrite(envelopes)
@@ -224,6 +230,13 @@ public enum WireCodec {
             let version = try payload.wireReadUInt64("checkpoint.version")
             let state = try payload.wireReadBytes("checkpoint.state")
             message = .checkpoint(name: name, pid: pid, version: version, state: state)
+        case .checkpointRequest:
+            let id = try payload.wireReadUInt64("checkpointRequest.id")
+            let name = try payload.wireReadString("checkpointRequest.name")
+            let pid = try ProcessID.wireRead(from: &payload)
+            let version = try payload.wireReadUInt64("checkpointRequest.version")
+            let state = try payload.wireReadBytes("checkpointRequest.state")
+            message = .checkpointRequest(id: id, name: name, pid: pid, version: version, state: state)
         case .named:
             let name = try payload.wireReadString("named.name")
             let envelopes = try payload.wireReadArray("named.envelopes", of: Envelope.self)
@@ -364,6 +377,7 @@ public enum WireCodec {
         case .conflictYieldReply(let name, let loser, _): return wireSize(name) + loser.wireSize + 1
         case .orphans(let entries): return entries.wireSize
         case .checkpoint(let name, let pid, _, let state): return wireSize(name) + pid.wireSize + 8 + wireSize(bytes: state)
+        case .checkpointRequest(_, let name, let pid, _, let state): return 8 + wireSize(name) + pid.wireSize + 8 + wireSize(bytes: state)
         case .named(let name, let envelopes): return wireSize(name) + envelopes.wireSize
         case .toProcesses(let pids, let envelope): return pids.wireSize + envelope.wireSize
         case .undeliverable(let envelopes, let error): return envelopes.wireSize + error.wireSize

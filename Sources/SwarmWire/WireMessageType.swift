@@ -30,6 +30,7 @@ import SwarmCore
 /// | `0x0013` | `PeerMessage.toProcesses`              | pids [ProcessID], envelope Envelope                        |
 /// | `0x0014` | `PeerMessage.undeliverable`            | envelopes [Envelope], error SwarmError                     |
 /// | `0x0015` | `PeerMessage.goodbye`                  | (empty)                                                    |
+/// | `0x0016` | `PeerMessage.checkpointRequest`        | id u64, name str, pid ProcessID, version u64, state bytes  |
 /// | `0x0100` | `NodeWireMessage.callReply`            | callID u64, result: u8 tag (0 success bytes, 1 failure SwarmError) |
 ///
 /// `0x0001...0x00FF` are tracker (``PeerMessage``) messages; `0x0100...0x01FF` are runtime
@@ -56,6 +57,7 @@ public enum WireMessageType: UInt16, CaseIterable, Sendable, CustomStringConvert
     case toProcesses = 0x0013
     case undeliverable = 0x0014
     case goodbye = 0x0015
+    case checkpointRequest = 0x0016
 
     case callReply = 0x0100
 
@@ -87,6 +89,7 @@ public enum WireMessageType: UInt16, CaseIterable, Sendable, CustomStringConvert
         case .toProcesses: self = .toProcesses
         case .undeliverable: self = .undeliverable
         case .goodbye: self = .goodbye
+        case .checkpointRequest: self = .checkpointRequest
         }
     }
 
@@ -123,6 +126,7 @@ public enum WireMessageType: UInt16, CaseIterable, Sendable, CustomStringConvert
         case .toProcesses: return "toProcesses"
         case .undeliverable: return "undeliverable"
         case .goodbye: return "goodbye"
+        case .checkpointRequest: return "checkpointRequest"
         case .callReply: return "callReply"
         }
     }

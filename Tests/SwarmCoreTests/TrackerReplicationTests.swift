@@ -133,4 +133,64 @@ import Testing
         #expect(cluster.nodes["gw-3"]!.members(of: "g") == [restarted!])
         checkConverged(cluster, names: [name])
     }
+
+    /// An acknowledged checkpoint is answered only once the successor holds it: not before the
+    /// `checkpointRequest` was delivered, and a crash of the host right after the answer
+    /// recovers that state.
+    @Test func acknowledgedCheckpointIsAnsweredOnceTheSuccessorHoldsIt() {
+        var cluster = Cluster(three)
+        let name = nameOwned(by: "gw-1", among: three, prefix: "ack")
+        let pid = cluster.register(name, from: "gw-2", request: 1)!.pid!
+        let successor = cluster.nodes["gw-1"]!.successor(of: name)!
+        cluster.on("gw-1") { $0.onCheckpoint(pid: pid, state: [7], request: 50, now: $1) }
+        #expect(cluster.done("gw-1", 50) == nil, "no answer before the successor confirmed")
+        #expect(cluster.queue.contains {
+            if case .message(_, let to, .checkpointRequest(50, name, pid, _, [7])) = $0 { return to.name == successor }
+            return false
+        })
+        cluster.settle()
+        #expect(cluster.done("gw-1", 50) == .some(nil))
+        #expect(cluster.nodes["gw-1"]!.inFlight == 0)
+        // A plain checkpoint after it, lost on the way: the acknowledged one is what recovery finds.
+        cluster.on("gw-1") { $0.onCheckpoint(pid: pid, state: [8], now: $1) }
+        cluster.queue.removeAll()
+        cluster.crash("gw-1")
+        let start = cluster.startOrders.last
+        #expect(start?.node == successor)
+        #expect(start?.order.reason == .recover(state: [7]))
+    }
+
+    /// The successor dies before it confirmed: the request goes to the name's next successor
+    /// (same request id) and is answered by it; without any successor left it is answered at once.
+    @Test func acknowledgedCheckpointFollowsANewSuccessor() {
+        var cluster = Cluster(three)
+        let name = nameOwned(by: "gw-1", among: three, prefix: "ackmove")
+        let pid = cluster.register(name, from: "gw-1", request: 1)!.pid!
+        let first = cluster.nodes["gw-1"]!.successor(of: name)!
+        let second = three.first { $0 != "gw-1" && $0 != first }!
+        cluster.on("gw-1") { $0.onCheckpoint(pid: pid, state: [1], request: 60, now: $1) }
+        cluster.queue.removeAll()  // the request to the first successor is lost with it
+        cluster.crash(first)
+        #expect(cluster.done("gw-1", 60) == .some(nil))
+        #expect(cluster.history["gw-1"]!.compactMap(\.sentMessage).contains {
+            $0.to.name == second && $0.message == .checkpointRequest(id: 60, name: name, pid: pid, version: 1, state: [1])
+        })
+        #expect(cluster.nodes[second]!.inFlight == 0)
+        // Alone: nothing to replicate to, answered at once.
+        cluster.crash(second)
+        cluster.on("gw-1") { $0.onCheckpoint(pid: pid, state: [2], request: 61, now: $1) }
+        #expect(cluster.done("gw-1", 61) == .some(nil))
+    }
+
+    /// A successor that stays silent: the request times out (the API answers 503), nothing waits
+    /// for ever.
+    @Test func acknowledgedCheckpointTimesOut() {
+        var cluster = Cluster(two)
+        let name = nameOwned(by: "gw-1", among: two, prefix: "acktime")
+        let pid = cluster.register(name, from: "gw-1", request: 1)!.pid!
+        cluster.on("gw-1") { $0.onCheckpoint(pid: pid, state: [1], request: 70, now: $1) }
+        cluster.queue.removeAll()
+        for _ in 0..<120 { cluster.tick(.ms(50)) }
+        #expect(cluster.done("gw-1", 70) == .some(.timeout))
+    }
 }

@@ -80,6 +80,8 @@ enum Fixtures {
             .orphans([entryBare, entryFull, entryBare]),
             .checkpoint(name: "", pid: pidZero, version: 0, state: []),
             .checkpoint(name: "ckpt", pid: pidMax, version: .max, state: Array(repeating: 0xAB, count: 300)),
+            .checkpointRequest(id: 0, name: "", pid: pidZero, version: 0, state: []),
+            .checkpointRequest(id: .max, name: "ckpt", pid: pidMax, version: .max, state: Array(repeating: 0xCD, count: 300)),
             .named(name: "", envelopes: []),
             .named(name: "chat/🐝", envelopes: [envelopeCall, envelopeCast, envelopeZeroCall]),
             .toProcesses(pids: [], envelope: envelopeCast),
@@ -227,7 +229,7 @@ struct RandomMessages {
 
     /// One random message; every case is equally likely.
     mutating func message() -> PeerMessage {
-        switch int(0...20) {
+        switch int(0...21) {
         case 0: return .heartbeat(members: array { $0.member() }, seq: u64())
         case 1: return .replicate(changes: array { $0.change() })
         case 2: return .catchUp(after: u64())
@@ -252,6 +254,7 @@ struct RandomMessages {
         case 17: return .named(name: string(), envelopes: array { $0.envelope() })
         case 18: return .toProcesses(pids: array { $0.pid() }, envelope: envelope())
         case 19: return .undeliverable(envelopes: array { $0.envelope() }, error: error())
+        case 20: return .checkpointRequest(id: u64(), name: string(), pid: pid(), version: u64(), state: bytes())
         default: return .goodbye
         }
     }

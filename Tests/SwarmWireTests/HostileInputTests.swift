@@ -134,7 +134,7 @@ struct HostileInputTests {
         }
     }
 
-    @Test("unknown and transport-reserved types are rejected", arguments: [0x0000, 0x0016, 0x00FF, 0x0101, 0x7FFF, 0xFF00, 0xFFFF] as [UInt16])
+    @Test("unknown and transport-reserved types are rejected", arguments: [0x0000, 0x0017, 0x00FF, 0x0101, 0x7FFF, 0xFF00, 0xFFFF] as [UInt16])
     func unknownTypes(_ type: UInt16) {
         var empty = ByteBuffer()
         #expect(throws: WireError.unknownMessageType(type)) { _ = try WireCodec.decodeAny(type: type, payload: &empty) }

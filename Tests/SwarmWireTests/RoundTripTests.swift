@@ -25,7 +25,7 @@ struct RoundTripTests {
         let covered = Set(Fixtures.messages.map { WireMessageType($0) })
         let expected = Set(WireMessageType.allCases.filter(\.isPeerMessage))
         #expect(covered == expected)
-        #expect(expected.count == 21)
+        #expect(expected.count == 22)
     }
 
     @Test("encoding appends after existing bytes")
@@ -80,7 +80,7 @@ struct RoundTripTests {
             (.handoffOffer, 0x000B), (.handoffAccepted, 0x000C), (.handoffRejected, 0x000D),
             (.conflictYield, 0x000E), (.conflictYieldReply, 0x000F), (.orphans, 0x0010),
             (.checkpoint, 0x0011), (.named, 0x0012), (.toProcesses, 0x0013), (.undeliverable, 0x0014),
-            (.goodbye, 0x0015), (.callReply, 0x0100),
+            (.goodbye, 0x0015), (.checkpointRequest, 0x0016), (.callReply, 0x0100),
         ]
         #expect(table.count == WireMessageType.allCases.count)
         for (type, number) in table {
@@ -111,6 +111,20 @@ struct RoundTripTests {
         #expect(type == 0x0007)
         #expect(Fixtures.bytes(payload) == [0, 0, 0, 0, 0, 0, 0, 2, 1, 0, 0, 0, 2, 0xC3, 0xA9])
         #expect(Fixtures.bytes(WireCodec.encode(.notOwner(id: 2, owner: nil)).payload) == [0, 0, 0, 0, 0, 0, 0, 2, 0])
+    }
+
+    @Test("golden: checkpointRequest")
+    func goldenCheckpointRequest() {
+        let node = NodeID(name: "n", incarnation: 1)
+        let (type, payload) = WireCodec.encode(.checkpointRequest(id: 9, name: "d", pid: ProcessID(node: node, local: 2), version: 3, state: [7]))
+        #expect(type == 0x0016)
+        let expected: [UInt8] =
+            [0, 0, 0, 0, 0, 0, 0, 9]  // id
+            + [0, 0, 0, 1, 0x64]  // name
+            + [0, 0, 0, 1, 0x6E, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 2]  // pid
+            + [0, 0, 0, 0, 0, 0, 0, 3]  // version
+            + [0, 0, 0, 1, 7]  // state
+        #expect(Fixtures.bytes(payload) == expected)
     }
 
     @Test("golden: toProcesses")
