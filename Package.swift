@@ -225,11 +225,12 @@ let package = Package(
             pkgConfig: "libmosquitto",
             providers: [.apt(["libmosquitto-dev"])]
         ),
-        // The safe Swift wrapper over libmosquitto (MQTTClient) and the child-process broker
-        // (EmbeddedBroker) used by tests and by the gateway's first-run mode.
+        // The safe Swift wrapper over libmosquitto (MQTTClient), the child-process broker
+        // (EmbeddedBroker) used by tests and by the gateway's first-run mode, and Mosquitto's
+        // password hashes (swift-crypto's HMAC-SHA512) for its logins.
         .target(
             name: "MQTT",
-            dependencies: ["CMosquitto", logging],
+            dependencies: ["CMosquitto", logging, crypto],
             swiftSettings: swiftSettings
         ),
         .testTarget(

@@ -4,8 +4,9 @@ import GatewayConfig
 /// A broker address `mqtt://[USER[:PASS]@]HOST[:PORT]` or `mqtts://...` (TLS, default port 8883).
 ///
 /// User name and password are percent-decoded. In the simulator the placeholder `{id}` in either
-/// is replaced by each device's id, so a broker with the per-device ACL `pattern readwrite
-/// devices/%u/#` can be used with `mqtt://{id}:secret@host:1883`.
+/// is replaced by each device's id, so a broker with the strict per-device ACL
+/// (`config/mosquitto.acl.example`, `pattern write devices/%u/telemetry`, …) can be used with
+/// `mqtt://{id}:secret-{id}@host:1883`.
 public struct BrokerURL: Sendable, Hashable, CustomStringConvertible {
     public var tls: Bool
     public var host: String

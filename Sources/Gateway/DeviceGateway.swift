@@ -118,6 +118,7 @@ public final class DeviceGateway: Sendable {
         await node.register(kind: GatewaySettings.nodeProcessKind) { _, _ in GatewayNodeProcess(context: context) }
         do {
             try await registerNodeProcess()
+            try await settings.logins?.start()
             for entry in runtime.brokers.entries {
                 try await entry.client.connect()
                 for filter in topics.sharedFilters(group: settings.shareGroup) {
@@ -180,6 +181,7 @@ public final class DeviceGateway: Sendable {
         for lane in lanes { lane.finish() }
         replies.failAll(GatewayError.notRunning)
         for entry in runtime.brokers.entries { await entry.client.close() }
+        await settings.logins?.shutdown()
     }
 
     /// Graceful leave of this node (SIGTERM, `POST /v1/cluster/drain`): stops taking device

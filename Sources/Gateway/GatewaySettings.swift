@@ -62,6 +62,11 @@ public struct GatewaySettings: Sendable {
     /// id, the kind and the parsed payload), on the node that hosts the process. For benchmarks
     /// and tests (publish-to-handled latency); must return quickly. Default nil.
     public var ingressObserver: (@Sendable (_ id: String, _ kind: DeviceTopics.Kind, _ payload: JSONValue) -> Void)?
+    /// Creates and removes device logins on the brokers (``EmbeddedBrokerLogins``,
+    /// ``DynamicSecurityLogins``): used by provisioning with a password and by deletion. nil:
+    /// device logins are not managed here; provisioning with a password is refused
+    /// (``GatewayError/credentialsNotManaged``). Several nodes may share one manager. Default nil.
+    public var logins: (any DeviceLoginManager)?
     /// Logger for the gateway.
     public var logger = Logger(label: "swarm.gateway")
 

@@ -161,6 +161,16 @@ extension GatewayConfiguration {
             }
             brokers = parsed
         case "brokerCAFile": brokerCAFile = try Self.readableFile(value)
+        case "brokerAdminUsername":
+            let user = try Self.string(value)
+            guard !user.isEmpty, user.utf8.count <= 256, !user.contains(where: { $0.isWhitespace || $0 == ":" }) else {
+                throw ValueError("\"\(user)\" is not a valid MQTT user name (1-256 characters, no spaces or ':')")
+            }
+            brokerAdminUsername = user
+        case "brokerAdminPassword":
+            let password = try Self.string(value)
+            guard !password.isEmpty else { throw ValueError("must not be empty") }
+            brokerAdminPassword = Secret(password)
         case "clusterTLSCertificate": clusterTLSCertificate = try Self.readableFile(value)
         case "clusterTLSKey": clusterTLSKey = try Self.readableFile(value)
         case "clusterTLSCA": clusterTLSCA = try Self.readableFile(value)
@@ -247,6 +257,17 @@ extension GatewayConfiguration {
             throw GatewayConfigError(
                 key: "embeddedBroker", source: sources["embeddedBroker"],
                 message: "cannot be true while brokers are configured (\(brokers.count) from \(sources["brokers"]!))")
+        }
+        if (brokerAdminUsername == nil) != (brokerAdminPassword == nil) {
+            let given = brokerAdminUsername == nil ? "brokerAdminPassword" : "brokerAdminUsername"
+            let missing = brokerAdminUsername == nil ? "brokerAdminUsername" : "brokerAdminPassword"
+            throw GatewayConfigError(
+                key: missing, source: nil, message: "is required when \(given) is set (from \(sources[given]!)): the admin login takes both")
+        }
+        if brokerAdminUsername != nil && brokers.isEmpty {
+            throw GatewayConfigError(
+                key: "brokerAdminUsername", source: sources["brokerAdminUsername"],
+                message: "is for external brokers (brokers); the embedded broker's device logins are always managed")
         }
         if !embeddedBroker && brokers.isEmpty {
             throw GatewayConfigError(key: "brokers", source: nil, message: "no broker: configure brokers, or set embeddedBroker to true")

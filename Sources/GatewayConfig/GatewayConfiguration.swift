@@ -32,6 +32,12 @@ public struct GatewayConfiguration: Sendable, Hashable, CustomStringConvertible 
     public var brokers: [BrokerEndpoint] = []
     /// CA certificates (PEM) for `mqtts://` brokers. Default nil: the system's.
     public var brokerCAFile: String? = nil
+    /// The dynamic security plugin's admin login on the external brokers: with it the gateway
+    /// manages device logins there (`PUT /v1/devices/{id}` with a password, `DELETE`). Set with
+    /// ``brokerAdminPassword``. Default nil (device logins on external brokers not managed).
+    public var brokerAdminUsername: String? = nil
+    /// The admin login's password. Default nil.
+    public var brokerAdminPassword: Secret? = nil
     /// Shared cluster secret authenticating peers (at least 16 bytes). Required when seeds or
     /// DNS discovery are set. Default nil.
     public var clusterSecret: Secret? = nil
@@ -95,6 +101,8 @@ public struct GatewayConfiguration: Sendable, Hashable, CustomStringConvertible 
             "httpListen: \(httpListen)",
             "brokers: \(list(brokers))",
             "brokerCAFile: \(brokerCAFile ?? "-")",
+            "brokerAdminUsername: \(brokerAdminUsername ?? "-")",
+            "brokerAdminPassword: \(brokerAdminPassword == nil ? "-" : "<redacted>")",
             "clusterSecret: \(clusterSecret == nil ? "-" : "<redacted>")",
             "clusterTLSCertificate: \(clusterTLSCertificate ?? "-")",
             "clusterTLSKey: \(clusterTLSKey ?? "-")",
@@ -178,6 +186,8 @@ extension GatewayConfiguration {
         Key(name: "httpListen", kind: .hostPort, defaultText: "127.0.0.1:8080", summary: "Address of the backend HTTP API, metrics and dashboard. Port 0 picks a free port."),
         Key(name: "brokers", kind: .brokerList, defaultText: "none (embedded broker)", summary: "MQTT brokers, `mqtt://USER:PASS@HOST:PORT` or `mqtts://...`; every node joins the share group on each. The flag is repeatable.", flagName: "broker"),
         Key(name: "brokerCAFile", kind: .path, defaultText: "the system's CA certificates", summary: "PEM file of CA certificates for `mqtts://` brokers; must exist."),
+        Key(name: "brokerAdminUsername", kind: .string, defaultText: "none (device logins on external brokers not managed)", summary: "Admin login of the external brokers' dynamic security plugin; with it the gateway creates and deletes device logins there (`PUT`/`DELETE /v1/devices/{id}`). Set with `brokerAdminPassword`; only with `brokers` (the embedded broker's logins are always managed). See docs/deployment.md."),
+        Key(name: "brokerAdminPassword", kind: .secret, defaultText: "none", summary: "Password of `brokerAdminUsername`."),
         Key(name: "clusterSecret", kind: .secret, defaultText: "none", summary: "Shared secret authenticating cluster peers (at least 16 bytes). Required when `seeds` or `dnsDiscovery` is set."),
         Key(name: "clusterTLSCertificate", kind: .path, defaultText: "none (plain TCP)", summary: "Mutual TLS between nodes: this node's certificate chain (PEM), signed by the cluster CA. Set with `clusterTLSKey` and `clusterTLSCA`, or none of the three; every node of a cluster must agree. See docs/deployment.md."),
         Key(name: "clusterTLSKey", kind: .path, defaultText: "none", summary: "Mutual TLS between nodes: this node's private key (PEM, unencrypted)."),

@@ -79,7 +79,7 @@ public final class ChildProcess: Sendable {
 
     /// Runs `executable` to completion (bounded by `timeout`, then SIGKILL) and returns its exit
     /// code, or nil if it was killed by a signal.
-    static func run(executable: String, arguments: [String], outputPath: String?, timeout: Duration) async throws -> Int32? {
+    public static func run(executable: String, arguments: [String], outputPath: String?, timeout: Duration) async throws -> Int32? {
         let child = try spawn(executable: executable, arguments: arguments, outputPath: outputPath)
         if await child.waitForExit(timeout: timeout) == nil {
             child.signal(SIGKILL)

@@ -9,7 +9,14 @@ import Synchronization
 /// which starts a local broker next to itself. The broker is configured for the gateway's needs:
 /// `set_tcp_nodelay` (request/response latency), raised queue limits (Mosquitto silently drops
 /// messages, even QoS 0, for a subscriber that exceeds `max_queued_messages`, default 1000), no
-/// persistence, and optionally a password file (built with `mosquitto_passwd -b`) and an ACL file.
+/// persistence, and optionally a password file, an ACL file and the dynamic security plugin.
+///
+/// **Logins.** ``Settings/users`` are the fixed logins (hashed in Swift, ``MosquittoPassword``).
+/// With ``Settings/managedLogins`` the password file also holds logins added and removed while the
+/// broker runs (``updateLogins(_:)``): the file is rewritten and the broker reloads it on SIGHUP
+/// (``reload(timeout:)`` waits until it has), without a restart. A reload disconnects clients whose
+/// login is gone. Logins added this way survive restarts of this object when ``Settings/directory``
+/// is kept (the password file is read back at the first start).
 ///
 /// Every wait is bounded: ``start()`` waits at most ``Settings/startTimeout`` for the port to
 /// accept connections, ``stop()`` sends SIGTERM and escalates to SIGKILL after
@@ -41,8 +48,17 @@ public final class EmbeddedBroker: Sendable {
         public var port: Int = 0
         /// Allow clients without a user name. Default true.
         public var allowAnonymous: Bool = true
-        /// Users written to the password file. Default empty (no password file).
+        /// Users written to the password file. Default empty (no password file unless
+        /// ``managedLogins``).
         public var users: [User] = []
+        /// Keep a password file even without ``users`` and accept ``EmbeddedBroker/updateLogins(_:)``.
+        /// Default false.
+        public var managedLogins = false
+        /// Load the dynamic security plugin with this admin client (created in the plugin's file at
+        /// the first start when the file does not exist). Default nil (no plugin).
+        public var dynamicSecurityAdmin: User? = nil
+        /// Path of `mosquitto_dynamic_security.so`. Default nil: the usual library directories.
+        public var dynamicSecurityPlugin: String? = nil
         /// Lines of the ACL file (`user`, `topic`, `pattern` lines, see mosquitto.conf(5)).
         /// Default nil (no ACL file: everyone may use every topic).
         public var aclRules: [String]? = nil
@@ -74,6 +90,10 @@ public final class EmbeddedBroker: Sendable {
         var process: ChildProcess?
         var port: Int
         var prepared = false
+        /// Static users' password file lines, hashed once.
+        var fixedEntries: [String] = []
+        /// Logins managed through ``updateLogins(_:)``: user → `$7$…` hash.
+        var logins: [String: String] = [:]
     }
 
     /// The settings the broker was created with.
@@ -131,6 +151,11 @@ public final class EmbeddedBroker: Sendable {
     public var logPath: String { directory + "/mosquitto.log" }
     var passwordPath: String { directory + "/passwd" }
     var aclPath: String { directory + "/acl" }
+    /// The dynamic security plugin's file (with ``Settings/dynamicSecurityAdmin``).
+    public var dynamicSecurityPath: String { directory + "/dynamic-security.json" }
+
+    /// True when the broker has a password file.
+    var hasPasswordFile: Bool { !settings.users.isEmpty || settings.managedLogins }
 
     /// The broker's log so far (empty if none).
     public func log() -> String {
@@ -160,8 +185,12 @@ public final class EmbeddedBroker: Sendable {
             "log_type information",
             "connection_messages true",
         ]
-        if !settings.users.isEmpty { lines.append("password_file \(passwordPath)") }
+        if hasPasswordFile { lines.append("password_file \(passwordPath)") }
         if settings.aclRules != nil { lines.append("acl_file \(aclPath)") }
+        if settings.dynamicSecurityAdmin != nil, let plugin = try? Self.findDynamicSecurityPlugin(settings.dynamicSecurityPlugin) {
+            lines.append("plugin \(plugin)")
+            lines.append("plugin_opt_config_file \(dynamicSecurityPath)")
+        }
         if geteuid() == 0 && getpwnam("mosquitto") == nil { lines.append("user root") }
         lines += settings.extraConfiguration
         return lines.joined(separator: "\n") + "\n"
@@ -254,21 +283,160 @@ public final class EmbeddedBroker: Sendable {
         if let rules = settings.aclRules {
             try write(rules.joined(separator: "\n") + "\n", to: aclPath)
         }
-        if !settings.users.isEmpty {
-            try? FileManager.default.removeItem(atPath: passwordPath)
-            let passwd = try Self.findExecutable("mosquitto_passwd")
-            for (index, user) in settings.users.enumerated() {
-                let arguments = (index == 0 ? ["-c"] : []) + ["-b", passwordPath, user.name, user.password]
-                let code = try await ChildProcess.run(
-                    executable: passwd, arguments: arguments,
-                    outputPath: directory + "/mosquitto_passwd.out", timeout: .seconds(10)
-                )
-                guard code == 0 else {
-                    throw MQTTError(code: .broker, message: "mosquitto_passwd failed for user \(user.name) (exit \(code.map(String.init) ?? "signal"))")
+        if settings.dynamicSecurityAdmin != nil {
+            _ = try Self.findDynamicSecurityPlugin(settings.dynamicSecurityPlugin)
+        }
+        if let admin = settings.dynamicSecurityAdmin, !FileManager.default.fileExists(atPath: dynamicSecurityPath) {
+            try write(Self.dynamicSecurityFile(admin: admin), to: dynamicSecurityPath)
+        }
+        if hasPasswordFile {
+            let fixed = settings.users.map { MosquittoPassword.fileEntry(user: $0.name, password: $0.password) }
+            let fixedNames = Set(settings.users.map(\.name))
+            // Managed logins of an earlier run in the same directory.
+            var kept: [String: String] = [:]
+            if settings.managedLogins, let text = try? String(contentsOfFile: passwordPath, encoding: .utf8) {
+                for line in text.split(separator: "\n") {
+                    guard let colon = line.firstIndex(of: ":") else { continue }
+                    let user = String(line[..<colon])
+                    if !fixedNames.contains(user) { kept[user] = String(line[line.index(after: colon)...]) }
                 }
             }
+            state.withLock {
+                $0.fixedEntries = fixed
+                $0.logins = kept
+            }
+            try writePasswordFile()
         }
         state.withLock { $0.prepared = true }
+    }
+
+    /// Writes the password file (fixed users, then managed logins sorted by name) atomically.
+    private func writePasswordFile() throws {
+        let text = state.withLock { state in
+            (state.fixedEntries + state.logins.keys.sorted().map { "\($0):\(state.logins[$0]!)" }).joined(separator: "\n") + "\n"
+        }
+        let temporary = passwordPath + ".new"
+        try write(text, to: temporary)
+        try handOverToBrokerUser()
+        guard rename(temporary, passwordPath) == 0 else {
+            throw MQTTError(code: .broker, message: "rename \(temporary): \(String(cString: strerror(errno)))")
+        }
+    }
+
+    // MARK: Managed logins
+
+    /// The managed logins (user names), sorted.
+    public var managedLogins: [String] { state.withLock { $0.logins.keys.sorted() } }
+
+    /// Adds, changes (user → `$7$…` hash, ``MosquittoPassword/hash(_:salt:iterations:)``) or
+    /// removes (nil) managed logins, rewrites the password file and, while the broker runs, reloads
+    /// it and waits until the broker has (``reload(timeout:)``): a new login can connect, a removed
+    /// one is disconnected. Nothing changes and nothing reloads when every entry is already so.
+    /// Throws for a fixed user's name (``Settings/users``), a name with `:`, or without
+    /// ``Settings/managedLogins``.
+    public func updateLogins(_ changes: [(user: String, hash: String?)]) async throws {
+        guard settings.managedLogins else { throw MQTTError.invalid("updateLogins needs managedLogins") }
+        let fixed = Set(settings.users.map(\.name))
+        for change in changes {
+            guard !fixed.contains(change.user) else { throw MQTTError.invalid("\(change.user) is a fixed login of this broker") }
+            guard !change.user.isEmpty, !change.user.contains(":"), !change.user.contains("\n") else {
+                throw MQTTError.invalid("\"\(change.user)\" cannot be a password file user name (no ':' or line breaks)")
+            }
+        }
+        try await prepareFilesOnce()
+        let changed = state.withLock { state -> Bool in
+            var changed = false
+            for change in changes where state.logins[change.user] != change.hash {
+                state.logins[change.user] = change.hash
+                changed = true
+            }
+            return changed
+        }
+        guard changed else { return }
+        try writePasswordFile()
+        if isRunning { try await reload() }
+    }
+
+    /// Sends SIGHUP (Mosquitto re-reads its password and ACL files and re-checks every connected
+    /// client) and waits until the broker logs `Reloading config.`: it reloads synchronously in
+    /// its single thread, so anything sent to it after that line is handled after the reload.
+    /// Throws when the broker does not run or does not reload within `timeout`.
+    public func reload(timeout: Duration = .seconds(5)) async throws {
+        guard let process = state.withLock({ $0.process }), process.isRunning else {
+            throw MQTTError(code: .broker, message: "reload: the broker is not running")
+        }
+        let marker = Array("Reloading config.".utf8)
+        let offset = logSize()
+        process.signal(SIGHUP)
+        let deadline = ContinuousClock.now + timeout
+        while ContinuousClock.now < deadline {
+            if logContains(marker, after: offset) { return }
+            try? await Task.sleep(for: .milliseconds(1))
+        }
+        throw MQTTError(code: .broker, message: "mosquitto did not reload its configuration within \(timeout)")
+    }
+
+    private func logSize() -> Int {
+        var info = stat()
+        return stat(logPath, &info) == 0 ? Int(info.st_size) : 0
+    }
+
+    /// True when the log holds `marker` after byte `offset` (reads only the new part).
+    private func logContains(_ marker: [UInt8], after offset: Int) -> Bool {
+        let fd = open(logPath, O_RDONLY)
+        guard fd >= 0 else { return false }
+        defer { close(fd) }
+        var bytes: [UInt8] = []
+        var chunk = [UInt8](repeating: 0, count: 64 * 1024)
+        var position = off_t(offset)
+        while true {
+            let count = chunk.withUnsafeMutableBytes { pread(fd, $0.baseAddress, $0.count, position) }
+            guard count > 0 else { break }
+            bytes.append(contentsOf: chunk[0..<count])
+            position += off_t(count)
+        }
+        guard bytes.count >= marker.count else { return false }
+        for start in 0...(bytes.count - marker.count) where bytes[start] == marker[0] && bytes[start..<(start + marker.count)].elementsEqual(marker) {
+            return true
+        }
+        return false
+    }
+
+    /// The plugin's initial file: the admin client with the plugin's `admin` role (its control
+    /// topic only), nothing else allowed by default (the ACL file decides for everyone else).
+    static func dynamicSecurityFile(admin: Settings.User) -> String {
+        let password = MosquittoPassword.dynamicSecurityFields(password: admin.password)
+        let control = "$CONTROL/dynamic-security/#"
+        return """
+            {"clients":[{"username":\(jsonString(admin.name)),"textName":"Swarm Gateway admin","password":"\(password.hash)","salt":"\(password.salt)","iterations":\(password.iterations),"roles":[{"rolename":"admin"}]}],\
+            "roles":[{"rolename":"admin","acls":[{"acltype":"publishClientSend","topic":"\(control)","allow":true},{"acltype":"publishClientReceive","topic":"\(control)","allow":true},{"acltype":"subscribePattern","topic":"\(control)","allow":true}]}],\
+            "groups":[],"defaultACLAccess":{"publishClientSend":false,"publishClientReceive":false,"subscribe":false,"unsubscribe":true}}
+
+            """
+    }
+
+    private static func jsonString(_ text: String) -> String {
+        var out = "\""
+        for scalar in text.unicodeScalars {
+            switch scalar {
+            case "\"": out += "\\\""
+            case "\\": out += "\\\\"
+            case _ where scalar.value < 0x20:
+                let hex = String(scalar.value, radix: 16)
+                out += "\\u" + String(repeating: "0", count: 4 - hex.count) + hex
+            default: out.unicodeScalars.append(scalar)
+            }
+        }
+        return out + "\""
+    }
+
+    /// `mosquitto_dynamic_security.so`: the given path, else the usual library directories.
+    static func findDynamicSecurityPlugin(_ path: String?) throws -> String {
+        let candidates = path.map { [$0] } ?? [
+            "/usr/lib/x86_64-linux-gnu", "/usr/lib/aarch64-linux-gnu", "/usr/lib", "/usr/local/lib", "/usr/lib64",
+        ].map { $0 + "/mosquitto_dynamic_security.so" }
+        for candidate in candidates where access(candidate, R_OK) == 0 { return candidate }
+        throw MQTTError(code: .broker, message: "mosquitto_dynamic_security.so not found (\(candidates.joined(separator: ", "))); it ships with Debian's mosquitto package")
     }
 
     private func write(_ text: String, to path: String) throws {

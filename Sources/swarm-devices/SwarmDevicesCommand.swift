@@ -374,9 +374,16 @@ struct ValidateCommand: ParsableCommand {
     @Option(help: "Number of devices to expand to.")
     var count: Int?
 
+    @Flag(help: "Print only the device ids, one per line (for making their broker logins).")
+    var listIDs = false
+
     func run() throws {
         let definition = try reportingConfigErrors { try FleetDefinition.load(path: fleet) }
         let specs = try reportingConfigErrors { try definition.expand(count: count) }
+        if listIDs {
+            print(specs.map(\.id).joined(separator: "\n"))
+            return
+        }
         var perProfile: [String: Int] = [:]
         for spec in specs { perProfile[spec.profile.name, default: 0] += 1 }
         print("fleet \(definition.name): \(specs.count) devices; " + perProfile.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value)" }.joined(separator: ", "))

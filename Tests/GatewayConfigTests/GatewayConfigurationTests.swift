@@ -149,6 +149,16 @@ struct GatewayConfigurationTests {
         #expect(loadError(overrides: ["http-listen": "127.0.0.1:7946"])?.key == "httpListen")
         #expect(loadError(overrides: ["embedded-broker-port": "8080"])?.key == "embeddedBrokerPort")
         #expect(loadError(overrides: ["api-token": "has space in it"])?.key == "apiToken")
+        // The dynamic-security admin login: both parts, and only for external brokers.
+        let halfAdmin = loadError(overrides: ["brokers": "mqtt://h", "broker-admin-username": "swarm-admin"])
+        #expect(halfAdmin?.description
+            == "configuration error: brokerAdminPassword: is required when brokerAdminUsername is set (from flag --broker-admin-username): the admin login takes both")
+        #expect(loadError(environment: ["SWARM_GATEWAY_BROKER_ADMIN_PASSWORD": "pw"], overrides: ["brokers": "mqtt://h"])?.key == "brokerAdminUsername")
+        #expect(loadError(overrides: ["broker-admin-username": "swarm-admin", "broker-admin-password": "pw"])?.key == "brokerAdminUsername")
+        #expect(loadError(overrides: ["brokers": "mqtt://h", "broker-admin-username": "a b", "broker-admin-password": "pw"])?.key == "brokerAdminUsername")
+        let admin = try? GatewayConfiguration.load(overrides: ["brokers": "mqtt://h", "broker-admin-username": "swarm-admin", "broker-admin-password": "admin-pw"])
+        #expect(admin?.brokerAdminUsername == "swarm-admin" && admin?.brokerAdminPassword?.value == "admin-pw")
+        #expect(admin?.description.contains("admin-pw") == false)
     }
 
     @Test("secrets never appear in description")

@@ -210,7 +210,8 @@ struct MQTTClientTests {
             // The ACL shipped as config/mosquitto.acl.example.
             settings.aclRules = exampleACL()
         }) { broker in
-            #expect(exampleACL().contains("pattern readwrite devices/%u/#"))
+            #expect(exampleACL().contains("pattern write devices/%u/replies/#"))
+            #expect(!exampleACL().contains { $0.hasPrefix("pattern readwrite") }, "the strict contract: no device reads and writes")
             var wrong = testSettings(broker, "intruder")
             wrong.username = "gateway"
             wrong.password = "not-the-password"
@@ -245,6 +246,11 @@ struct MQTTClientTests {
                     #expect(denied.reasonCode == 0x87)
                     // Command replies go to a response topic inside the device's own subtree.
                     try await device.client.publish(topic: "devices/dev1/replies/node1", string: "reply", qos: .atLeastOnce)
+                    // A device may not write its own desired state.
+                    let own = try await #require(throws: MQTTError.self) {
+                        try await device.client.publish(topic: "devices/dev1/state/desired", string: "{}", qos: .atLeastOnce, retain: true)
+                    }
+                    #expect(own.reasonCode == 0x87)
                 }
                 #expect(await gateway.messages.wait { $0.payloadStrings.contains("ok") && $0.payloadStrings.contains("reply") })
                 #expect(!gateway.messages.all.payloadStrings.contains("spoof"))

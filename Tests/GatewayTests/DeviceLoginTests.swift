@@ -1,0 +1,140 @@
+import Foundation
+import SwarmJSON
+import Synchronization
+import Testing
+
+@testable import Gateway
+@testable import MQTT
+
+/// A broker behind the shipped ACL with the gateway user; `managed` adds the managed password
+/// file, `dynamicSecurity` the plugin with its admin `swarm-admin`.
+func withLoginBroker<T>(managed: Bool, dynamicSecurity: Bool = false, _ body: (EmbeddedBroker) async throws -> T) async throws -> T {
+    var settings = EmbeddedBroker.Settings()
+    settings.allowAnonymous = false
+    settings.aclRules = try shippedACL()
+    settings.users = [.init("gateway", password: SecureContractTests.gatewayPassword)]
+    settings.managedLogins = managed
+    if dynamicSecurity { settings.dynamicSecurityAdmin = .init("swarm-admin", password: "admin-test-password") }
+    settings.stopTimeout = .seconds(3)
+    let broker = try EmbeddedBroker(settings: settings, logger: quietLogger("test.broker"))
+    try await broker.start()
+    do {
+        let result = try await body(broker)
+        await broker.stop()
+        return result
+    } catch {
+        await broker.stop()
+        throw error
+    }
+}
+
+/// Connects as `user`/`password`; nil when the broker refuses (or the connection fails).
+func login(_ broker: EmbeddedBroker, _ user: String?, _ password: String?) async -> MQTTClient? {
+    var settings = clientSettings(broker, "login")
+    settings.username = user
+    settings.password = password
+    settings.connectTimeout = .seconds(3)
+    guard let client = try? MQTTClient(settings: settings, logger: quietLogger("test.login")) else { return nil }
+    do {
+        try await client.connect()
+        return client
+    } catch {
+        await client.close()
+        return nil
+    }
+}
+
+/// True once `client` reported a disconnection.
+func disconnected(_ client: MQTTClient, within timeout: Duration = .seconds(5)) async -> Bool {
+    let seen = Atomic<Bool>(false)
+    let task = Task {
+        for await event in client.events {
+            if case .disconnected = event {
+                seen.store(true, ordering: .relaxed)
+                return
+            }
+        }
+    }
+    defer { task.cancel() }
+    return await eventually(timeout: timeout) { seen.load(ordering: .relaxed) }
+}
+
+@Suite("Device logins managed by the gateway (real Mosquitto)", .serialized)
+struct DeviceLoginTests {
+    @Test("password hashes: Mosquitto accepts them; verify checks them; known PBKDF2-HMAC-SHA512 vector")
+    func hashes() throws {
+        // RFC 6070-style vector for PBKDF2-HMAC-SHA512 ("password", "salt", 1 iteration).
+        let derived = MosquittoPassword.pbkdf2SHA512(password: Array("password".utf8), salt: Array("salt".utf8), iterations: 1)
+        #expect(derived.map { String(format: "%02x", $0) }.joined().hasPrefix("867f70cf1ade02cff3752599a3a53dc4af34c7a669815ae5d513554e1c8cf252"))
+        let hash = MosquittoPassword.hash("s3cret")
+        #expect(hash.hasPrefix("$7$101$"))
+        #expect(MosquittoPassword.verify("s3cret", against: hash))
+        #expect(!MosquittoPassword.verify("s3cret!", against: hash))
+    }
+
+    @Test("embedded password file: a new login connects at once, a wrong password and anonymous are refused, removal disconnects a live client; bursts share reloads")
+    func embeddedLogins() async throws {
+        try await withLoginBroker(managed: true) { broker in
+            let logins = EmbeddedBrokerLogins(broker: broker)
+            #expect(await login(broker, "dev-x", "s3cret") == nil)
+            try await logins.setPassword("s3cret", for: "dev-x")
+            let live = try #require(await login(broker, "dev-x", "s3cret"))
+            #expect(await login(broker, "dev-x", "wrong") == nil)
+            #expect(await login(broker, nil, nil) == nil)
+            await #expect(throws: GatewayError.self) { try await logins.setPassword("x", for: "gateway") }
+            await #expect(throws: GatewayError.self) { try await logins.setPassword("x", for: "a:b") }
+            // Removal: the live client is disconnected and cannot log in again.
+            try await logins.removeLogin("dev-x")
+            #expect(await disconnected(live))
+            await live.close()
+            #expect(await login(broker, "dev-x", "s3cret") == nil)
+            try await logins.removeLogin("never-there")
+            // A burst of 200 concurrent logins: every one works, in far fewer reloads.
+            let reloadsBefore = broker.log().components(separatedBy: "Reloading config.").count
+            try await withThrowingTaskGroup(of: Void.self) { group in
+                for index in 0..<200 { group.addTask { try await logins.setPassword("pw-\(index)", for: "burst-\(index)") } }
+                try await group.waitForAll()
+            }
+            let reloads = broker.log().components(separatedBy: "Reloading config.").count - reloadsBefore
+            print("200 concurrent logins: \(reloads) reloads")
+            #expect(reloads >= 1 && reloads < 100)
+            for index in [0, 99, 199] {
+                let client = try #require(await login(broker, "burst-\(index)", "pw-\(index)"))
+                await client.close()
+            }
+            #expect(broker.managedLogins.count == 200)
+        }
+    }
+
+    @Test("dynamic security plugin: create, password change, delete kicks a live client; the ACL file gives the login its own topics only")
+    func dynamicSecurityLogins() async throws {
+        try await withLoginBroker(managed: false, dynamicSecurity: true) { broker in
+            var admin = clientSettings(broker, "admin")
+            admin.username = "swarm-admin"
+            admin.password = "admin-test-password"
+            let logins = try DynamicSecurityLogins(admins: [admin], reservedNames: ["gateway"], logger: quietLogger("test.dynsec"))
+            try await logins.start()
+            do {
+                try await logins.setPassword("first", for: "dyn-1")
+                let client = try #require(await login(broker, "dyn-1", "first"))
+                _ = try await client.publish(topic: "devices/dyn-1/telemetry", string: "{}", qos: .atLeastOnce)
+                await #expect(throws: MQTTError.self) { try await client.publish(topic: "devices/dyn-2/telemetry", string: "{}", qos: .atLeastOnce) }
+                await client.close()
+                try await logins.setPassword("second", for: "dyn-1")
+                #expect(await login(broker, "dyn-1", "first") == nil)
+                let live = try #require(await login(broker, "dyn-1", "second"))
+                #expect(await login(broker, nil, nil) == nil)
+                try await logins.removeLogin("dyn-1")
+                #expect(await disconnected(live))
+                await live.close()
+                #expect(await login(broker, "dyn-1", "second") == nil)
+                try await logins.removeLogin("dyn-1")
+                await #expect(throws: GatewayError.self) { try await logins.setPassword("x", for: "swarm-admin") }
+            } catch {
+                await logins.shutdown()
+                throw error
+            }
+            await logins.shutdown()
+        }
+    }
+}
