@@ -149,10 +149,15 @@ final class TestDevice: Sendable {
     let answers: Bool
     let topics = DeviceTopics()
 
-    init(id: String, broker: EmbeddedBroker, answers: Bool = true) throws {
+    /// With a `password`, the device logs in with its id as the user name (the ACL's `%u`).
+    init(id: String, broker: EmbeddedBroker, answers: Bool = true, password: String? = nil) throws {
         self.id = id
         self.answers = answers
         var settings = clientSettings(broker, "dev-\(id)")
+        if let password {
+            settings.username = id
+            settings.password = password
+        }
         settings.will = MQTTMessage(topic: DeviceTopics().status(id), string: #"{"status":"offline"}"#, qos: .atLeastOnce, retain: true)
         client = try MQTTClient(settings: settings, logger: quietLogger("test.device"))
     }
@@ -201,10 +206,11 @@ final class TestDevice: Sendable {
 /// Creates devices, runs their consumers, starts them with `birth(id)`, runs `body`, and closes
 /// every device (gracefully: no will) afterwards.
 func withDevices(
-    _ ids: [String], broker: EmbeddedBroker, answers: Bool = true, birth: @escaping @Sendable (String) -> JSONValue? = { _ in ["status": "online"] },
+    _ ids: [String], broker: EmbeddedBroker, answers: Bool = true, password: @escaping @Sendable (String) -> String? = { _ in nil },
+    birth: @escaping @Sendable (String) -> JSONValue? = { _ in ["status": "online"] },
     _ body: @escaping @Sendable ([TestDevice]) async throws -> Void
 ) async throws {
-    let devices = try ids.map { try TestDevice(id: $0, broker: broker, answers: answers) }
+    let devices = try ids.map { try TestDevice(id: $0, broker: broker, answers: answers, password: password($0)) }
     try await withThrowingTaskGroup(of: Void.self) { group in
         for device in devices { group.addTask { await device.consume() } }
         var failure: (any Error)?
