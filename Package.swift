@@ -326,6 +326,8 @@ let package = Package(
             name: "swarm-gateway",
             dependencies: [
                 "Gateway",
+                "GatewayStore",
+                "GatewayStoreEngines",
                 "SwarmTLS",
                 "GatewayHTTP",
                 "GatewayConfig",

@@ -334,7 +334,7 @@ public actor SQLiteDeviceStore: DeviceStore {
             throw StoreError.invalidConfiguration("no database in \(directory) (\(fileName) not found)")
         }
         let live = SQLiteDeviceStore(file: source, logger: logger)
-        try await live.openForReading()
+        try await live.openForInspection()
         do {
             try await live.backup(to: file)
         } catch {
@@ -343,7 +343,7 @@ public actor SQLiteDeviceStore: DeviceStore {
         }
         await live.close()
         let copy = SQLiteDeviceStore(file: file, logger: logger)
-        try await copy.openForReading()
+        try await copy.openForInspection()
         do {
             let result = (try await copy.schemaVersion(), try await copy.counts())
             await copy.close()
@@ -354,8 +354,11 @@ public actor SQLiteDeviceStore: DeviceStore {
         }
     }
 
-    /// Opens without creating or migrating anything (backup, inspection).
-    func openForReading() async throws {
+    /// Opens an existing database without creating or migrating anything (backup, restore checks).
+    public func openForInspection() async throws {
+        guard FileManager.default.fileExists(atPath: path) else {
+            throw StoreError.invalidConfiguration("\(path) does not exist")
+        }
         guard connection == nil else { return }
         threadPool.start()
         do {
