@@ -52,16 +52,16 @@ extension DeviceGateway {
     /// finds its lane full (``IngressLane``: backpressure to the broker).
     func handleInbound(_ message: MQTTMessage, broker: BrokerPool.Entry, index: Int) async {
         brokerReceived[index].increment()
-        if message.topic == replyTopic {
-            handleReply(message)
-            return
-        }
         let id: String
         let kind: DeviceTopics.Kind
         switch topics.parse(message.topic) {
         case .success(let parsed):
             (id, kind) = parsed
         case .failure(.badTopic):
+            if let reply = topics.parseReply(message.topic) {
+                await handleReply(message, node: reply.node)
+                return
+            }
             counters.count(.badTopic)
             rejectLog.warning("badTopic", "rejected message on unexpected topic '\(message.topic.prefix(200))'")
             return
@@ -109,10 +109,22 @@ extension DeviceGateway {
         }
     }
 
-    func handleReply(_ message: MQTTMessage) {
-        guard let key = message.properties.correlationData, replies.deliver(key, message.payload) else {
+    /// A command reply on `{prefix}/{id}/replies/{node}`: handed to the command waiting here, or
+    /// forwarded to node `node`'s ``GatewayNodeProcess`` (one cast). Replies without correlation
+    /// data, for no waiting command, or for a node that is gone count as `repliesUnmatched`.
+    func handleReply(_ message: MQTTMessage, node token: String) async {
+        guard let key = message.properties.correlationData else {
             counters.repliesUnmatched.add(1, ordering: .relaxed)
             return
+        }
+        if token == nodeToken {
+            if !replies.deliver(key, message.payload) { counters.repliesUnmatched.add(1, ordering: .relaxed) }
+            return
+        }
+        do {
+            try await node.send(GatewaySettings.nodeProcessName(token), NodeMessage.reply(key: key, payload: message.payload).encoded())
+        } catch {
+            counters.repliesUnmatched.add(1, ordering: .relaxed)
         }
     }
 

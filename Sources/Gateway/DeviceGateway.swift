@@ -11,9 +11,9 @@ import Synchronization
 /// ## Shape
 /// One ``DeviceGateway`` per ``SwarmNode``. It owns one `MQTTClient` per configured broker
 /// (``GatewaySettings/brokers``); on every broker it joins the share group
-/// (`$share/{shareGroup}/{prefix}/+/status|telemetry|state/reported`) and subscribes, unshared, to
-/// its own command reply topic ``replyTopic``. It registers the device process kind on the node
-/// (``DeviceProcess``, one per device id, on the id's ring owner).
+/// (`$share/{shareGroup}/{prefix}/+/status|telemetry|state/reported|replies/+`). It registers the
+/// device process kind on the node (``DeviceProcess``, one per device id, on the id's ring owner)
+/// and its own per-node process (``GatewayNodeProcess``, `gateway-node:{node}`).
 ///
 /// ## Ingress
 /// The MQTT network thread only copies each message into the client's stream (the `MQTT`
@@ -31,8 +31,10 @@ import Synchronization
 /// ## Downlink
 /// Desired state and group downlinks are published by the device process (on its host) on the
 /// broker the device last talked through (all brokers if unknown). Commands are published by the
-/// node that serves the request, with response topic ``replyTopic`` and random correlation data,
-/// so the reply comes straight back to the waiting node.
+/// node that serves the request, with response topic `{prefix}/{id}/replies/{node}` (inside the
+/// device's subtree, so the strict ACL lets the device answer) and random correlation data. The
+/// reply reaches one gateway node through the shared subscription; when that is not the waiting
+/// node, it is forwarded to the waiting node's `gateway-node:{node}` process (one cluster hop).
 ///
 /// ## Lifecycle
 /// ``start()`` (register the kind, connect, subscribe), ``run()`` (until ``shutdown()``),
@@ -42,8 +44,9 @@ public final class DeviceGateway: Sendable {
     public let node: SwarmNode
     /// The settings it was created with.
     public let settings: GatewaySettings
-    /// This node's command reply topic: `{replyTopicPrefix}/{node name}/replies`.
-    public let replyTopic: String
+    /// This node's level in command reply topics (`{prefix}/{id}/replies/{nodeToken}`): the node
+    /// name with characters outside `[A-Za-z0-9._-]` replaced by `_`.
+    public let nodeToken: String
     /// The device topics.
     public let topics: DeviceTopics
 
@@ -72,7 +75,7 @@ public final class DeviceGateway: Sendable {
         self.node = node
         self.settings = settings
         self.topics = DeviceTopics(prefix: settings.topicPrefix)
-        self.replyTopic = "\(settings.replyTopicPrefix)/\(GatewaySettings.topicSafe(node.id.name))/replies"
+        self.nodeToken = GatewaySettings.topicSafe(node.id.name)
         self.rejectLog = RateLimitedLog(logger: settings.logger, interval: settings.rejectLogInterval)
         var entries: [BrokerPool.Entry] = []
         for (index, broker) in settings.brokers.enumerated() {
@@ -111,13 +114,15 @@ public final class DeviceGateway: Sendable {
             counters.processesStarted.add(1, ordering: .relaxed)
             return DeviceProcess(id: name, runtime: runtime)
         }
+        let context = NodeContext(replies: replies, counters: counters)
+        await node.register(kind: GatewaySettings.nodeProcessKind) { _, _ in GatewayNodeProcess(context: context) }
         do {
+            try await registerNodeProcess()
             for entry in runtime.brokers.entries {
                 try await entry.client.connect()
                 for filter in topics.sharedFilters(group: settings.shareGroup) {
                     try await entry.client.subscribe(filter, qos: settings.ingressQoS)
                 }
-                try await entry.client.subscribe(replyTopic, qos: .atLeastOnce)
             }
         } catch {
             await shutdown()
@@ -129,7 +134,24 @@ public final class DeviceGateway: Sendable {
             return true
         }
         guard started else { throw GatewayError.notRunning }
-        logger.info("gateway on \(node.id.name): \(runtime.brokers.entries.count) broker(s), reply topic \(replyTopic)")
+        logger.info("gateway on \(node.id.name): \(runtime.brokers.entries.count) broker(s), reply topics \(topics.reply("+", node: nodeToken))")
+    }
+
+    /// Spawns this node's ``GatewayNodeProcess``, registers it as `gateway-node:{token}` and joins
+    /// it to ``GatewaySettings/nodeGroup``. A previous life of this node may still be in a peer's
+    /// view for a moment (the registration is local, so only this node's own view counts here);
+    /// a name held by another process here is an error.
+    private func registerNodeProcess() async throws {
+        let pid = try await node.spawn(kind: GatewaySettings.nodeProcessKind)
+        switch try await node.register(GatewaySettings.nodeProcessName(nodeToken), existing: pid) {
+        case .registered:
+            break
+        case .alreadyRegistered(let other):
+            throw GatewayError.cluster("gateway-node:\(nodeToken) is already registered by \(other): two gateway nodes with one topic-safe name")
+        case .failed(let error):
+            throw GatewayError.cluster("registering gateway-node:\(nodeToken): \(error)")
+        }
+        try await node.join(GatewaySettings.nodeGroup, pid)
     }
 
     /// Runs ingress, lanes and the checkpoint sweep until ``shutdown()``; starts first if needed.
@@ -239,7 +261,8 @@ public final class DeviceGateway: Sendable {
     }
 
     /// Sends command `name` with `body` to device `id` on `{prefix}/{id}/commands/{name}` (QoS 1,
-    /// response topic ``replyTopic``, random correlation data, message expiry = the timeout) and
+    /// response topic `{prefix}/{id}/replies/{nodeToken}`, random correlation data, message
+    /// expiry = the timeout) and
     /// waits for the device's reply. Throws `unknownDevice`, `commandTimeout` (HTTP 504),
     /// `invalidReply` (not JSON), `brokerUnavailable`.
     public func command(_ id: String, name: String, body: JSONValue, timeout: Duration? = nil) async throws -> JSONValue {
@@ -261,7 +284,7 @@ public final class DeviceGateway: Sendable {
         let seconds = UInt32(clamping: max(1, Int((Double(timeout.components.seconds) + Double(timeout.components.attoseconds) / 1e18).rounded(.up))))
         let message = MQTTMessage(
             topic: topics.command(id, name), payload: body.serialized(), qos: .atLeastOnce,
-            properties: MQTTProperties(responseTopic: replyTopic, correlationData: key, messageExpiryInterval: seconds))
+            properties: MQTTProperties(responseTopic: topics.reply(id, node: nodeToken), correlationData: key, messageExpiryInterval: seconds))
         replies.open(key)
         counters.commandsSent.add(1, ordering: .relaxed)
         do {

@@ -77,10 +77,24 @@ public struct DeviceTopics: Sendable, Hashable {
         return .success((String(id), kind))
     }
 
+    /// Parses a command reply topic, `{prefix}/{id}/replies/{node}`, into the device id and the
+    /// node level (the gateway node whose command it answers); nil for any other topic.
+    public func parseReply(_ topic: String) -> (id: String, node: String)? {
+        let levels = topic.split(separator: "/", omittingEmptySubsequences: false)
+        let count = prefixLevels.count
+        guard levels.count == count + 3, levels[count + 1] == "replies", Array(levels[0..<count]) == prefixLevels else { return nil }
+        let id = levels[count]
+        let node = levels[count + 2]
+        guard DeviceID.isValid(id), !node.isEmpty else { return nil }
+        return (String(id), String(node))
+    }
+
     /// The shared-subscription filters every gateway node subscribes to on every broker:
-    /// `$share/{group}/{prefix}/+/status`, `…/+/telemetry`, `…/+/state/reported`.
+    /// `$share/{group}/{prefix}/+/status`, `…/+/telemetry`, `…/+/state/reported`, and the command
+    /// replies `…/+/replies/+` (a reply reaching another node than the one waiting for it is
+    /// forwarded over the cluster).
     public func sharedFilters(group: String) -> [String] {
-        ["+/status", "+/telemetry", "+/state/reported"].map { "$share/\(group)/\(prefix)/\($0)" }
+        ["+/status", "+/telemetry", "+/state/reported", "+/replies/+"].map { "$share/\(group)/\(prefix)/\($0)" }
     }
 
     /// `{prefix}/{id}/status`.
@@ -93,6 +107,10 @@ public struct DeviceTopics: Sendable, Hashable {
     public func desired(_ id: String) -> String { "\(prefix)/\(id)/state/desired" }
     /// `{prefix}/{id}/commands/{name}` (MQTT 5 response topic + correlation data).
     public func command(_ id: String, _ name: String) -> String { "\(prefix)/\(id)/commands/\(name)" }
+    /// `{prefix}/{id}/replies/{node}`: the response topic of a command sent by gateway node
+    /// `node` (a topic-safe node name), inside the device's own subtree so that the strict ACL
+    /// lets the device answer.
+    public func reply(_ id: String, node: String) -> String { "\(prefix)/\(id)/replies/\(node)" }
     /// `{prefix}/{id}/down` (group publishes).
     public func down(_ id: String) -> String { "\(prefix)/\(id)/down" }
 }

@@ -28,9 +28,6 @@ public struct GatewaySettings: Sendable {
     public var topicPrefix = "devices"
     /// Shared-subscription group name (`$share/{group}/…`). Default `swarm-gateway`.
     public var shareGroup = "swarm-gateway"
-    /// Prefix of this node's command reply topic, `{replyTopicPrefix}/{node}/replies`
-    /// (subscribed without sharing by this node only). Default `gateway`.
-    public var replyTopicPrefix = "gateway"
     /// Largest accepted inbound payload in bytes (larger ones are rejected and counted).
     /// Default 64 KiB.
     public var maxPayloadBytes = 64 * 1024
@@ -72,6 +69,15 @@ public struct GatewaySettings: Sendable {
     public init(brokers: [Broker]) {
         self.brokers = brokers
     }
+
+    /// The Swarm kind of the gateway's per-node process (``GatewayNodeProcess``).
+    static let nodeProcessKind = "gateway-node"
+    /// The Swarm group every gateway node's process joins: one message per node.
+    public static let nodeGroup = "gateway-nodes"
+
+    /// The registered name of the gateway process on node `token` (a topic-safe node name, the
+    /// last level of a reply topic): `gateway-node:{token}`.
+    public static func nodeProcessName(_ token: String) -> String { "gateway-node:" + token }
 
     /// The MQTT client id of `node` on `broker` (`swarm-gw-{node}-{broker index}`, with
     /// characters outside `[A-Za-z0-9._-]` replaced by `_`).

@@ -330,10 +330,11 @@ final class Cluster: @unchecked Sendable {
     /// One round of the post-heal checks, all through the API:
     /// - every live node answers its dump, is `up`, and its ring is exactly the live nodes;
     /// - every dump shows every live node reachable and connected;
-    /// - registries identical: `registrySize` = device count on every node, nothing contested,
+    /// - registries identical: `registrySize` = device count + one `gateway-node:{node}` process
+    ///   per live node on every node, nothing contested,
     ///   no handoff, orphan or pending start left;
-    /// - one copy of every device process: the `localNames` of the live nodes add up to the
-    ///   device count, and every observer's `names` for node X equals X's own `localNames`;
+    /// - one copy of every device process: the `localNames` of the live nodes (less each node's
+    ///   own `gateway-node:` process) add up to the device count, and every observer's `names` for node X equals X's own `localNames`;
     /// - placement: each node hosts exactly the devices the ring (SwarmCore's `HashRing` over the
     ///   live node names) gives it (counts), and the twins of `twinSample` devices name their
     ///   ring owner as `node`;
@@ -351,7 +352,9 @@ final class Cluster: @unchecked Sendable {
             }
             if dump.state != "up" { problems.append("\(node.name): state \(dump.state)") }
             if dump.ringNodes != expectedRing { problems.append("\(node.name): ring \(dump.ringNodes)") }
-            if dump.registrySize != count { problems.append("\(node.name): registrySize \(dump.registrySize) != \(count)") }
+            if dump.registrySize != count + alive.count {
+                problems.append("\(node.name): registrySize \(dump.registrySize) != \(count) devices + \(alive.count) gateway-node processes")
+            }
             if dump.contestedNames != 0 { problems.append("\(node.name): contested \(dump.contestedNames)") }
             if !dump.handoffs.isEmpty { problems.append("\(node.name): \(dump.handoffs.count) handoffs") }
             if dump.orphans != 0 { problems.append("\(node.name): \(dump.orphans) orphans") }
@@ -371,7 +374,7 @@ final class Cluster: @unchecked Sendable {
             }
         }
         guard problems.isEmpty else { return Check(ok: false, problems: problems) }
-        let hosted = dumps.map { $0!.localNames }
+        let hosted = dumps.map { $0!.localNames - 1 }  // each node hosts its gateway-node process
         if hosted.reduce(0, +) != count { problems.append("device processes: \(hosted.reduce(0, +)) for \(count) devices (\(zip(alive, hosted).map { "\($0.name)=\($1)" }.joined(separator: " ")))") }
         let ring = HashRing(nodes: expectedRing)
         var expected: [String: Int] = [:]

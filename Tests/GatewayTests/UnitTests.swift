@@ -35,7 +35,16 @@ struct UnitTests {
         #expect(custom.prefix == "site/a")
         #expect(try custom.parse("site/a/d-2/telemetry").get() == ("d-2", .telemetry))
         #expect(custom.parse("devices/d-2/telemetry").failure == .badTopic)
-        #expect(custom.sharedFilters(group: "g") == ["$share/g/site/a/+/status", "$share/g/site/a/+/telemetry", "$share/g/site/a/+/state/reported"])
+        #expect(custom.sharedFilters(group: "g") == [
+            "$share/g/site/a/+/status", "$share/g/site/a/+/telemetry", "$share/g/site/a/+/state/reported", "$share/g/site/a/+/replies/+",
+        ])
+        #expect(custom.reply("x", node: "gw-1") == "site/a/x/replies/gw-1")
+        #expect(custom.parseReply("site/a/x/replies/gw-1")! == ("x", "gw-1"))
+        #expect(topics.parseReply("devices/d1/replies/gw_2")! == ("d1", "gw_2"))
+        for bad in ["devices/d1/replies", "devices/d1/replies/", "devices/d1/replies/a/b", "devices/a b/replies/n", "other/d1/replies/n"] {
+            #expect(topics.parseReply(bad) == nil, "accepted \(bad)")
+        }
+        #expect(topics.parse("devices/d1/replies/gw-1").failure == .badTopic, "replies are not device ingress")
         #expect(custom.desired("x") == "site/a/x/state/desired")
         #expect(custom.command("x", "reboot") == "site/a/x/commands/reboot")
         #expect(custom.down("x") == "site/a/x/down")
