@@ -26,6 +26,8 @@ let httpTypes: Target.Dependency = .product(name: "HTTPTypes", package: "swift-h
 let prometheus: Target.Dependency = .product(name: "Prometheus", package: "swift-prometheus")
 let nioSSL: Target.Dependency = .product(name: "NIOSSL", package: "swift-nio-ssl")
 let nioTLS: Target.Dependency = .product(name: "NIOTLS", package: "swift-nio")
+let sqliteNIO: Target.Dependency = .product(name: "SQLiteNIO", package: "sqlite-nio")
+let postgresNIO: Target.Dependency = .product(name: "PostgresNIO", package: "postgres-nio")
 
 let package = Package(
     name: "swarm-gateway",
@@ -46,6 +48,8 @@ let package = Package(
         .library(name: "DeviceSimulator", targets: ["DeviceSimulator"]),
         .executable(name: "swarm-devices", targets: ["swarm-devices"]),
         .library(name: "GatewayConfig", targets: ["GatewayConfig"]),
+        .library(name: "GatewayStore", targets: ["GatewayStore"]),
+        .library(name: "GatewayStoreEngines", targets: ["GatewayStoreEngines"]),
         .executable(name: "swarm-gateway", targets: ["swarm-gateway"]),
         .executable(name: "swarm-chaos", targets: ["swarm-chaos"]),
     ],
@@ -60,6 +64,8 @@ let package = Package(
         .package(url: "https://github.com/swift-server/swift-prometheus.git", from: "2.4.1"),
         .package(url: "https://github.com/apple/swift-http-types.git", from: "1.0.0"),
         .package(url: "https://github.com/apple/swift-nio-ssl.git", from: "2.37.6"),
+        .package(url: "https://github.com/vapor/sqlite-nio.git", from: "1.13.2"),
+        .package(url: "https://github.com/vapor/postgres-nio.git", from: "1.33.2"),
     ],
     targets: [
         // Pure protocol logic: ring, registry replica, tracker, handoff, groups, membership.
@@ -297,12 +303,32 @@ let package = Package(
         // errors that name the key and its source. Foundation only.
         .target(name: "GatewayConfig", swiftSettings: swiftSettings),
         .testTarget(name: "GatewayConfigTests", dependencies: ["GatewayConfig"], swiftSettings: swiftSettings),
+        // The durable store's protocol and its engine-independent half: records, schema
+        // migration rules, the group-commit / write-behind writer, health and metrics. No
+        // database code, so the gateway (and the fuzz harnesses that link it) stay small.
+        .target(name: "GatewayStore", dependencies: [logging], swiftSettings: swiftSettings),
+        // The two engines behind `DeviceStore`: embedded SQLite (sqlite-nio, which bundles
+        // SQLite: no system package) and PostgreSQL (postgres-nio), plus the data directory lock.
+        .target(
+            name: "GatewayStoreEngines",
+            dependencies: ["GatewayStore", sqliteNIO, postgresNIO, nioCore, nioPosix, nioSSL, logging],
+            swiftSettings: swiftSettings
+        ),
+        // Both engines against real files and a real PostgreSQL server (SWARM_TEST_POSTGRES_URL,
+        // set by scripts/test.sh or scripts/with-postgres.sh).
+        .testTarget(
+            name: "GatewayStoreTests",
+            dependencies: ["GatewayStore", "GatewayStoreEngines", sqliteNIO, postgresNIO, nioCore, nioPosix, logging],
+            swiftSettings: swiftSettings
+        ),
         // The gateway executable: `run` (one node: embedded broker or configured brokers, the
         // Swarm node, the device gateway, the HTTP API), the local demo and operator commands.
         .executableTarget(
             name: "swarm-gateway",
             dependencies: [
                 "Gateway",
+                "GatewayStore",
+                "GatewayStoreEngines",
                 "SwarmTLS",
                 "GatewayHTTP",
                 "GatewayConfig",

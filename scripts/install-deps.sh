@@ -8,6 +8,9 @@
 #   openssl            the TLS tests and benchmarks make a throwaway cluster CA and node
 #                      certificates with it (TestCertificates); scripts/cluster-tls-certs.sh
 #   iproute2           `ip` (namespaces, veths, routes) and `tc` (netem) for swarm-chaos
+#   postgresql         the server the store's tests and benchmarks run against: scripts/with-postgres.sh
+#                      starts a throwaway cluster of it (the package's own cluster and service are
+#                      never used); the gateway's default store (SQLite) needs no system package
 #
 # Optional groups (not installed unless asked; the normal test run never pays for them):
 #   --with-browser     chromium, for the dashboard's headless-browser check (scripts/dashboard-check.sh)
@@ -20,7 +23,7 @@
 # use a system broker; they start their own on a free loopback port.
 set -euo pipefail
 
-packages=(mosquitto mosquitto-clients libmosquitto-dev pkg-config curl openssl iproute2)
+packages=(mosquitto mosquitto-clients libmosquitto-dev pkg-config curl openssl iproute2 postgresql)
 
 for argument in "$@"; do
     case "$argument" in

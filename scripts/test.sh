@@ -10,6 +10,11 @@
 #                       and SwiftNIO again: about 12 more minutes on 2 cores — run those with
 #                       scripts/fuzz.sh all 300 on a schedule, see docs/reliability.md)
 #
+# PostgreSQL: the store's tests run against a real server. scripts/with-postgres.sh starts a
+# throwaway one (initdb in a temporary directory, as the postgres user, on a free loopback port),
+# exports SWARM_TEST_POSTGRES_URL to the test run and removes it afterwards; tests that need it
+# fail (they never skip) when it is missing.
+#
 # Not run here: the dashboard's headless-Chromium check (bash scripts/dashboard-check.sh), which
 # needs chromium (install-deps.sh --with-browser) and adds about 2.5 minutes; see docs/gateway.md.
 set -euo pipefail
@@ -20,10 +25,10 @@ bash scripts/install-deps.sh
 echo "== build (debug, with tests)"
 swift build --build-tests
 
-echo "== tests (all but the simulation)"
+echo "== tests (all but the simulation), with a throwaway PostgreSQL"
 # The simulation keeps both cores busy; running it alone keeps the timing-sensitive socket
 # tests of the other targets from being starved.
-swift test --skip-build --skip SwarmSimulationTests
+bash scripts/with-postgres.sh swift test --skip-build --skip SwarmSimulationTests
 
 echo "== cluster simulation"
 # Prints "simulation: <S> seeds, <O> operations, <F> faults, <V> violations".

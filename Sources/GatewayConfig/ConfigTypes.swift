@@ -142,3 +142,98 @@ public struct ValueError: Error, Sendable, Hashable {
     public var message: String
     public init(_ message: String) { self.message = message }
 }
+
+/// Where a node keeps its durable state: the embedded SQLite file in its data directory (the
+/// default), or a PostgreSQL database shared by every node.
+public enum StoreLocation: Sendable, Hashable, CustomStringConvertible {
+    /// `sqlite`: `gateway.sqlite` in ``GatewayConfiguration/dataDirectory``.
+    case sqlite
+    /// `postgresql://USER:PASS@HOST:PORT/DB[?sslmode=disable|prefer|require]`.
+    case postgresql(PostgresEndpoint)
+
+    public static func parse(_ text: String) throws(ValueError) -> StoreLocation {
+        let trimmed = text.trimmingCharacters(in: .whitespaces)
+        if trimmed.lowercased() == "sqlite" { return .sqlite }
+        if trimmed.hasPrefix("postgresql://") || trimmed.hasPrefix("postgres://") { return .postgresql(try PostgresEndpoint.parse(trimmed)) }
+        throw ValueError("\"\(BrokerEndpoint.redacted(trimmed))\" is not a store: use sqlite, or postgresql://USER:PASS@HOST:PORT/DATABASE")
+    }
+
+    public var description: String {
+        switch self {
+        case .sqlite: return "sqlite"
+        case .postgresql(let endpoint): return endpoint.description
+        }
+    }
+}
+
+/// A PostgreSQL (or wire-compatible) database: `postgresql://USER:PASS@HOST:PORT/DB`, default port
+/// 5432, user name and password percent-decoded, `?sslmode=disable|prefer|require` (default
+/// `disable`).
+public struct PostgresEndpoint: Sendable, Hashable, CustomStringConvertible {
+    public var host: String
+    public var port: Int
+    public var username: String
+    public var password: Secret?
+    public var database: String
+    /// `disable`, `prefer` or `require`.
+    public var sslMode: String
+
+    public init(host: String, port: Int = 5432, username: String, password: Secret? = nil, database: String, sslMode: String = "disable") {
+        self.host = host
+        self.port = port
+        self.username = username
+        self.password = password
+        self.database = database
+        self.sslMode = sslMode
+    }
+
+    public static func parse(_ text: String) throws(ValueError) -> PostgresEndpoint {
+        let shown = BrokerEndpoint.redacted(text)
+        func fail(_ why: String) -> ValueError {
+            ValueError("\"\(shown)\" is not a PostgreSQL URL: \(why) (expected postgresql://USER:PASS@HOST:PORT/DATABASE)")
+        }
+        guard let scheme = text.range(of: "://") else { throw fail("no scheme") }
+        var rest = text[scheme.upperBound...]
+        var sslMode = "disable"
+        if let question = rest.firstIndex(of: "?") {
+            for pair in rest[rest.index(after: question)...].split(separator: "&") {
+                let parts = pair.split(separator: "=", maxSplits: 1).map(String.init)
+                guard parts.count == 2, parts[0] == "sslmode" else { throw fail("unknown parameter \"\(pair)\" (only sslmode is known)") }
+                guard ["disable", "prefer", "require"].contains(parts[1]) else { throw fail("sslmode must be disable, prefer or require") }
+                sslMode = parts[1]
+            }
+            rest = rest[..<question]
+        }
+        guard let at = rest.lastIndex(of: "@") else { throw fail("missing USER@") }
+        let userInfo = rest[..<at]
+        rest = rest[rest.index(after: at)...]
+        let userPart = userInfo.firstIndex(of: ":").map { userInfo[..<$0] } ?? userInfo
+        guard let user = String(userPart).removingPercentEncoding, !user.isEmpty else { throw fail("empty or badly encoded user name") }
+        var password: Secret?
+        if let colon = userInfo.firstIndex(of: ":") {
+            guard let pass = String(userInfo[userInfo.index(after: colon)...]).removingPercentEncoding else { throw fail("badly encoded password") }
+            password = Secret(pass)
+        }
+        guard let slash = rest.firstIndex(of: "/") else { throw fail("missing /DATABASE") }
+        let database = String(rest[rest.index(after: slash)...])
+        guard !database.isEmpty, !database.contains("/") else { throw fail("missing or bad database name") }
+        let hostPart = rest[..<slash]
+        let hasPort = hostPart.hasPrefix("[") ? hostPart.contains("]:") : hostPart.contains(":")
+        let address: HostPort
+        do {
+            address = try HostPort.parse(hasPort ? String(hostPart) : "\(hostPart):5432")
+        } catch {
+            throw fail(error.message)
+        }
+        return PostgresEndpoint(host: address.host, port: address.port, username: user, password: password, database: database, sslMode: sslMode)
+    }
+
+    /// The URL with the password replaced by `***`.
+    public var description: String {
+        var text = "postgresql://\(username)"
+        if password != nil { text += ":***" }
+        text += "@\(HostPort(host: host, port: port))/\(database)"
+        if sslMode != "disable" { text += "?sslmode=\(sslMode)" }
+        return text
+    }
+}

@@ -221,6 +221,21 @@ extension GatewayConfiguration {
             let port = try Self.integer(value)
             guard (0...65535).contains(port) else { throw ValueError("port \(port) is out of range 0-65535") }
             embeddedBrokerPort = port
+        case "dataDirectory":
+            let path = try Self.string(value)
+            guard !path.isEmpty else { throw ValueError("must not be empty") }
+            var isDirectory: ObjCBool = false
+            if FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory), !isDirectory.boolValue {
+                throw ValueError("\"\(path)\" exists and is not a directory")
+            }
+            dataDirectory = path
+        case "store": store = try StoreLocation.parse(try Self.string(value))
+        case "writeBehindInterval":
+            let interval = try Self.duration(value)
+            guard interval >= .milliseconds(10), interval <= .seconds(1) else {
+                throw ValueError("\(Self.format(interval)) is out of range 10ms-1s")
+            }
+            writeBehindInterval = interval
         default:
             preconditionFailure("key \(key.name) is in the table but has no parser")
         }

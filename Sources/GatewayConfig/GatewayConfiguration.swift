@@ -79,9 +79,22 @@ public struct GatewayConfiguration: Sendable, Hashable, CustomStringConvertible 
     public var embeddedBroker = true
     /// Port of the embedded broker (0 = any free port). Default 1883.
     public var embeddedBrokerPort = 1883
+    /// Where this node keeps its files: the SQLite store (`gateway.sqlite`), the embedded
+    /// broker's persistence (`mosquitto/`) and the lock that keeps a second node out. Default nil:
+    /// ``effectiveDataDirectory``, `./data/<node name>`.
+    public var dataDirectory: String? = nil
+    /// The durable store: `sqlite` (the default: one database per node in its data directory) or
+    /// a PostgreSQL URL shared by every node.
+    public var store: StoreLocation = .sqlite
+    /// Write-behind window of device-reported state: changes are committed at most this long
+    /// after they happened (coalesced per device). 10 ms to 1 s. Default 500 ms.
+    public var writeBehindInterval: Duration = .milliseconds(500)
 
     /// All defaults (the node name is the host name).
     public init() {}
+
+    /// ``dataDirectory``, or `./data/<node name>` when it is not set.
+    public var effectiveDataDirectory: String { dataDirectory ?? "./data/\(nodeName)" }
 
     static var defaultNodeName: String {
         let host = ProcessInfo.processInfo.hostName
@@ -120,6 +133,9 @@ public struct GatewayConfiguration: Sendable, Hashable, CustomStringConvertible 
             "ingressLaneCapacity: \(ingressLaneCapacity)",
             "embeddedBroker: \(embeddedBroker)",
             "embeddedBrokerPort: \(embeddedBrokerPort)",
+            "dataDirectory: \(effectiveDataDirectory)",
+            "store: \(store)",
+            "writeBehindInterval: \(duration(writeBehindInterval))",
         ].joined(separator: "\n")
     }
 
@@ -205,6 +221,9 @@ extension GatewayConfiguration {
         Key(name: "ingressLaneCapacity", kind: .integer, defaultText: "1024", summary: "Telemetry messages each of the 8 ingress lanes holds before it sheds the newest (counted in `swarm_gateway_ingress_shed_total`); status and reported messages are never shed (16 to 1048576)."),
         Key(name: "embeddedBroker", kind: .boolean, defaultText: "true when `brokers` is empty, else false", summary: "Start an embedded Mosquitto child process on loopback."),
         Key(name: "embeddedBrokerPort", kind: .integer, defaultText: "1883", summary: "Port of the embedded broker on 127.0.0.1 (0 = any free port)."),
+        Key(name: "dataDirectory", kind: .path, defaultText: "./data/<node name>", summary: "Directory of this node's files: the SQLite store `gateway.sqlite`, the embedded broker's persistence, a lock file. Created when missing; one node per directory.", flagName: "data-dir"),
+        Key(name: "store", kind: .string, defaultText: "sqlite", summary: "The durable store: `sqlite` (one database per node in `dataDirectory`) or `postgresql://USER:PASS@HOST:PORT/DATABASE[?sslmode=disable|prefer|require]`, one database shared by every node. See docs/deployment.md."),
+        Key(name: "writeBehindInterval", kind: .duration, defaultText: "500ms", summary: "Device-reported state (reported, telemetry values, presence, counters) is committed at most this long after it changed, coalesced per device (10ms-1s); API changes are committed before the API answers."),
     ]
 
     /// The key named `name` in any spelling (file key, `--flag`, flag without dashes, or

@@ -180,10 +180,18 @@ struct GatewayNodeService: Service {
 
     func run() async throws {
         try await node.start()
-        try await gateway.start()
         // The node runs outside this task's graceful-shutdown scope: the gateway decides when
-        // the node drains (after ingress stopped), not the signal directly.
+        // the node drains (after ingress stopped), not the signal directly. It runs before the
+        // gateway starts: the gateway's start registers its node process, which needs the node's
+        // input loop.
         let nodeTask = Task.detached { try await node.run() }
+        do {
+            try await gateway.start()
+        } catch {
+            await node.shutdown()
+            _ = try? await nodeTask.value
+            throw error
+        }
         try await withGracefulShutdownHandler {
             try await gateway.run()
         } onGracefulShutdown: {

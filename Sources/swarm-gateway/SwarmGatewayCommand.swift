@@ -9,7 +9,7 @@ struct SwarmGatewayCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "swarm-gateway",
         abstract: "Swarm Gateway: a clustered MQTT device gateway on a Swift Swarm registry.",
-        subcommands: [RunCommand.self, DemoCommand.self, StatusCommand.self, DumpCommand.self, DrainCommand.self, DeviceCommand.self, GroupCommand.self],
+        subcommands: [RunCommand.self, DemoCommand.self, StatusCommand.self, DumpCommand.self, DrainCommand.self, DeviceCommand.self, GroupCommand.self, BackupCommand.self, RestoreCommand.self],
         defaultSubcommand: RunCommand.self
     )
 }

@@ -179,6 +179,29 @@ struct GatewayConfigurationTests {
         #expect(error?.description.contains("broker-password") == false)
     }
 
+    @Test("store: sqlite by default in ./data/<node>, PostgreSQL URLs parsed and redacted, write-behind window bounded")
+    func storeKeys() throws {
+        let defaults = try GatewayConfiguration.load(overrides: ["node-name": "gw-7"])
+        #expect(defaults.store == .sqlite)
+        #expect(defaults.effectiveDataDirectory == "./data/gw-7")
+        #expect(defaults.writeBehindInterval == .milliseconds(500))
+        let postgres = try GatewayConfiguration.load(
+            environment: ["SWARM_GATEWAY_STORE": "postgresql://gw%40x:s3cr%2Ft@db.example:6543/twins?sslmode=require"],
+            overrides: ["data-dir": "/tmp/gw-data", "write-behind-interval": "1s"])
+        #expect(postgres.store == .postgresql(PostgresEndpoint(host: "db.example", port: 6543, username: "gw@x", password: Secret("s3cr/t"), database: "twins", sslMode: "require")))
+        #expect(postgres.effectiveDataDirectory == "/tmp/gw-data")
+        #expect(postgres.writeBehindInterval == .seconds(1))
+        #expect(!postgres.description.contains("s3cr"))
+        #expect(postgres.description.contains("store: postgresql://gw@x:***@db.example:6543/twins?sslmode=require"))
+        let defaultPort = try GatewayConfiguration.load(overrides: ["store": "postgres://gw@127.0.0.1/db"])
+        #expect(defaultPort.store == .postgresql(PostgresEndpoint(host: "127.0.0.1", port: 5432, username: "gw", database: "db")))
+        #expect(loadError(overrides: ["store": "mysql://a@b/c"])?.message.contains("is not a store") == true)
+        #expect(loadError(overrides: ["store": "postgresql://gw:pw@host:5432"])?.message.contains("missing /DATABASE") == true)
+        #expect(loadError(overrides: ["store": "postgresql://gw:topsecret@host/db?sslmode=bogus"])?.message.contains("topsecret") == false)
+        #expect(loadError(overrides: ["write-behind-interval": "2s"])?.message == "2s is out of range 10ms-1s")
+        #expect(loadError(overrides: ["write-behind-interval": "5ms"])?.key == "writeBehindInterval")
+    }
+
     @Test("every key has a distinct env var and flag, and is documented in docs/configuration.md")
     func keysDocumented() throws {
         let keys = GatewayConfiguration.keys
