@@ -71,6 +71,11 @@ extension DeviceGateway {
             return
         }
         counters.count(received: kind)
+        if runtime.tombstones.contains(id) {
+            // A device deleted a moment ago: its will, or a message that was on its way.
+            counters.count(.deleted)
+            return
+        }
         switch Self.validatePayload(kind: kind, payload: message.payload, limit: settings.maxPayloadBytes) {
         case .failure(let reason):
             counters.count(reason)

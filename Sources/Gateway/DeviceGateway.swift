@@ -111,10 +111,12 @@ public final class DeviceGateway: Sendable {
         let runtime = self.runtime
         let counters = self.counters
         await node.register(kind: settings.processKind) { name, _ in
+            // A device deleted a moment ago is not started again by a late message of its own.
+            guard !runtime.tombstones.contains(name) else { throw GatewayError.unknownDevice(name) }
             counters.processesStarted.add(1, ordering: .relaxed)
             return DeviceProcess(id: name, runtime: runtime)
         }
-        let context = NodeContext(replies: replies, counters: counters)
+        let context = NodeContext(replies: replies, counters: counters, runtime: runtime)
         await node.register(kind: GatewaySettings.nodeProcessKind) { _, _ in GatewayNodeProcess(context: context) }
         do {
             try await registerNodeProcess()
@@ -227,26 +229,19 @@ public final class DeviceGateway: Sendable {
     /// The twin of device `id`, or nil when no such device exists (HTTP 404). Asks the device
     /// process wherever it runs (one Swarm call).
     public func twin(_ id: String) async throws -> DeviceTwin? {
-        try validate(id)
-        guard node.whereis(id) != nil else { return nil }
-        do {
-            return try decodeTwin(try await node.call(id, DeviceMessage.twin.encoded(), timeout: settings.queryTimeout))
-        } catch SwarmError.unknownName {
-            return nil
-        } catch {
-            throw mapped(error, device: id)
-        }
+        guard let bytes = try await twinJSON(id) else { return nil }
+        return try decodeTwin(bytes.json)
     }
 
     /// The twin of device `id` as JSON bytes (the encoding of ``DeviceTwin/json``: sorted keys,
-    /// `null` for absent optionals), or nil when no such device exists: ``twin(_:)`` without the
-    /// decode, for the HTTP API's `GET /v1/devices/{id}`.
-    public func twinJSON(_ id: String) async throws -> [UInt8]? {
+    /// `null` for absent optionals) with its desired version (the `ETag`), or nil when no such
+    /// device exists: ``twin(_:)`` without the decode, for the HTTP API's `GET /v1/devices/{id}`.
+    public func twinJSON(_ id: String) async throws -> TwinBytes? {
         try validate(id)
         guard node.whereis(id) != nil else { return nil }
         do {
-            return try await node.call(id, DeviceMessage.twin.encoded(), timeout: settings.queryTimeout)
-        } catch SwarmError.unknownName {
+            return try twinBytes(try await node.call(id, DeviceMessage.twin.encoded(), timeout: settings.queryTimeout), device: id)
+        } catch SwarmError.unknownName, GatewayError.unknownDevice {
             return nil
         } catch {
             throw mapped(error, device: id)
@@ -255,11 +250,103 @@ public final class DeviceGateway: Sendable {
 
     /// Applies `patch` (RFC 7386 merge patch, must be an object) to the desired state of device
     /// `id`, bumps its version, publishes `{"version": n, "state": {…}}` retained to
-    /// `{prefix}/{id}/state/desired`, and returns the new twin. Throws `unknownDevice`.
-    public func patchDesired(_ id: String, _ patch: JSONValue) async throws -> DeviceTwin {
+    /// `{prefix}/{id}/state/desired`, and returns the new twin. With `ifVersions` (the `If-Match`
+    /// versions) it applies only when the current version is one of them, else throws
+    /// ``GatewayError/versionConflict(current:)`` and changes nothing. Answers once the device's
+    /// ring successor holds the new state (else ``GatewayError/notReplicated(_:)``). Throws
+    /// `unknownDevice`.
+    @discardableResult
+    public func patchDesired(_ id: String, _ patch: JSONValue, ifVersions: [Int64]? = nil) async throws -> DeviceTwin {
+        try decodeTwin(try await patchDesiredJSON(id, patch, ifVersions: ifVersions).json)
+    }
+
+    /// ``patchDesired(_:_:ifVersions:)`` answering the twin's bytes and version (HTTP).
+    public func patchDesiredJSON(_ id: String, _ patch: JSONValue, ifVersions: [Int64]? = nil) async throws -> TwinBytes {
         try validate(id)
         guard case .object = patch else { throw GatewayError.invalidBody("a desired-state patch must be a JSON object") }
-        return try await callTwin(id, .patchDesired(patch))
+        return try await callTwin(id, .patchDesired(patch, ifVersions: ifVersions))
+    }
+
+    /// Applies `patch` (a JSON merge patch, an object) to the backend-only tags of device `id`;
+    /// returns the twin once replicated. Tags are never sent to the device.
+    public func patchTags(_ id: String, _ patch: JSONValue) async throws -> TwinBytes {
+        try validate(id)
+        guard case .object = patch else { throw GatewayError.invalidBody("a tags patch must be a JSON object") }
+        return try await callTwin(id, .patchTags(patch))
+    }
+
+    /// Creates device `id` ahead of its first contact, or updates it (`PUT /v1/devices/{id}`):
+    /// with a `password` its broker login (user name = the id) is created or changed first
+    /// (``GatewaySettings/logins``; without one: ``GatewayError/credentialsNotManaged``), then the
+    /// device process is registered on its owner (the twin exists, offline), `tags` replace the
+    /// tags and the device joins `groups`. Answers once replicated; `created` tells whether the
+    /// device is new.
+    public func provision(_ id: String, password: String? = nil, tags: JSONValue? = nil, groups: [String] = []) async throws -> ProvisionResult {
+        try validate(id)
+        for group in groups { try validate(group) }
+        if let tags, tags.objectValue == nil { throw GatewayError.invalidBody("'tags' must be a JSON object") }
+        guard isRunning else { throw GatewayError.notRunning }
+        if let password {
+            guard let logins = settings.logins else { throw GatewayError.credentialsNotManaged }
+            guard !password.isEmpty, password.utf8.count <= 256, !password.contains("\0") else {
+                throw GatewayError.invalidBody("'password' must be 1 to 256 bytes")
+            }
+            try await logins.setPassword(password, for: id)
+        }
+        if runtime.tombstones.contains(id) { try await broadcastTombstone(id, set: false) }
+        let created: Bool
+        do {
+            switch try await node.register(id, kind: settings.processKind, groups: [runtime.swarmGroup("all")]) {
+            case .registered: created = true
+            case .alreadyRegistered: created = false
+            case .failed(let error): throw error
+            }
+        } catch {
+            throw mapped(error, device: id)
+        }
+        let twin = try await callTwin(id, .provision(tags: tags, groups: groups.filter { $0 != "all" }))
+        return ProvisionResult(twin: twin, created: created)
+    }
+
+    /// Deletes device `id` (`DELETE /v1/devices/{id}`): every node refuses its messages for a
+    /// minute (``Tombstones``: its will or a late message must not bring it back), its process is
+    /// stopped and unregistered (which removes it from every group and drops its successor
+    /// replica), its login is removed (which disconnects it), and its retained `status` and
+    /// `state/desired` are cleared on the broker. Throws `unknownDevice`.
+    public func delete(_ id: String) async throws {
+        try validate(id)
+        guard isRunning else { throw GatewayError.notRunning }
+        guard node.whereis(id) != nil else { throw GatewayError.unknownDevice(id) }
+        try await broadcastTombstone(id, set: true)
+        let broker: String?
+        do {
+            let answer = try await node.call(id, DeviceMessage.delete.encoded(), timeout: settings.queryTimeout)
+            broker = answer.isEmpty ? nil : String(decoding: answer, as: UTF8.self)
+            try await node.unregister(id)
+        } catch SwarmError.unknownName {
+            throw GatewayError.unknownDevice(id)
+        } catch {
+            throw mapped(error, device: id)
+        }
+        if let logins = settings.logins { try await logins.removeLogin(id) }
+        for topic in [topics.status(id), topics.desired(id)] {
+            // An empty retained message clears the retained one.
+            do {
+                try await runtime.brokers.publish(MQTTMessage(topic: topic, payload: [], qos: .atLeastOnce, retain: true), broker: broker)
+            } catch {
+                counters.publishFailures.add(1, ordering: .relaxed)
+                throw GatewayError.brokerUnavailable("device \(id) deleted, but its retained \(topic) was not cleared: \(error)")
+            }
+        }
+    }
+
+    /// Records (or clears) a deletion on every gateway node; waits for each.
+    private func broadcastTombstone(_ id: String, set: Bool) async throws {
+        if set { runtime.tombstones.insert(id) } else { runtime.tombstones.remove(id) }
+        let result = await node.multiCall(GatewaySettings.nodeGroup, NodeMessage.tombstone(id: id, set: set).encoded(), timeout: settings.queryTimeout)
+        if !result.failed.isEmpty {
+            logger.warning("device \(id): \(result.failed.count) gateway node(s) did not confirm the \(set ? "deletion" : "re-creation") in time")
+        }
     }
 
     /// Sends command `name` with `body` to device `id` on `{prefix}/{id}/commands/{name}` (QoS 1,
@@ -342,7 +429,7 @@ public final class DeviceGateway: Sendable {
     public func addToGroup(_ id: String, group: String) async throws -> DeviceTwin {
         try validate(id)
         try validate(group)
-        return try await callTwin(id, .group(group, join: true))
+        return try decodeTwin(try await callTwin(id, .group(group, join: true)).json)
     }
 
     /// Removes device `id` from `group` (not from `all`: `invalidBody`); returns the twin.
@@ -351,7 +438,7 @@ public final class DeviceGateway: Sendable {
         try validate(id)
         try validate(group)
         guard group != "all" else { throw GatewayError.invalidBody("every device stays in group 'all'") }
-        return try await callTwin(id, .group(group, join: false))
+        return try decodeTwin(try await callTwin(id, .group(group, join: false)).json)
     }
 
     /// The device ids in `group`, sorted (a local read of the replica: no network round trip).
@@ -461,12 +548,34 @@ public final class DeviceGateway: Sendable {
         guard DeviceID.isValid(name) else { throw GatewayError.invalidName(name) }
     }
 
-    private func callTwin(_ id: String, _ message: DeviceMessage) async throws -> DeviceTwin {
+    private func callTwin(_ id: String, _ message: DeviceMessage) async throws -> TwinBytes {
         guard node.whereis(id) != nil else { throw GatewayError.unknownDevice(id) }
         do {
-            return try decodeTwin(try await node.call(id, message.encoded(), timeout: settings.queryTimeout))
+            return try twinBytes(try await node.call(id, message.encoded(), timeout: settings.queryTimeout), device: id)
         } catch {
             throw mapped(error, device: id)
+        }
+    }
+
+    /// A device's ``DeviceReply`` as the twin or the error it stands for.
+    private func twinBytes(_ bytes: [UInt8], device id: String) throws -> TwinBytes {
+        let reply: DeviceReply
+        do {
+            reply = try DeviceReply(decoding: bytes)
+        } catch {
+            throw GatewayError.cluster("undecodable device reply: \(error)")
+        }
+        switch reply {
+        case .twin(let version, let json):
+            return TwinBytes(json: json, version: version)
+        case .refused("versionConflict", let version, _):
+            throw GatewayError.versionConflict(current: version)
+        case .refused("gone", _, _):
+            throw GatewayError.unknownDevice(id)
+        case .refused("notReplicated", _, let message):
+            throw GatewayError.notReplicated(message)
+        case .refused(_, _, let message):
+            throw GatewayError.cluster(message)
         }
     }
 

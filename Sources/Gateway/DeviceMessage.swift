@@ -1,6 +1,7 @@
 import SwarmJSON
 /// The messages a ``DeviceProcess`` understands: casts (`ingress`, `down`, `commandOutcome`) and
-/// calls (`twin`, `patchDesired`, `group`, `query`, `route`).
+/// calls (`twin`, `patchDesired`, `group`, `query`, `route`, `patchTags`, `provision`, `delete`).
+/// Calls that answer with the twin answer a ``DeviceReply``.
 ///
 /// Encoding: one tag byte, then the fields in order; strings and byte strings are a 4-byte
 /// big-endian length plus the bytes, integers 8 bytes big endian, optionals a 0/1 byte first.
@@ -10,8 +11,9 @@ enum DeviceMessage: Sendable, Hashable {
     case ingress(kind: DeviceTopics.Kind, broker: String, receivedAt: Int64, retained: Bool, payload: [UInt8])
     /// Call: the twin (reply: the twin's JSON).
     case twin
-    /// Call: apply a merge patch to the desired state, publish it (reply: the twin's JSON).
-    case patchDesired(JSONValue)
+    /// Call: apply a merge patch to the desired state, publish it; with `ifVersions`, only when
+    /// the current desired version is one of them (reply: ``DeviceReply``).
+    case patchDesired(JSONValue, ifVersions: [Int64]?)
     /// Call: join (`true`) or leave a device group (reply: the twin's JSON).
     case group(String, join: Bool)
     /// Call: the twin or selected dotted paths (reply: ``QueryReply`` JSON `{"id":…, "data":…}`).
@@ -22,9 +24,17 @@ enum DeviceMessage: Sendable, Hashable {
     case commandOutcome(command: String, answered: Bool)
     /// Cast: publish `body` to `{prefix}/{id}/down` (group publish).
     case down([UInt8])
+    /// Call: apply a merge patch to the tags (reply: ``DeviceReply``).
+    case patchTags(JSONValue)
+    /// Call: provisioning of an existing or new device: replace the tags when given, join the
+    /// groups (reply: ``DeviceReply``).
+    case provision(tags: JSONValue?, groups: [String])
+    /// Call: the device is being deleted: leave every group, accept nothing more (reply: the
+    /// broker the device last used, or empty).
+    case delete
 
     enum Tag: UInt8 {
-        case ingress = 1, twin, patchDesired, group, query, route, commandOutcome, down
+        case ingress = 1, twin, patchDesired, group, query, route, commandOutcome, down, patchTags, provision, delete
     }
 
     struct DecodeError: Error, CustomStringConvertible {
@@ -43,9 +53,10 @@ enum DeviceMessage: Sendable, Hashable {
             writer.bytes(payload)
         case .twin:
             writer.byte(Tag.twin.rawValue)
-        case .patchDesired(let patch):
+        case .patchDesired(let patch, let versions):
             writer.byte(Tag.patchDesired.rawValue)
             writer.bytes(patch.serialized())
+            writer.int64s(versions)
         case .group(let group, let join):
             writer.byte(Tag.group.rawValue)
             writer.string(group)
@@ -69,6 +80,21 @@ enum DeviceMessage: Sendable, Hashable {
         case .down(let body):
             writer.byte(Tag.down.rawValue)
             writer.bytes(body)
+        case .patchTags(let patch):
+            writer.byte(Tag.patchTags.rawValue)
+            writer.bytes(patch.serialized())
+        case .provision(let tags, let groups):
+            writer.byte(Tag.provision.rawValue)
+            if let tags {
+                writer.byte(1)
+                writer.bytes(tags.serialized())
+            } else {
+                writer.byte(0)
+            }
+            writer.int(Int64(groups.count))
+            for group in groups { writer.string(group) }
+        case .delete:
+            writer.byte(Tag.delete.rawValue)
         }
         return writer.buffer
     }
@@ -85,7 +111,7 @@ enum DeviceMessage: Sendable, Hashable {
         case .twin:
             self = .twin
         case .patchDesired:
-            self = .patchDesired(try JSONValue.parse(try reader.bytes()))
+            self = .patchDesired(try JSONValue.parse(try reader.bytes()), ifVersions: try reader.int64s())
         case .group:
             self = .group(try reader.string(), join: try reader.byte() == 1)
         case .query:
@@ -104,6 +130,18 @@ enum DeviceMessage: Sendable, Hashable {
             self = .commandOutcome(command: try reader.string(), answered: try reader.byte() == 1)
         case .down:
             self = .down(try reader.bytes())
+        case .patchTags:
+            self = .patchTags(try JSONValue.parse(try reader.bytes()))
+        case .provision:
+            var tags: JSONValue?
+            if try reader.byte() == 1 { tags = try JSONValue.parse(try reader.bytes()) }
+            let count = try reader.int()
+            guard count >= 0, count <= 10_000 else { throw DecodeError(description: "bad group count") }
+            var groups: [String] = []
+            for _ in 0..<count { groups.append(try reader.string()) }
+            self = .provision(tags: tags, groups: groups)
+        case .delete:
+            self = .delete
         }
         guard reader.atEnd else { throw DecodeError(description: "trailing bytes") }
     }
@@ -126,6 +164,49 @@ struct ByteWriter {
     }
 
     mutating func string(_ value: String) { bytes(Array(value.utf8)) }
+
+    /// An optional list of integers: a 0/1 byte, then the count and the values.
+    mutating func int64s(_ values: [Int64]?) {
+        guard let values else { return byte(0) }
+        byte(1)
+        int(Int64(values.count))
+        for value in values { int(value) }
+    }
+}
+
+/// The answer of a device call that returns the twin: the twin (with its desired version, the
+/// ETag) or a refusal (a code the facade turns into a ``GatewayError``).
+enum DeviceReply: Sendable, Hashable {
+    case twin(version: Int64, json: [UInt8])
+    /// `versionConflict` (with the current version), `gone` (the device is being deleted),
+    /// `failed` (the message says why).
+    case refused(code: String, version: Int64, message: String)
+
+    func encoded() -> [UInt8] {
+        var writer = ByteWriter()
+        switch self {
+        case .twin(let version, let json):
+            writer.byte(0)
+            writer.int(version)
+            writer.bytes(json)
+        case .refused(let code, let version, let message):
+            writer.byte(1)
+            writer.string(code)
+            writer.int(version)
+            writer.string(message)
+        }
+        return writer.buffer
+    }
+
+    init(decoding bytes: [UInt8]) throws {
+        var reader = ByteReader(bytes)
+        switch try reader.byte() {
+        case 0: self = .twin(version: try reader.int(), json: try reader.bytes())
+        case 1: self = .refused(code: try reader.string(), version: try reader.int(), message: try reader.string())
+        default: throw DeviceMessage.DecodeError(description: "unknown reply tag")
+        }
+        guard reader.atEnd else { throw DeviceMessage.DecodeError(description: "trailing bytes") }
+    }
 }
 
 struct ByteReader {
@@ -159,4 +240,11 @@ struct ByteReader {
     }
 
     mutating func string() throws -> String { String(decoding: try bytes(), as: UTF8.self) }
+
+    mutating func int64s() throws -> [Int64]? {
+        guard try byte() == 1 else { return nil }
+        let count = try int()
+        guard count >= 0, count <= 1_000 else { throw DeviceMessage.DecodeError(description: "bad list count") }
+        return try (0..<count).map { _ in try int() }
+    }
 }

@@ -19,6 +19,8 @@ final class DeviceRuntime: Sendable {
     /// Processes whose last change is not checkpointed yet (coalescing); flushed by the
     /// gateway's sweep every ``GatewaySettings/checkpointInterval``.
     let dirty = Mutex<[String: DeviceProcess]>([:])
+    /// Devices deleted in the last minute (refused at ingress and by the factory).
+    let tombstones = Tombstones()
 
     init(node: SwarmNode, settings: GatewaySettings, counters: GatewayCounters, brokers: BrokerPool, rejectLog: RateLimitedLog) {
         self.node = node
@@ -75,6 +77,8 @@ actor DeviceProcess: SwarmProcess {
     private var checkpointedChanges = 0
     private var lastCheckpoint: ContinuousClock.Instant?
     private var stopped = false
+    /// Set by a `delete` call: the device is being deleted; it takes nothing more.
+    private var deleted = false
     /// True while this process is in ``DeviceRuntime/dirty`` (until the sweep calls ``flush()``).
     private var inDirtyTable = false
 
@@ -94,6 +98,7 @@ actor DeviceProcess: SwarmProcess {
             runtime.rejectLog.warning("device-message", "device \(id): undecodable message dropped: \(error)")
             return
         }
+        if deleted { return }
         switch decoded {
         case .ingress(let kind, let broker, let receivedAt, let retained, let payload):
             await applyIngress(kind: kind, broker: broker, receivedAt: receivedAt, retained: retained, payload: payload)
@@ -110,7 +115,7 @@ actor DeviceProcess: SwarmProcess {
                 runtime.counters.publishFailures.add(1, ordering: .relaxed)
             }
             await changed(urgent: false)
-        case .twin, .patchDesired, .group, .query, .route:
+        case .twin, .patchDesired, .group, .query, .route, .patchTags, .provision, .delete:
             // Calls sent as casts: answer nothing, change nothing.
             break
         }
@@ -118,19 +123,41 @@ actor DeviceProcess: SwarmProcess {
 
     func call(_ message: [UInt8]) async throws -> [UInt8] {
         let decoded = try DeviceMessage(decoding: message)
+        if deleted {
+            if case .delete = decoded { return Array((state.broker ?? "").utf8) }
+            return DeviceReply.refused(code: "gone", version: state.version, message: "device \(id) is being deleted").encoded()
+        }
         switch decoded {
         case .twin:
-            return try twinBytes()
-        case .patchDesired(let patch):
-            state.desired = state.desired.mergePatched(with: patch)
-            if state.desired.objectValue == nil { state.desired = .emptyObject }
-            state.version += 1
+            return try twinReply()
+        case .patchDesired(let patch, let versions):
+            if let versions, !versions.contains(state.version) {
+                return DeviceReply.refused(
+                    code: "versionConflict", version: state.version,
+                    message: "the desired version is \(state.version), not \(versions.map(String.init).joined(separator: " or "))"
+                ).encoded()
+            }
+            state.patchDesired(patch, at: Timestamp.nowMillis())
+            // Replicated before the device sees the version, so it can never see it twice.
+            if let refusal = await persistAPIWrite() { return refusal }
             await publishDesired()
-            await changed(urgent: true)
-            return try twinBytes()
+            return try twinReply()
+        case .patchTags(let patch):
+            state.patchTags(patch, at: Timestamp.nowMillis())
+            if let refusal = await persistAPIWrite() { return refusal }
+            return try twinReply()
+        case .provision(let tags, let groups):
+            if let tags { state.setTags(tags.objectValue ?? [:], at: Timestamp.nowMillis()) }
+            for group in groups where !state.groups.contains(group) { try await changeGroup(group, join: true) }
+            if let refusal = await persistAPIWrite() { return refusal }
+            return try twinReply()
         case .group(let group, let join):
             try await changeGroup(group, join: join)
-            return try twinBytes()
+            if let refusal = await persistAPIWrite() { return refusal }
+            return try twinReply()
+        case .delete:
+            deleted = true
+            return Array((state.broker ?? "").utf8)
         case .query(let fields):
             let twin = state.twin(node: runtime.nodeName).json
             let data: JSONValue
@@ -162,6 +189,8 @@ actor DeviceProcess: SwarmProcess {
         if state != DeviceState(id: id) { merged.merge(state) }
         state = merged
         await changed(urgent: true)
+        // The previous host may have replicated a desired version and died before publishing it.
+        if state.version > state.publishedVersion { await publishDesired() }
     }
 
     func resolveConflict(state bytes: [UInt8]) async {
@@ -183,12 +212,14 @@ actor DeviceProcess: SwarmProcess {
         }
         let joins = state.applyIngress(kind, value, broker: broker, receivedAt: receivedAt, retained: retained)
         for group in joins { try? await changeGroup(group, join: true) }
-        await changed(urgent: kind == .status)
+        await changed(urgent: kind == .status || !joins.isEmpty)
         runtime.settings.ingressObserver?(id, kind, value)
     }
 
     // MARK: Groups and downlink
 
+    /// Joins or leaves a device group (a cluster call, recorded in ``DeviceState/groups`` once it
+    /// succeeded); the caller checkpoints.
     private func changeGroup(_ group: String, join: Bool) async throws {
         guard let pid = await resolvePID(wait: true) else {
             throw GatewayError.cluster("device \(id) is not registered on this node")
@@ -200,7 +231,6 @@ actor DeviceProcess: SwarmProcess {
             try await runtime.node.leave(runtime.swarmGroup(group), pid)
             state.groups.remove(group)
         }
-        await changed(urgent: true)
     }
 
     private func publishDesired() async {
@@ -209,7 +239,9 @@ actor DeviceProcess: SwarmProcess {
         do {
             try await runtime.brokers.publish(message, broker: state.broker)
             state.counters.desiredPublished += 1
+            state.publishedVersion = max(state.publishedVersion, state.version)
             runtime.counters.desiredPublished.add(1, ordering: .relaxed)
+            markDirty()
         } catch {
             runtime.counters.publishFailures.add(1, ordering: .relaxed)
             runtime.logger.warning("device \(id): desired state v\(state.version) not published: \(error)")
@@ -225,7 +257,38 @@ actor DeviceProcess: SwarmProcess {
         return bytes
     }
 
+    /// The twin with its desired version (the ETag), as the answer of a call.
+    private func twinReply() throws -> [UInt8] {
+        DeviceReply.twin(version: state.version, json: try twinBytes()).encoded()
+    }
+
     // MARK: Checkpoints
+
+    /// A write from the backend API: checkpointed now, and acknowledged by the ring successor
+    /// before the call answers (``SwarmNode/checkpointAcknowledged(_:state:)``), so a crash of
+    /// this node cannot lose it (nor hand out its desired version twice). nil when replicated, else
+    /// the refusal to answer (HTTP 503 `notReplicated`).
+    private func persistAPIWrite() async -> [UInt8]? {
+        changes += 1
+        let covered = changes
+        guard !stopped, let pid = await resolvePID(wait: true) else {
+            markDirty()
+            return DeviceReply.refused(code: "notReplicated", version: state.version, message: "device \(id) is not registered on this node").encoded()
+        }
+        do {
+            try await runtime.node.checkpointAcknowledged(pid, state: state.checkpointJSON())
+            checkpointedChanges = max(checkpointedChanges, covered)
+            lastCheckpoint = .now
+            runtime.counters.checkpoints.add(1, ordering: .relaxed)
+            return nil
+        } catch {
+            markDirty()
+            return DeviceReply.refused(
+                code: "notReplicated", version: state.version,
+                message: "the change to device \(id) is applied but its successor replica did not confirm it (\(error)); it may be lost if \(runtime.nodeName) fails now"
+            ).encoded()
+        }
+    }
 
     /// Records a change; checkpoints now when `urgent` or when the last checkpoint is older than
     /// the interval, else leaves it to the sweep.

@@ -137,6 +137,10 @@ struct BitWindow: Codable, Sendable, Hashable {
 }
 
 /// Everything a device process knows: what handoff, checkpoints and conflicts carry (as JSON).
+///
+/// The one source of what a twin is: presence, metadata, groups, telemetry, the reported state
+/// with its version and per-leaf change times, the desired state with its version and times, the
+/// backend-only tags. Fields added later decode with their defaults from older checkpoints.
 struct DeviceState: Codable, Sendable, Hashable {
     var id: String
     var online = false
@@ -155,8 +159,79 @@ struct DeviceState: Codable, Sendable, Hashable {
     var version: Int64 = 0
     var broker: String?
     var counters = DeviceCounters()
+    /// Backend-only attributes (`PATCH /v1/devices/{id}/tags`, provisioning); never sent to the
+    /// device.
+    var tags: [String: JSONValue] = [:]
+    /// When the tags last changed (ms; the conflict merge keeps the newer tags).
+    var tagsAt: Int64 = 0
+    /// +1 at every change of ``reported``.
+    var reportedVersion: Int64 = 0
+    /// The time of the last change at every leaf of ``reported`` / ``desired`` (``LeafTimes``).
+    var reportedTimes: JSONValue = .emptyObject
+    var desiredTimes: JSONValue = .emptyObject
+    /// The desired version last published to the device (retained): a process restored with a
+    /// higher ``version`` publishes it again (the host may have died between its acknowledged
+    /// checkpoint and the publish).
+    var publishedVersion: Int64 = 0
 
     init(id: String) { self.id = id }
+
+    enum CodingKeys: String, CodingKey {
+        case id, online, statusAt, connectedAt, lastSeen, metadata, groups, telemetry, sequence, reported, desired, version, broker
+        case counters, tags, tagsAt, reportedVersion, reportedTimes, desiredTimes, publishedVersion
+    }
+
+    init(from decoder: any Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        id = try c.decode(String.self, forKey: .id)
+        online = try c.decodeIfPresent(Bool.self, forKey: .online) ?? false
+        statusAt = try c.decodeIfPresent(Int64.self, forKey: .statusAt) ?? 0
+        connectedAt = try c.decodeIfPresent(Int64.self, forKey: .connectedAt)
+        lastSeen = try c.decodeIfPresent(Int64.self, forKey: .lastSeen)
+        metadata = try c.decodeIfPresent([String: JSONValue].self, forKey: .metadata) ?? [:]
+        groups = try c.decodeIfPresent(Set<String>.self, forKey: .groups) ?? ["all"]
+        telemetry = try c.decodeIfPresent([String: JSONValue].self, forKey: .telemetry) ?? [:]
+        sequence = try c.decodeIfPresent(SequenceTracker.self, forKey: .sequence) ?? SequenceTracker()
+        reported = try c.decodeIfPresent(JSONValue.self, forKey: .reported) ?? .emptyObject
+        desired = try c.decodeIfPresent(JSONValue.self, forKey: .desired) ?? .emptyObject
+        version = try c.decodeIfPresent(Int64.self, forKey: .version) ?? 0
+        broker = try c.decodeIfPresent(String.self, forKey: .broker)
+        counters = try c.decodeIfPresent(DeviceCounters.self, forKey: .counters) ?? DeviceCounters()
+        tags = try c.decodeIfPresent([String: JSONValue].self, forKey: .tags) ?? [:]
+        tagsAt = try c.decodeIfPresent(Int64.self, forKey: .tagsAt) ?? 0
+        reportedVersion = try c.decodeIfPresent(Int64.self, forKey: .reportedVersion) ?? 0
+        reportedTimes = try c.decodeIfPresent(JSONValue.self, forKey: .reportedTimes) ?? .emptyObject
+        desiredTimes = try c.decodeIfPresent(JSONValue.self, forKey: .desiredTimes) ?? .emptyObject
+        publishedVersion = try c.decodeIfPresent(Int64.self, forKey: .publishedVersion) ?? version
+    }
+
+    // MARK: Backend writes
+
+    /// Applies a merge patch to the desired state at `at` (ms): the version goes up by one (every
+    /// patch, as devices accept a version above the one they applied), changed leaves get `at`.
+    mutating func patchDesired(_ patch: JSONValue, at: Int64) {
+        let before = desired
+        desired = desired.mergePatched(with: patch)
+        if desired.objectValue == nil { desired = .emptyObject }
+        version += 1
+        desiredTimes = LeafTimes.stamp(desiredTimes, patch: patch, before: before, after: desired, at: at)
+    }
+
+    /// Applies a merge patch to the tags (an object; `null` members remove a tag).
+    mutating func patchTags(_ patch: JSONValue, at: Int64) {
+        let merged = JSONValue.object(tags).mergePatched(with: patch)
+        let next = merged.objectValue ?? [:]
+        guard next != tags else { return }
+        tags = next
+        tagsAt = at
+    }
+
+    /// Replaces the tags (provisioning with `tags`).
+    mutating func setTags(_ value: [String: JSONValue], at: Int64) {
+        guard value != tags else { return }
+        tags = value
+        tagsAt = at
+    }
 
     /// The state change of one inbound device message, without I/O: presence and metadata
     /// (`status`), the telemetry sequence window and fields (`telemetry`), the merge patch
@@ -181,8 +256,13 @@ struct DeviceState: Codable, Sendable, Hashable {
             }
         case .reported:
             counters.reportedUpdates += 1
+            let before = reported
             reported = reported.mergePatched(with: value)
             if reported.objectValue == nil { reported = .emptyObject }
+            if reported != before {
+                reportedVersion += 1
+                reportedTimes = LeafTimes.stamp(reportedTimes, patch: value, before: before, after: reported, at: receivedAt)
+            }
         }
         return []
     }
@@ -220,12 +300,14 @@ struct DeviceState: Codable, Sendable, Hashable {
             id: id, online: online, node: node, groups: groups.sorted(), metadata: metadata, telemetry: telemetry,
             reported: reported, desired: desired, delta: JSONValue.delta(desired: desired, reported: reported),
             version: version, lastSeen: lastSeen.map(Timestamp.iso), connectedAt: connectedAt.map(Timestamp.iso),
-            broker: broker, counters: counters)
+            broker: broker, counters: counters, tags: tags, reportedVersion: reportedVersion,
+            lastUpdated: DeviceTwin.LastUpdated(reported: LeafTimes.rendered(reportedTimes), desired: LeafTimes.rendered(desiredTimes)))
     }
 
-    /// Merges what a conflicting copy knew into this one (SPEC A6 `resolveConflict`): the newer
-    /// presence, the newer desired version, the union of groups, the larger counters, and the
-    /// reported state and telemetry of the copy seen last.
+    /// Merges what a conflicting copy knew into this one (`resolveConflict`): the newer presence,
+    /// the higher desired version (with its times), the union of groups, the larger counters, the
+    /// newer tags, and the reported state (with its times) and telemetry of the copy seen last;
+    /// the reported version is the higher of the two, so it never goes down.
     mutating func merge(_ other: DeviceState) {
         let otherIsNewer = (other.lastSeen ?? 0) > (lastSeen ?? 0)
         if other.statusAt > statusAt {
@@ -239,11 +321,19 @@ struct DeviceState: Codable, Sendable, Hashable {
             telemetry = other.telemetry
             sequence = other.sequence
             reported = other.reported
+            reportedTimes = other.reportedTimes
             broker = other.broker ?? broker
         }
+        reportedVersion = max(reportedVersion, other.reportedVersion)
         if other.version > version {
             version = other.version
             desired = other.desired
+            desiredTimes = other.desiredTimes
+        }
+        publishedVersion = max(publishedVersion, other.publishedVersion)
+        if other.tagsAt > tagsAt {
+            tags = other.tags
+            tagsAt = other.tagsAt
         }
         groups.formUnion(other.groups)
         counters = DeviceCounters.maximum(counters, other.counters)
@@ -316,6 +406,18 @@ extension DeviceState {
         }
         writeKey("counters", &first, &out)
         counters.writeJSON(to: &out)
+        writeKey("tags", &first, &out)
+        JSONValue.object(tags).write(to: &out)
+        writeKey("tagsAt", &first, &out)
+        out.append(contentsOf: String(tagsAt).utf8)
+        writeKey("reportedVersion", &first, &out)
+        out.append(contentsOf: String(reportedVersion).utf8)
+        writeKey("reportedTimes", &first, &out)
+        reportedTimes.write(to: &out)
+        writeKey("desiredTimes", &first, &out)
+        desiredTimes.write(to: &out)
+        writeKey("publishedVersion", &first, &out)
+        out.append(contentsOf: String(publishedVersion).utf8)
         out.append(UInt8(ascii: "}"))
         return out
     }

@@ -4,7 +4,7 @@ import Synchronization
 /// The node-level counters behind ``GatewayStats``: lock-free, safe to bump from any thread.
 final class GatewayCounters: Sendable {
     enum Reject: String, CaseIterable, Sendable, Error {
-        case badTopic, badID, malformed, oversized, badShape, routeFailed
+        case badTopic, badID, malformed, oversized, badShape, routeFailed, deleted
     }
 
     let receivedStatus = Atomic<Int>(0)

@@ -13,13 +13,17 @@ import Synchronization
 /// - **Command replies.** Every node takes a share of `{prefix}/+/replies/+`; a reply whose
 ///   topic names another node (`…/replies/{node}`) is sent to that node's process, which hands it
 ///   to the command waiting there.
+/// - **Deletions.** `tombstone(id, set)` records (or clears) a deleted device on this node
+///   (``Tombstones``), asked of every node with one multi-call.
 final class NodeContext: Sendable {
     let replies: ReplyTable
     let counters: GatewayCounters
+    let runtime: DeviceRuntime
 
-    init(replies: ReplyTable, counters: GatewayCounters) {
+    init(replies: ReplyTable, counters: GatewayCounters, runtime: DeviceRuntime) {
         self.replies = replies
         self.counters = counters
+        self.runtime = runtime
     }
 }
 
@@ -37,7 +41,20 @@ actor GatewayNodeProcess: SwarmProcess {
             if !context.replies.deliver(key, payload) {
                 context.counters.repliesUnmatched.add(1, ordering: .relaxed)
             }
+        case .tombstone:
+            _ = try await call(message)
         }
+    }
+
+    func call(_ message: [UInt8]) async throws -> [UInt8] {
+        let decoded = try NodeMessage(decoding: message)
+        switch decoded {
+        case .reply:
+            try await receive(message)
+        case .tombstone(let id, let set):
+            if set { context.runtime.tombstones.insert(id) } else { context.runtime.tombstones.remove(id) }
+        }
+        return []
     }
 
     /// Never moves: it stands for this node.
@@ -48,9 +65,11 @@ actor GatewayNodeProcess: SwarmProcess {
 enum NodeMessage: Sendable, Hashable {
     /// Cast: a command reply (correlation data, payload) that reached another node.
     case reply(key: [UInt8], payload: [UInt8])
+    /// Call: record (`set`) or clear a deleted device on this node.
+    case tombstone(id: String, set: Bool)
 
     enum Tag: UInt8 {
-        case reply = 1
+        case reply = 1, tombstone
     }
 
     func encoded() -> [UInt8] {
@@ -60,6 +79,10 @@ enum NodeMessage: Sendable, Hashable {
             writer.byte(Tag.reply.rawValue)
             writer.bytes(key)
             writer.bytes(payload)
+        case .tombstone(let id, let set):
+            writer.byte(Tag.tombstone.rawValue)
+            writer.string(id)
+            writer.byte(set ? 1 : 0)
         }
         return writer.buffer
     }
@@ -70,6 +93,8 @@ enum NodeMessage: Sendable, Hashable {
         switch tag {
         case .reply:
             self = .reply(key: try reader.bytes(), payload: try reader.bytes())
+        case .tombstone:
+            self = .tombstone(id: try reader.string(), set: try reader.byte() == 1)
         }
         guard reader.atEnd else { throw DeviceMessage.DecodeError(description: "trailing bytes") }
     }

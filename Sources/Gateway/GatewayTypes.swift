@@ -32,6 +32,19 @@ public struct DeviceTwin: Codable, Sendable, Hashable {
     public var broker: String?
     /// Per-device counters and sequence statistics.
     public var counters: DeviceCounters
+    /// Backend-only attributes (never sent to the device): `PATCH /v1/devices/{id}/tags`.
+    public var tags: [String: JSONValue]
+    /// Version of the reported state: +1 at every change of `reported`.
+    public var reportedVersion: Int64
+    /// The time of the last change at every leaf of `reported` and `desired`.
+    public var lastUpdated: LastUpdated
+
+    /// `lastUpdated`: each state's shape with the RFC 3339 UTC time (milliseconds) of its last
+    /// change at every leaf.
+    public struct LastUpdated: Codable, Sendable, Hashable {
+        public var reported: JSONValue
+        public var desired: JSONValue
+    }
 
     /// The twin as a ``JSONValue`` (for deterministic encoding and field selection).
     public var json: JSONValue {
@@ -44,6 +57,9 @@ public struct DeviceTwin: Codable, Sendable, Hashable {
             "broker": broker.map(JSONValue.string) ?? .null,
         ]
         members["counters"] = counters.json
+        members["tags"] = .object(tags)
+        members["reportedVersion"] = .int(reportedVersion)
+        members["lastUpdated"] = ["reported": lastUpdated.reported, "desired": lastUpdated.desired]
         return .object(members)
     }
 }
@@ -87,6 +103,22 @@ public struct DeviceCounters: Codable, Sendable, Hashable {
             "downlinks": .int(downlinks), "desiredPublished": .int(desiredPublished),
         ])
     }
+}
+
+/// A twin as the HTTP API answers it: the JSON bytes of ``DeviceTwin/json`` and the desired
+/// version (the `ETag`).
+public struct TwinBytes: Sendable, Hashable {
+    public var json: [UInt8]
+    /// The desired-state version: `ETag: "<version>"`.
+    public var version: Int64
+}
+
+/// The answer of ``DeviceGateway/provision(_:password:tags:groups:)``.
+public struct ProvisionResult: Sendable, Hashable {
+    /// The twin after provisioning.
+    public var twin: TwinBytes
+    /// True when the device did not exist before (HTTP 201), false when it did (200).
+    public var created: Bool
 }
 
 /// The answer of ``DeviceGateway/query(group:fields:timeout:)``.
@@ -141,7 +173,7 @@ public struct GatewayStats: Sendable, Hashable, Codable {
     /// Inbound messages handed to their device process.
     public var routed: Int
     /// Rejected inbound messages by reason: `badTopic`, `badID`, `malformed`, `oversized`,
-    /// `badShape`, `routeFailed`.
+    /// `badShape`, `routeFailed`, `deleted` (from a device deleted in the last minute).
     public var rejected: [String: Int]
     /// Inbound messages shed under overload by kind (status, telemetry, reported): a lane was
     /// full (``GatewaySettings/ingressLaneCapacity``). Only telemetry is ever shed; status and
@@ -189,6 +221,13 @@ public enum GatewayError: Error, Sendable, Hashable, CustomStringConvertible {
     case notRunning
     /// The cluster failed the operation (HTTP 503), with the Swarm error's text.
     case cluster(String)
+    /// `If-Match` named another desired version than the current one (HTTP 412); nothing changed.
+    case versionConflict(current: Int64)
+    /// The write was applied on the device's host, but its ring successor did not confirm the
+    /// replica in time (HTTP 503): a crash of the host now could lose it.
+    case notReplicated(String)
+    /// A password was given but this gateway does not manage device logins (HTTP 422).
+    case credentialsNotManaged
 
     public var description: String {
         switch self {
@@ -200,6 +239,10 @@ public enum GatewayError: Error, Sendable, Hashable, CustomStringConvertible {
         case .brokerUnavailable(let why): return "broker unavailable: \(why)"
         case .notRunning: return "gateway is not running"
         case .cluster(let why): return "cluster error: \(why)"
+        case .versionConflict(let current): return "the desired version is \(current); nothing changed"
+        case .notReplicated(let why): return "not replicated: \(why)"
+        case .credentialsNotManaged:
+            return "this gateway does not manage device logins (embedded broker: always; external Mosquitto: configure brokerAdminUsername and brokerAdminPassword)"
         }
     }
 }

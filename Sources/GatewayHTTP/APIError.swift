@@ -16,20 +16,26 @@ import SwarmJSON
 /// | `invalidJSON` | 400 | a body that is not JSON |
 /// | `invalidBody` | 400 | JSON of the wrong shape (for example a desired patch that is not an object) |
 /// | `invalidTimeout` | 400 | `timeout` not an integer in 1…max milliseconds |
+/// | `invalidIfMatch` | 400 | an `If-Match` that is not `"<version>"` (or `*`) |
+/// | `versionConflict` | 412 | ``GatewayError/versionConflict(current:)``; the body adds `"version": current` |
+/// | `credentialsNotManaged` | 422 | a provisioning `password` where the gateway does not manage logins |
 /// | `payloadTooLarge` | 413 | a body over the limit |
 /// | `invalidReply` | 502 | the device answered a command with something that is not JSON |
-/// | `brokerUnavailable`, `notRunning`, `cluster` | 503 | the gateway, its broker or the cluster cannot serve |
+/// | `brokerUnavailable`, `notRunning`, `cluster`, `notReplicated` | 503 | the gateway, its broker or the cluster cannot serve (or could not replicate a write) |
 /// | `commandTimeout` | 504 | the device did not answer the command in time |
 /// | `internal` | 500 | anything else (a bug) |
 public struct APIError: Error, Sendable, Hashable {
     public var status: HTTPResponse.Status
     public var code: String
     public var message: String
+    /// More members of the error body (for example `version` of a `versionConflict`).
+    public var details: [String: JSONValue] = [:]
 
-    public init(_ status: HTTPResponse.Status, code: String, _ message: String) {
+    public init(_ status: HTTPResponse.Status, code: String, _ message: String, details: [String: JSONValue] = [:]) {
         self.status = status
         self.code = code
         self.message = message
+        self.details = details
     }
 
     static let unauthorized = APIError(.unauthorized, code: "unauthorized", "missing or invalid bearer token")
@@ -53,6 +59,10 @@ public struct APIError: Error, Sendable, Hashable {
         case .brokerUnavailable: self.init(.serviceUnavailable, code: "brokerUnavailable", error.description)
         case .notRunning: self.init(.serviceUnavailable, code: "notRunning", error.description)
         case .cluster: self.init(.serviceUnavailable, code: "cluster", error.description)
+        case .versionConflict(let current):
+            self.init(.preconditionFailed, code: "versionConflict", error.description, details: ["version": .int(current)])
+        case .notReplicated: self.init(.serviceUnavailable, code: "notReplicated", error.description)
+        case .credentialsNotManaged: self.init(.unprocessableContent, code: "credentialsNotManaged", error.description)
         }
     }
 
@@ -78,7 +88,10 @@ public struct APIError: Error, Sendable, Hashable {
 
     /// The JSON response.
     func response() -> Response {
-        let body: JSONValue = ["error": .string(message), "code": .string(code)]
+        var members = details
+        members["error"] = .string(message)
+        members["code"] = .string(code)
+        let body = JSONValue.object(members)
         var response = Response.json(body.serialized(), status: status)
         if status == .unauthorized { response.headers[.wwwAuthenticate] = "Bearer" }
         return response
@@ -91,6 +104,13 @@ extension Response {
         Response(
             status: status, headers: [.contentType: "application/json"],
             body: ResponseBody(byteBuffer: ByteBuffer(bytes: bytes)))
+    }
+
+    /// A twin with its `ETag: "<desired version>"`.
+    static func twin(_ twin: TwinBytes, status: HTTPResponse.Status = .ok) -> Response {
+        var response = json(twin.json, status: status)
+        response.headers[.eTag] = "\"\(twin.version)\""
+        return response
     }
 
     /// A JSON response from a value.

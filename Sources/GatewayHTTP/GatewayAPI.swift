@@ -88,14 +88,36 @@ public final class GatewayAPI: Sendable {
             let id = try Self.parameter(context, "id")
             // The device process's bytes as they come (the `DeviceTwin.json` encoding): no decode.
             guard let twin = try await gateway.twinJSON(id) else { throw APIError(GatewayError.unknownDevice(id)) }
-            return .json(twin)
+            return .twin(twin)
+        }
+
+        router.put("/v1/devices/:id") { request, context -> Response in
+            let id = try Self.parameter(context, "id")
+            let body = try await self.jsonBody(request) ?? .emptyObject
+            let (password, tags, groups) = try Self.provisioning(body)
+            let result = try await gateway.provision(id, password: password, tags: tags, groups: groups)
+            return .twin(result.twin, status: result.created ? .created : .ok)
+        }
+
+        router.delete("/v1/devices/:id") { _, context -> Response in
+            let id = try Self.parameter(context, "id")
+            try await gateway.delete(id)
+            return Response(status: .noContent)
         }
 
         router.patch("/v1/devices/:id/desired") { request, context -> Response in
             let id = try Self.parameter(context, "id")
+            let versions = try Self.ifMatch(request)
             guard let patch = try await self.jsonBody(request) else { throw APIError.invalidJSON("a JSON merge patch body is required") }
             guard case .object = patch else { throw APIError.invalidBody("a desired-state patch must be a JSON object") }
-            return .json(try await gateway.patchDesired(id, patch).json)
+            return .twin(try await gateway.patchDesiredJSON(id, patch, ifVersions: versions))
+        }
+
+        router.patch("/v1/devices/:id/tags") { request, context -> Response in
+            let id = try Self.parameter(context, "id")
+            guard let patch = try await self.jsonBody(request) else { throw APIError.invalidJSON("a JSON merge patch body is required") }
+            guard case .object = patch else { throw APIError.invalidBody("a tags patch must be a JSON object") }
+            return .twin(try await gateway.patchTags(id, patch))
         }
 
         router.post("/v1/devices/:id/commands/:name") { request, context -> Response in
@@ -234,6 +256,54 @@ public final class GatewayAPI: Sendable {
         } catch {
             throw APIError.invalidJSON("the body is not JSON: \(error)")
         }
+    }
+
+    /// The versions of an `If-Match` header (`"5"`, `W/"5"`, a list of them); nil when absent or
+    /// `*` (any current version).
+    static func ifMatch(_ request: Request) throws -> [Int64]? {
+        guard let raw = request.headers[.ifMatch] else { return nil }
+        var versions: [Int64] = []
+        for part in raw.split(separator: ",") {
+            var tag = Substring(part.trimmingCharacters(in: .whitespaces))
+            if tag == "*" { return nil }
+            if tag.hasPrefix("W/") { tag = tag.dropFirst(2) }
+            if tag.count >= 2, tag.hasPrefix("\""), tag.hasSuffix("\"") { tag = tag.dropFirst().dropLast() }
+            guard let version = Int64(tag), version >= 0 else {
+                throw APIError(.badRequest, code: "invalidIfMatch", "If-Match must be a twin's ETag, \"<desired version>\" (got \(raw.prefix(100)))")
+            }
+            versions.append(version)
+        }
+        guard !versions.isEmpty, versions.count <= 100 else {
+            throw APIError(.badRequest, code: "invalidIfMatch", "If-Match must name 1 to 100 versions")
+        }
+        return versions
+    }
+
+    /// A provisioning body `{"password"?: "...", "tags"?: {..}, "groups"?: [..]}`.
+    static func provisioning(_ body: JSONValue) throws -> (password: String?, tags: JSONValue?, groups: [String]) {
+        guard case .object(let members) = body else { throw APIError.invalidBody("a provisioning body must be a JSON object") }
+        if let unknown = members.keys.sorted().first(where: { !["password", "tags", "groups"].contains($0) }) {
+            throw APIError.invalidBody("unknown member '\(unknown)' in a provisioning body (password, tags, groups)")
+        }
+        var password: String?
+        if let value = members["password"], value != .null {
+            guard let text = value.stringValue else { throw APIError.invalidBody("'password' must be a string") }
+            password = text
+        }
+        var tags: JSONValue?
+        if let value = members["tags"], value != .null {
+            guard case .object = value else { throw APIError.invalidBody("'tags' must be a JSON object") }
+            tags = value
+        }
+        var groups: [String] = []
+        if let value = members["groups"], value != .null {
+            guard case .array(let items) = value else { throw APIError.invalidBody("'groups' must be an array of group names") }
+            groups = try items.map { item in
+                guard let name = item.stringValue else { throw APIError.invalidBody("'groups' must be an array of group names") }
+                return name
+            }
+        }
+        return (password, tags, groups)
     }
 
     /// `{"fields": ["reported.x", …]}` → the fields; `{}` → nil (whole twins).

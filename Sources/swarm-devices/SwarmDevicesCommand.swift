@@ -374,7 +374,7 @@ struct ValidateCommand: ParsableCommand {
     @Option(help: "Number of devices to expand to.")
     var count: Int?
 
-    @Flag(help: "Print only the device ids, one per line (for making their broker logins).")
+    @Flag(name: .customLong("list-ids"), help: "Print only the device ids, one per line (for making their broker logins).")
     var listIDs = false
 
     func run() throws {

@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import Gateway
 import Logging
 import MQTT
 import Synchronization
@@ -12,6 +13,12 @@ import Glibc
 /// this one, each `swarm-gateway run`), a simulated fleet (`swarm-devices run`), then where to
 /// look. Ctrl-C (or SIGTERM, or `--duration`) stops everything in order: devices, then each node
 /// drains and exits, then the broker.
+///
+/// The broker is never anonymous and runs the strict device ACL: the gateway nodes log in as
+/// `gateway`, each simulated device with its id and a password of this run (a password file made
+/// from the fleet's ids), and the dynamic security plugin lets the nodes create more device logins
+/// (`PUT /v1/devices/{id}` with a password) with its admin login `swarm-admin`. Every password is
+/// random per run and printed where it is needed.
 struct DemoCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "demo",
@@ -72,15 +79,29 @@ struct DemoCommand: AsyncParsableCommand {
         defer { signals.forEach { $0.cancel() } }
 
         Self.say("Swarm Gateway demo: starting a broker, \(nodes) gateway node(s) and \(devices) simulated devices (logs in \(logDirectory))")
+        let ids = try await Self.fleetIDs(devicesBinary: devicesBinary, fleet: fleet, count: devices, logDirectory: logDirectory)
+        let gatewayPassword = Self.randomHex(16)
+        let adminPassword = Self.randomHex(16)
+        let deviceSecret = Self.randomHex(8)
         var brokerSettings = EmbeddedBroker.Settings()
         brokerSettings.host = "127.0.0.1"
         brokerSettings.port = brokerPort
         brokerSettings.ownProcessGroup = true  // Ctrl-C reaches the demo only; the broker stops last
+        brokerSettings.allowAnonymous = false
+        brokerSettings.aclRules = DeviceACL.rules()
+        brokerSettings.users = [.init(DeviceACL.defaultGatewayUser, password: gatewayPassword)]
+            + ids.map { .init($0, password: Self.devicePassword(secret: deviceSecret, id: $0)) }
+        brokerSettings.dynamicSecurityAdmin = .init(DeviceACL.defaultAdminUser, password: adminPassword)
         var quiet = Logger(label: "demo.broker")
         quiet.logLevel = .warning
         let broker = try EmbeddedBroker(settings: brokerSettings, logger: quiet)
         try await broker.start()
         let brokerURL = "mqtt://127.0.0.1:\(broker.port)"
+        let nodeEnvironment = [
+            "SWARM_GATEWAY_BROKERS": "mqtt://\(DeviceACL.defaultGatewayUser):\(gatewayPassword)@127.0.0.1:\(broker.port)",
+            "SWARM_GATEWAY_BROKER_ADMIN_USERNAME": DeviceACL.defaultAdminUser,
+            "SWARM_GATEWAY_BROKER_ADMIN_PASSWORD": adminPassword,
+        ]
 
         var children: [(name: String, process: ChildProcess)] = []
         let secret = (0..<24).map { _ in String(format: "%02x", UInt8.random(in: 0...255)) }.joined()
@@ -90,12 +111,12 @@ struct DemoCommand: AsyncParsableCommand {
                 let seeds = clusterPorts.enumerated().filter { $0.offset != index }.map { "127.0.0.1:\($0.element)" }
                 var arguments = [
                     "run", "--node-name", name, "--cluster-listen", "127.0.0.1:\(clusterPorts[index])",
-                    "--http-listen", "127.0.0.1:\(httpPorts[index])", "--broker", brokerURL,
+                    "--http-listen", "127.0.0.1:\(httpPorts[index])",
                 ]
                 if !seeds.isEmpty { arguments += ["--seeds", seeds.joined(separator: ",")] }
                 let child = try ChildProcess.spawn(
                     executable: gatewayBinary, arguments: arguments, outputPath: "\(logDirectory)/\(name).log",
-                    environment: ["SWARM_GATEWAY_CLUSTER_SECRET": secret], ownProcessGroup: true)
+                    environment: nodeEnvironment.merging(["SWARM_GATEWAY_CLUSTER_SECRET": secret]) { a, _ in a }, ownProcessGroup: true)
                 children.append((name, child))
             }
             Self.say("waiting for the nodes to be ready…")
@@ -108,20 +129,26 @@ struct DemoCommand: AsyncParsableCommand {
             if devices > 0 {
                 let child = try ChildProcess.spawn(
                     executable: devicesBinary,
-                    arguments: ["run", "--fleet", fleet, "--count", String(devices), "--broker", brokerURL, "--rate", String(rate), "--progress", "30"],
+                    arguments: [
+                        "run", "--fleet", fleet, "--count", String(devices), "--rate", String(rate), "--progress", "30",
+                        "--broker", "mqtt://{id}:\(Self.devicePassword(secret: deviceSecret, id: "{id}"))@127.0.0.1:\(broker.port)",
+                    ],
                     outputPath: "\(logDirectory)/devices.log", ownProcessGroup: true)
                 children.append(("devices", child))
             }
-            let sample = Self.sampleDeviceID(fleet: fleet)
+            let sample = ids.first ?? Self.sampleDeviceID(fleet: fleet)
+            let publish = "mosquitto_pub -h 127.0.0.1 -p \(broker.port) -u \(sample) -P '\(Self.devicePassword(secret: deviceSecret, id: sample))' -t devices/\(sample)/telemetry -m '{\"temp\":30.5}'"
             let first = "http://127.0.0.1:\(httpPorts[0])"
             let other = "http://127.0.0.1:\(httpPorts[min(1, nodes - 1)])"
             Self.say("""
 
                 Swarm Gateway demo is running.
-                  broker      \(brokerURL)
+                  broker      \(brokerURL) (strict device ACL; no anonymous clients)
                   nodes       \(zip(1...nodes, httpPorts).map { "gw-\($0.0) http://127.0.0.1:\($0.1)" }.joined(separator: "   "))
                   dashboard   \(first)/
                   a device    curl -s \(first)/v1/devices/\(sample)
+                  as device   \(publish)
+                  provision   curl -s -X PUT \(first)/v1/devices/my-sensor -d '{"password":"s3cret","tags":{"site":"lab"}}'   (then log in as my-sensor / s3cret)
                   a query     curl -s -X POST '\(other)/v1/groups/all/query?timeout=2000' -d '{"fields":["reported"]}'
                   the cluster \(gatewayBinary) status --url \(first)
                   logs        \(logDirectory)
@@ -154,6 +181,28 @@ struct DemoCommand: AsyncParsableCommand {
         Self.say("stopping: devices, then each node drains, then the broker…")
         await Self.stopAll(children, broker: broker)
         Self.say("demo stopped")
+    }
+
+    /// The ids of the fleet the demo runs (`swarm-devices validate --list-ids`), for their logins.
+    static func fleetIDs(devicesBinary: String, fleet: String, count: Int, logDirectory: String) async throws -> [String] {
+        guard count > 0 else { return [] }
+        let output = "\(logDirectory)/fleet-ids.txt"
+        try? FileManager.default.removeItem(atPath: output)
+        let code = try await ChildProcess.run(
+            executable: devicesBinary, arguments: ["validate", "--fleet", fleet, "--count", String(count), "--list-ids"], outputPath: output,
+            timeout: .seconds(60))
+        let text = (try? String(contentsOfFile: output, encoding: .utf8)) ?? ""
+        guard code == 0 else { throw ValidationError("swarm-devices validate --fleet \(fleet) failed: \(text)") }
+        let ids = text.split(separator: "\n").map(String.init)
+        guard !ids.isEmpty, ids.allSatisfy({ DeviceID.isValid($0) }) else { throw ValidationError("swarm-devices validate --list-ids printed no device ids: \(text.prefix(200))") }
+        return ids
+    }
+
+    /// A simulated device's password in this run: `{secret}-{id}` (swarm-devices fills in `{id}`).
+    static func devicePassword(secret: String, id: String) -> String { "\(secret)-\(id)" }
+
+    static func randomHex(_ bytes: Int) -> String {
+        (0..<bytes).map { _ in String(format: "%02x", UInt8.random(in: 0...255)) }.joined()
     }
 
     /// A line on stdout, unbuffered: the demo runs until Ctrl-C, so buffered output (stdout to a

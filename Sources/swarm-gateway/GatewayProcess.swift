@@ -42,20 +42,31 @@ struct GatewayProcess {
 
         var broker: EmbeddedBroker?
         var brokerURLs = configuration.brokers
+        var logins: (any DeviceLoginManager)?
         if brokerURLs.isEmpty {
             guard configuration.embeddedBroker else {
                 logger.critical("no broker configured and embeddedBroker is false: nothing to connect to")
                 return 78
             }
             do {
+                // Never anonymous: the gateway logs in with a fresh random password, devices with
+                // the logins it manages (PUT /v1/devices/{id}), under the strict device ACL.
+                let gatewayPassword = Self.randomSecret()
                 var settings = EmbeddedBroker.Settings()
                 settings.host = "127.0.0.1"
                 settings.port = configuration.embeddedBrokerPort
+                settings.allowAnonymous = false
+                settings.managedLogins = true
+                settings.users = [.init(DeviceACL.defaultGatewayUser, password: gatewayPassword)]
+                settings.aclRules = DeviceACL.rules(topics: DeviceTopics(prefix: configuration.topicPrefix), adminUser: nil)
                 let embedded = try EmbeddedBroker(settings: settings, logger: Logger(label: "swarm.mqtt.broker"))
                 try await embedded.start()
                 broker = embedded
-                brokerURLs = [BrokerEndpoint(host: "127.0.0.1", port: embedded.port)]
-                logger.info("embedded Mosquitto listening on 127.0.0.1:\(embedded.port)")
+                brokerURLs = [
+                    BrokerEndpoint(host: "127.0.0.1", port: embedded.port, username: DeviceACL.defaultGatewayUser, password: Secret(gatewayPassword))
+                ]
+                logins = EmbeddedBrokerLogins(broker: embedded)
+                logger.info("embedded Mosquitto listening on 127.0.0.1:\(embedded.port) (password file and strict device ACL; device logins managed by the gateway)")
             } catch {
                 logger.critical("could not start the embedded Mosquitto: \(error)")
                 return 69
@@ -67,7 +78,20 @@ struct GatewayProcess {
         let gateway: DeviceGateway
         do {
             node = SwarmNode(settings: nodeSettings)
-            gateway = try DeviceGateway(node: node, settings: gatewaySettings(brokers: brokerURLs))
+            var settings = gatewaySettings(brokers: brokerURLs)
+            if let admin = configuration.brokerAdminUsername, let password = configuration.brokerAdminPassword {
+                let admins = settings.brokers.enumerated().map { index, broker -> MQTTClient.Settings in
+                    var client = broker.client
+                    client.username = admin
+                    client.password = password.value
+                    client.clientID = "swarm-admin-\(GatewaySettings.clientID(node: configuration.nodeName, brokerIndex: index).dropFirst("swarm-".count))"
+                    return client
+                }
+                logins = try DynamicSecurityLogins(
+                    admins: admins, reservedNames: Set(brokerURLs.compactMap(\.username)), logger: Logger(label: "swarm.gateway.logins"))
+            }
+            settings.logins = logins
+            gateway = try DeviceGateway(node: node, settings: settings)
         } catch {
             logger.critical("\(error)")
             await broker?.stop()

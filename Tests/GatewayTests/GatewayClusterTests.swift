@@ -321,7 +321,7 @@ struct GatewayClusterTests {
                         }
                         return sum
                     }
-                    #expect(await eventually { await totals() == ["badID": 9, "malformed": 6, "badShape": 6, "oversized": 3, "badTopic": 0, "routeFailed": 0] })
+                    #expect(await eventually { await totals() == ["badID": 9, "malformed": 6, "badShape": 6, "oversized": 3, "badTopic": 0, "routeFailed": 0, "deleted": 0] })
                     let twin = try #require(try await members[0].gateway.twin("ok-1"))
                     #expect(twin.online && twin.reported == .emptyObject && twin.counters.seqGaps == 0)
                     #expect(members[0].node.whereis("bad id") == nil)

@@ -5,19 +5,9 @@ import Testing
 @testable import Gateway
 @testable import MQTT
 
-/// The repository's `config/` directory (tests run the shipped files, not copies of them).
-let configDirectory = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
-    .deletingLastPathComponent().appendingPathComponent("config").path
-
-/// The shipped strict ACL file, as lines.
-func shippedACL() throws -> [String] {
-    try String(contentsOfFile: configDirectory + "/mosquitto.acl.example", encoding: .utf8).split(separator: "\n", omittingEmptySubsequences: false)
-        .map(String.init)
-}
-
 @Suite("The device contract behind the shipped ACL file and a password file", .serialized)
 struct SecureContractTests {
-    static let gatewayPassword = "gateway-test-password"
+    static let gatewayPassword = gatewayTestPassword
 
     static func password(_ id: String) -> String { "pw-\(id)" }
 

@@ -89,7 +89,7 @@ struct SwarmGatewayProcessTests {
         #expect(!secretOutput.contains("127.0.0.1:7001") || secretOutput.contains("clusterSecret"))
     }
 
-    @Test("one node with its embedded broker: a device's twin over HTTP (token required) and through the operator commands, SIGTERM exits 0")
+    @Test("one node with its embedded broker (never anonymous): a provisioned device logs in, its twin over HTTP (token required) and through the operator commands, SIGTERM exits 0")
     func oneNode() async throws {
         let binary = try #require(swarmGatewayBinary)
         let (brokerPort, httpPort) = (try freePort(), try freePort())
@@ -113,8 +113,22 @@ struct SwarmGatewayProcessTests {
         }
         try #require(ready, "the node did not become ready")
 
+        // The embedded broker refuses anonymous clients and unknown logins…
+        var anonymous = MQTTClient.Settings(host: "127.0.0.1", port: brokerPort)
+        anonymous.connectTimeout = .seconds(3)
+        let refusedClient = try MQTTClient(settings: anonymous)
+        await #expect(throws: MQTTError.self) { try await refusedClient.connect() }
+        await refusedClient.close()
+        // …until the device is provisioned with a password: then it logs in as itself.
+        let put = try await curl([
+            "-X", "PUT", "-H", "Authorization: Bearer test-token-123", "-d", #"{"password":"dev-t1-secret","tags":{"site":"lab"}}"#,
+            "\(base)/v1/devices/dev-t1",
+        ])
+        #expect(put.status == 201 && put.body.contains(#""online":false"#) && put.body.contains(#""site":"lab""#), "\(put)")
         var settings = MQTTClient.Settings(host: "127.0.0.1", port: brokerPort)
         settings.clientID = "dev-t1"
+        settings.username = "dev-t1"
+        settings.password = "dev-t1-secret"
         let device = try MQTTClient(settings: settings)
         try await device.connect()
         _ = try await device.publish(MQTTMessage(topic: "devices/dev-t1/status", payload: Array(#"{"status":"online","model":"x1"}"#.utf8), qos: .atLeastOnce, retain: true))
@@ -179,8 +193,9 @@ struct SwarmGatewayProcessTests {
         defer { for process in processes where process.isRunning { kill(process.processIdentifier, SIGKILL) } }
         for (node, arguments) in [
             ("gw-a", ["--cluster-listen", "127.0.0.1:\(clusterA)", "--http-listen", "127.0.0.1:\(httpA)", "--embedded-broker-port", String(brokerPort)]),
+            // Each node with its own embedded broker (never anonymous: its gateway login is the node's own).
             ("gw-b", ["--cluster-listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:\(httpB)", "--seeds", "127.0.0.1:\(clusterA)",
-                      "--broker", "mqtt://127.0.0.1:\(brokerPort)"]),
+                      "--embedded-broker-port", "0"]),
         ] {
             let process = Process()
             process.executableURL = URL(fileURLWithPath: binary)
@@ -190,7 +205,7 @@ struct SwarmGatewayProcessTests {
             process.standardError = FileHandle.nullDevice
             try process.run()
             processes.append(process)
-            // gw-b's broker is gw-a's embedded one: wait for gw-a first.
+            // gw-b seeds from gw-a: wait for gw-a first.
             var ready = false
             for _ in 0..<300 where !ready {
                 ready = (try? await curl(["http://127.0.0.1:\(node == "gw-a" ? httpA : httpB)/readyz"]))?.status == 200
