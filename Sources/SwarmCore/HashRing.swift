@@ -56,12 +56,11 @@ public struct HashRing: Sendable, Equatable {
         var pairs: [(UInt64, UInt32)] = []
         pairs.reserveCapacity(sortedNodes.count * Self.pointsPerNode)
         for (index, node) in sortedNodes.enumerated() {
-            for i in 0..<Self.pointsPerNode {
-                pairs.append((Self.hash("\(node)#\(i)"), UInt32(index)))
-            }
+            for point in Self.pointHashes(of: node) { pairs.append((point, UInt32(index))) }
         }
-        // Ties (astronomically rare) are broken by node name so every node builds the same ring.
-        pairs.sort { $0.0 != $1.0 ? $0.0 < $1.0 : sortedNodes[Int($0.1)] < sortedNodes[Int($1.1)] }
+        // Ties (astronomically rare) are broken by node name so every node builds the same ring:
+        // the index into the sorted names orders as the names do.
+        pairs.sort { $0.0 != $1.0 ? $0.0 < $1.0 : $0.1 < $1.1 }
         self.nodes = sortedNodes
         self.points = pairs.map(\.0)
         self.owners = pairs.map(\.1)
@@ -121,6 +120,29 @@ public struct HashRing: Sendable, Equatable {
     }
 
     // MARK: - The hash
+
+    /// `SwarmHash64("\(node)#\(i)")` for i in 0 ..< ``pointsPerNode``: FNV-1a is computed over
+    /// the `node#` prefix once and continued with the decimal digits of each i.
+    static func pointHashes(of node: String) -> [UInt64] {
+        var prefix: UInt64 = 0xcbf2_9ce4_8422_2325
+        for byte in node.utf8 { prefix = (prefix ^ UInt64(byte)) &* 0x0000_0100_0000_01b3 }
+        prefix = (prefix ^ UInt64(UInt8(ascii: "#"))) &* 0x0000_0100_0000_01b3
+        var hashes: [UInt64] = []
+        hashes.reserveCapacity(pointsPerNode)
+        for i in 0..<pointsPerNode {
+            var h = prefix
+            var divisor = 1
+            while divisor * 10 <= i { divisor *= 10 }
+            var rest = i
+            while divisor > 0 {
+                h = (h ^ UInt64(UInt8(ascii: "0") + UInt8(rest / divisor))) &* 0x0000_0100_0000_01b3
+                rest %= divisor
+                divisor /= 10
+            }
+            hashes.append(fmix64(h))
+        }
+        return hashes
+    }
 
     /// SwarmHash64 of the UTF-8 bytes of `text` (see the type documentation).
     @inlinable

@@ -70,25 +70,65 @@ public struct NodeFilter: Sendable {
         return !compiledDeny.contains { $0.matches(nodeName) }
     }
 
-    private struct Matcher: @unchecked Sendable {
+    /// A class, so that scanning the lists retains one reference per pattern instead of copying
+    /// each pattern's fields.
+    private final class Matcher: @unchecked Sendable {
         // `Regex` is immutable after construction and matching does not mutate it; it is only
-        // missing the Sendable annotation in some toolchains. Nothing else is stored here.
+        // missing the Sendable annotation in some toolchains. Nothing else is stored here, and
+        // every stored property is a constant.
         let exact: String?
         let regex: Regex<AnyRegexOutput>?
+        /// A regex that is a plain literal, optionally anchored (`^swarm-cli`, `_maint_`), matched
+        /// with string operations: the ring is rebuilt from the filter on every membership
+        /// change, and a `Regex` match costs microseconds.
+        let literal: (bytes: [UInt8], anchored: Bool)?
 
         init(_ pattern: Pattern) throws {
             switch pattern {
             case .exact(let s):
                 exact = s
                 regex = nil
+                literal = nil
             case .regex(let s):
                 exact = nil
                 do { regex = try Regex(s) } catch { throw PatternError.invalidRegex(s, "\(error)") }
+                literal = Self.literal(s)
             }
+        }
+
+        /// The literal a regex matches when it has no metacharacters besides a leading `^`
+        /// (ASCII letters, digits, `_`, `-`, `@`, `:` only).
+        static func literal(_ source: String) -> (bytes: [UInt8], anchored: Bool)? {
+            var body = Substring(source)
+            let anchored = body.hasPrefix("^")
+            if anchored { body = body.dropFirst() }
+            let plain = body.utf8.allSatisfy { byte in
+                (byte >= 0x30 && byte <= 0x39) || (byte >= 0x41 && byte <= 0x5A) || (byte >= 0x61 && byte <= 0x7A)
+                    || byte == UInt8(ascii: "_") || byte == UInt8(ascii: "-") || byte == UInt8(ascii: "@")
+                    || byte == UInt8(ascii: ":")
+            }
+            return plain && !body.isEmpty ? (Array(body.utf8), anchored) : nil
+        }
+
+        /// Whether `literal` (ASCII letters, digits and `_-@:`) occurs in the ASCII `name` (at its
+        /// start when anchored), or nil when `name` is not ASCII (the regex decides those). In an
+        /// ASCII name every byte is one character, except CR LF, which the literal cannot contain,
+        /// so a byte search finds what the regex finds.
+        static func matches(_ name: String, literal: [UInt8], anchored: Bool) -> Bool? {
+            name.utf8.withContiguousStorageIfAvailable { bytes -> Bool? in
+                guard bytes.allSatisfy({ $0 < 0x80 }) else { return nil }
+                if anchored { return bytes.starts(with: literal) }
+                guard bytes.count >= literal.count else { return false }
+                for start in 0...(bytes.count - literal.count) where bytes[start] == literal[0] {
+                    if bytes[start..<(start + literal.count)].elementsEqual(literal) { return true }
+                }
+                return false
+            } ?? nil
         }
 
         func matches(_ name: String) -> Bool {
             if let exact { return exact == name }
+            if let literal, let found = Self.matches(name, literal: literal.bytes, anchored: literal.anchored) { return found }
             guard let regex else { return false }
             return (try? regex.firstMatch(in: name)) != nil
         }

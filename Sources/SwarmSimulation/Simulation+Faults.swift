@@ -68,13 +68,13 @@ extension Simulation {
             var assignment: [String: Int] = [:]
             for name in all { assignment[name] = random.int(0...(sides - 1)) }
             note("fault: partition \(all.map { "\($0):\(assignment[$0]!)" })")
-            for a in all { for b in all where assignment[a] != assignment[b] { blocked.insert([a, b]) } }
+            for a in all { for b in all where assignment[a] != assignment[b] { blocked.insert(Link(a, b)) } }
         case .oneWayCut:
             guard live.count >= 2 else { return }
             let a = random.pick(live)
             let b = random.pick(live.filter { $0 != a })
             note("fault: one-way cut \(a) → \(b)")
-            blocked.insert([a, b])
+            blocked.insert(Link(a, b))
         case .healLinks:
             note("fault: heal all links")
             blocked.removeAll()

@@ -77,12 +77,12 @@ extension Simulation {
     func finalCheck() {
         let problems = convergenceProblems()
         for problem in problems.prefix(20) { violate("final state: \(problem)") }
-        guard let first = liveNodes.first else { return }
+        guard let first = liveNodes.first?.tracker else { return }
         // Every factory name that was not deliberately removed must still run.
-        let quorumLost = strategyIsQuorum && first.tracker.ring.nodes.count < initialCount / 2 + 1
+        let quorumLost = strategyIsQuorum && first.ring.nodes.count < initialCount / 2 + 1
         if !quorumLost {
             for name in everStarted.sorted() where name.hasPrefix("name-") {
-                if first.tracker.whereis(name) == nil && !deliberatelyRemoved.contains(name) && !lostWithHost.contains(name) {
+                if first.whereis(name) == nil && !deliberatelyRemoved.contains(name) && !lostWithHost.contains(name) {
                     violate("\(name) was started, never removed, and is gone")
                 }
             }

@@ -6,6 +6,8 @@ import SwarmCore
 extension Simulation {
     func latency() -> Nanoseconds { .ms(1) / 2 + random.uint64(0...(.ms(4))) }
 
+    func isBlocked(_ from: String, _ to: String) -> Bool { !blocked.isEmpty && blocked.contains(Link(from, to)) }
+
     /// A `send` directive: dropped (chaos loss or a blocked link) or queued behind the link's
     /// previous message.
     func send(_ message: PeerMessage, from id: NodeID, to: NodeID) {
@@ -13,11 +15,11 @@ extension Simulation {
             dropped(message, reason: "dropped by network")
             return
         }
-        if blocked.contains([id.name, to.name]) {
+        if isBlocked(id.name, to.name) {
             dropped(message, reason: "partition")
             return
         }
-        let key = [id.name, to.name]
+        let key = Link(id.name, to.name)
         let at = max(now + latency(), (linkClock[key] ?? 0) + 1)
         linkClock[key] = at
         queue.push(at, .deliver(from: id, to: to, message))
@@ -26,7 +28,7 @@ extension Simulation {
     /// A message reaches its destination, unless that incarnation is gone or the link was cut
     /// while it was in flight.
     func arrive(_ message: PeerMessage, from: NodeID, to: NodeID) {
-        guard let node = nodes[to.name], node.alive, node.id == to, !blocked.contains([from.name, to.name]) else {
+        guard let node = nodes[to.name], node.alive, node.id == to, !isBlocked(from.name, to.name) else {
             dropped(message, reason: "in flight")
             return
         }
@@ -38,7 +40,7 @@ extension Simulation {
     func connect(_ from: NodeID, to: String) {
         guard let source = nodes[from.name], source.alive, source.id == from,
             let target = nodes[to], target.alive,
-            !blocked.contains([from.name, to]), !blocked.contains([to, from.name])
+            !isBlocked(from.name, to), !isBlocked(to, from.name)
         else { return }
         trace("connected \(from) ⇄ \(target.id)")
         withTracker(target.id) { $0.onPeerConnected(from, address: from.name, now: self.now) }
@@ -50,11 +52,11 @@ extension Simulation {
         guard chaos else { return }
         trace("link \(a) ⇄ \(b) \(isBlocked ? "down" : "up")")
         if isBlocked {
-            blocked.insert([a, b])
-            blocked.insert([b, a])
+            blocked.insert(Link(a, b))
+            blocked.insert(Link(b, a))
         } else {
-            blocked.remove([a, b])
-            blocked.remove([b, a])
+            blocked.remove(Link(a, b))
+            blocked.remove(Link(b, a))
         }
     }
 

@@ -6,12 +6,13 @@ extension Simulation {
     func startNode(_ name: String, at time: Nanoseconds) {
         incarnations += 1
         let id = NodeID(name: name, incarnation: incarnations)
-        var tracker = Tracker.Instance(
-            me: id, address: name, settings: settings.tracker, strategy: strategy, filter: .default,
-            seeds: seedNames, expectsPeers: true, now: time)
-        nodes[name] = Node(name: name, id: id, alive: true, tracker: tracker)
-        let directives = tracker.onStart(now: time)
-        nodes[name]!.tracker = tracker
+        let node = Node(
+            name: name, id: id, alive: true,
+            tracker: Tracker.Instance(
+                me: id, address: name, settings: settings.tracker, strategy: strategy, filter: filter,
+                seeds: seedNames, expectsPeers: true, now: time))
+        nodes[name] = node
+        let directives = node.tracker.onStart(now: time)
         trace("start \(id)")
         // Dial the seeds (every initial node, as a headless-service DNS name would list them).
         for seed in seedNames where seed != name {
@@ -24,9 +25,8 @@ extension Simulation {
     }
 
     func crash(_ name: String) {
-        guard var node = nodes[name], node.alive else { return }
+        guard let node = nodes[name], node.alive else { return }
         node.alive = false
-        nodes[name] = node
         trace("CRASH \(node.id)")
         for pid in processes.keys.sorted() where pid.node == node.id {
             let process = processes.removeValue(forKey: pid)!
@@ -39,19 +39,20 @@ extension Simulation {
         // Likewise names whose host crashed before this node noticed: if no live node knows them
         // either, nobody is left to restart them (two failures in a row, the second before the
         // first was detected).
+        let tracker = node.tracker  // read through a class property: one copy, not one per name
         for started in everStarted.sorted() {
-            guard let pid = node.tracker.whereis(started), pid.node != node.id else { continue }
+            guard let pid = tracker.whereis(started), pid.node != node.id else { continue }
             let hostAlive = nodes[pid.node.name].map { $0.alive && $0.id == pid.node } ?? false
             if !hostAlive && !knownElsewhere(started, pid: pid, except: name) { lostWithHost.insert(started) }
         }
         for started in everStarted.sorted() {
-            guard let lost = node.tracker.orphanedProcess(started) else { continue }
+            guard let lost = tracker.orphanedProcess(started) else { continue }
             if !knownElsewhere(started, pid: lost, except: name) { lostWithHost.insert(started) }
         }
         for other in liveNodes where other.tracker.connection(to: name) == node.id {
-            if !blocked.contains([name, other.name]) {
+            if !isBlocked(name, other.name) {
                 // The reset travels behind the data already sent on that connection (TCP order).
-                let at = max(now + latency(), (linkClock[[name, other.name]] ?? 0) + 1)
+                let at = max(now + latency(), (linkClock[Link(name, other.name)] ?? 0) + 1)
                 queue.push(at, .disconnect(at: other.id, peer: node.id))
             }
         }
@@ -59,8 +60,9 @@ extension Simulation {
 
     func knownElsewhere(_ name: String, pid: ProcessID, except host: String) -> Bool {
         liveNodes.contains { node in
-            node.name != host
-                && (node.tracker.whereis(name) != nil || node.tracker.orphanedProcess(name) == pid || node.tracker.isStarting(name))
+            guard node.name != host else { return false }
+            let tracker = node.tracker
+            return tracker.whereis(name) != nil || tracker.orphanedProcess(name) == pid || tracker.isStarting(name)
         }
     }
 }

@@ -6,9 +6,8 @@ import SwarmCore
 // the point of delivery that `endHandoff` comes first with a state a process actually gave.
 extension Simulation {
     func withTracker(_ id: NodeID, _ body: (inout Tracker.Instance) -> [Tracker.Directive]) {
-        guard var node = nodes[id.name], node.alive, node.id == id else { return }
+        guard let node = nodes[id.name], node.alive, node.id == id else { return }
         let directives = body(&node.tracker)
-        nodes[id.name]!.tracker = node.tracker
         execute(id, directives)
     }
 

@@ -1,17 +1,20 @@
 import SwarmCore
 
 // The trace: a ring of the last `traceCapacity` lines (every line when verbose), printed for a
-// failing seed, and the violation log.
+// failing seed, and the violation log. Trace lines are only formatted when the run keeps a trace
+// (``SimulationSettings/trace`` or `verbose`); a run without one that finds a violation is run
+// again with it (see ``Simulation/run()``).
 extension Simulation {
     func violate(_ text: String) {
         violations.append("t=\(Self.seconds(now)) \(text)")
         trace("VIOLATION: \(text)")
     }
 
-    func note(_ text: String) { trace(text) }
+    func note(_ text: @autoclosure () -> String) { trace(text()) }
 
-    func trace(_ text: String) {
-        let line = "t=\(Self.seconds(now)) \(text)"
+    func trace(_ text: @autoclosure () -> String) {
+        guard tracing else { return }
+        let line = "t=\(Self.seconds(now)) \(text())"
         if settings.verbose { print(line) }
         if traceLines.count < settings.traceCapacity {
             traceLines.append(line)

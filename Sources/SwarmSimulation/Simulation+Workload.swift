@@ -103,9 +103,11 @@ extension Simulation {
         let live = liveNodes.filter { $0.tracker.selfState == .up }
         guard !live.isEmpty else { return }
         let node = random.pick(live)
-        let registered = node.tracker.registered().filter { $0.name.hasPrefix("name-") }
+        // The registered workload names, in name order (as `registered()` lists them).
+        let tracker = node.tracker  // one copy, not one per name
+        let registered = sortedNames.filter { tracker.whereis($0) != nil }
         guard !registered.isEmpty else { return }
-        let name = random.pick(registered).name
+        let name = random.pick(registered)
         let message = envelope(from: node.id, to: name, call: false)
         withTracker(node.id) { $0.onSend(to: name, message, now: self.now) }
     }

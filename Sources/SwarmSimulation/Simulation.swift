@@ -22,8 +22,10 @@ public final class Simulation {
     var now: Nanoseconds = 0
     var nodes: [String: Node] = [:]
     var processes: [ProcessID: Process] = [:]
-    var blocked: Set<[String]> = []  // directed links [from, to]
-    var linkClock: [[String]: Nanoseconds] = [:]
+    /// Directed links that drop every message (partitions, one-way cuts, flapping).
+    var blocked: Set<Link> = []
+    /// When the last message on each link arrives (a later one arrives after it: TCP order).
+    var linkClock: [Link: Nanoseconds] = [:]
     var incarnations: UInt64 = 1
     var nextRequest: RequestID = 1
     var nextEnvelope: UInt64 = 1
@@ -50,14 +52,22 @@ public final class Simulation {
     var joinedCounter = 0
     let strategyIsQuorum: Bool
     let initialCount: Int
+    /// Trace lines are formatted and kept (``SimulationSettings/trace`` or `verbose`).
+    let tracing: Bool
+    /// Every node's filter (compiled once: its patterns are regexes).
+    let filter = NodeFilter.default
+    /// The workload's names in sorted order (the planned phase picks among the registered ones).
+    var sortedNames: [String] = []
 
     public init(settings: SimulationSettings) {
         self.settings = settings
+        self.tracing = settings.trace || settings.verbose
         var random = SimRandom(seed: settings.seed)
         self.initialCount = settings.nodeCount ?? random.int(5...7)
         self.strategyIsQuorum = settings.faults && random.chance(0.2)
         self.random = random
         for i in 0..<80 { names.append("name-\(i)") }
+        sortedNames = names.sorted()
     }
 
     var seedNames: [String] { (0..<initialCount).map { "node-\($0)" } }
@@ -70,7 +80,19 @@ public final class Simulation {
 
     // MARK: Running
 
+    /// Runs the seed. A run without a trace that finds a violation runs the same seed again with
+    /// the trace on, so the report of a failing seed carries its trace.
     public func run() -> SimulationReport {
+        var report = runPhases()
+        if !tracing && !report.violations.isEmpty {
+            var traced = settings
+            traced.trace = true
+            report.trace = Simulation(settings: traced).runPhases().trace
+        }
+        return report
+    }
+
+    func runPhases() -> SimulationReport {
         for i in 0..<initialCount { startNode("node-\(i)", at: UInt64(random.int(0...50)) * .ms(1)) }
         let chaosEnd = Nanoseconds.seconds(2) + settings.chaosDuration
         // Spread the operations and faults over the chaos phase.
@@ -116,9 +138,8 @@ public final class Simulation {
             let drainee = random.pick(liveNodes.map(\.name))
             runUntil(start + .ms(1200))
             note("drain \(drainee)")
-            if var node = nodes[drainee], node.alive {
+            if let node = nodes[drainee], node.alive {
                 let directives = node.tracker.onDrain(now: now)
-                nodes[drainee] = node
                 execute(node.id, directives)
             }
             runUntil(start + .seconds(6))

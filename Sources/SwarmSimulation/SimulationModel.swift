@@ -3,12 +3,21 @@ import SwarmCore
 // The simulator's model of the world outside the trackers: nodes, the processes they host, the
 // messages the workload sent (for the exactly-once checks) and the timed events that drive a run.
 extension Simulation {
-    struct Node {
-        var name: String
-        var id: NodeID
+    /// One node incarnation. A class, so that an input mutates its tracker in place (a tracker
+    /// copied out of a dictionary and written back copies every table it changed).
+    final class Node {
+        let name: String
+        let id: NodeID
         var alive: Bool
         var tracker: Tracker.Instance
         var nextLocal: UInt64 = 1
+
+        init(name: String, id: NodeID, alive: Bool, tracker: Tracker.Instance) {
+            self.name = name
+            self.id = id
+            self.alive = alive
+            self.tracker = tracker
+        }
     }
 
     struct Process {
@@ -33,6 +42,17 @@ extension Simulation {
         /// Addressed to one name (exactly one delivery) rather than to a set of processes.
         var named = true
         var receivers: Set<ProcessID> = []
+    }
+
+    /// A directed link between two node names.
+    struct Link: Hashable {
+        var from: String
+        var to: String
+
+        init(_ from: String, _ to: String) {
+            self.from = from
+            self.to = to
+        }
     }
 
     enum Event {

@@ -17,6 +17,11 @@ public struct SimulationSettings: Sendable {
     public var convergenceBound: Nanoseconds = .seconds(15)
     /// Print every trace line as it happens.
     public var verbose = false
+    /// Keep a trace of the run (the last ``traceCapacity`` lines) in the report. Off by default:
+    /// formatting a line for every message is most of a seed's cost, and a run that finds a
+    /// violation is run again with the trace on (one seed replays exactly), so a failing seed's
+    /// report always has its trace.
+    public var trace = false
     /// Trace lines kept for a failure report.
     public var traceCapacity = 4000
     public var tracker = Tracker.Settings()

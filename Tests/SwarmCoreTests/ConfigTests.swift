@@ -87,6 +87,23 @@ import Testing
         }
     }
 
+    @Test func literalPatternsMatchAsTheirRegexWould() throws {
+        // Plain (optionally ^-anchored) regexes are matched with string operations; the answer
+        // must be the regex's own.
+        let patterns = ["^swarm-cli", "^remsh", "_maint_", "db", "^gw-1", "gw-1@", ":7946", "^a", "-", "K", "^K"]
+        let names = [
+            "", "a", "swarm-cli", "swarm-cl", "my-swarm-cli", "swarm-cli-42@127.0.0.1", "remsh", "xremsh", "gw_maint_3",
+            "gw-_maint", "db", "gw-db-2", "gw-1", "gw-10@host", "xgw-1@h:7946", "Gw-1", "gw-1\n", "é-db", "swarm-clí", "gw-1\u{301}", "swarm-cli\u{301}x", "x\ngw-1", "x\r\n-", "x\u{212A}y", "\u{212A}", "Kelvin",
+        ]
+        for source in patterns {
+            let regex = try Regex(source)
+            let filter = try NodeFilter(allow: [.regex(source)])
+            for name in names {
+                #expect(filter.admits(name) == ((try? regex.firstMatch(in: name)) != nil), "/\(source)/ on \(name)")
+            }
+        }
+    }
+
     @Test func invalidRegexThrows() {
         #expect(throws: NodeFilter.PatternError.self) { try NodeFilter(deny: [.regex("(unclosed")]) }
         #expect(throws: NodeFilter.PatternError.self) { try NodeFilter(allow: [NodeFilter.Pattern(parsing: "/[a-/")]) }

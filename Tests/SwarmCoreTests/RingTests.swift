@@ -19,6 +19,18 @@ let randomNodeName = Gen.letterOrNumber.string(of: 3...16)
 
     /// Pins SwarmHash64 (hash version 1): any change to the function or its byte order breaks
     /// every cluster that mixes old and new nodes, so it must bump `hashVersion`.
+    /// The ring computes its points incrementally (FNV-1a over `node#` once, then the digits);
+    /// every point must be the hash of its text.
+    @Test func pointHashesAreTheHashOfTheirText() {
+        for node in ["", "a", "gw-1@127.0.0.1:7946", "ünïcødé", "node-j3"] {
+            let points = HashRing.pointHashes(of: node)
+            #expect(points.count == HashRing.pointsPerNode)
+            for (i, point) in points.enumerated() {
+                #expect(point == HashRing.hash("\(node)#\(i)"), "\(node)#\(i)")
+            }
+        }
+    }
+
     @Test func hashGoldenValues() {
         #expect(HashRing.hashVersion == 1)
         #expect(HashRing.hash("") == 0xefd0_1f60_ba99_2926)

@@ -60,11 +60,20 @@ struct SimulationTests {
 
     @Test("a seed replays exactly")
     func replay() {
-        let a = Simulation(settings: SimulationSettings(seed: 4242)).run()
-        let b = Simulation(settings: SimulationSettings(seed: 4242)).run()
+        var traced = SimulationSettings(seed: 4242)
+        traced.trace = true
+        let a = Simulation(settings: traced).run()
+        let b = Simulation(settings: traced).run()
         #expect(a.events == b.events)
+        #expect(!a.trace.isEmpty)
         #expect(a.trace == b.trace)
         #expect(a.violations == b.violations)
+        // Without the trace (the default) the run is the same run.
+        let untraced = Simulation(settings: SimulationSettings(seed: 4242)).run()
+        #expect(untraced.events == a.events)
+        #expect(untraced.convergence == a.convergence)
+        #expect(untraced.violations == a.violations)
+        #expect(untraced.trace.isEmpty)
     }
 
     @Test("the simulator reports what it found: a cluster with no faults converges fast")
