@@ -173,12 +173,16 @@ struct DeviceState: Codable, Sendable, Hashable {
     /// higher ``version`` publishes it again (the host may have died between its acknowledged
     /// checkpoint and the publish).
     var publishedVersion: Int64 = 0
+    /// Commands queued with a TTL (``QueuedCommand``), oldest first: the pending ones and the
+    /// last finished ones.
+    var commands: [QueuedCommand] = []
 
     init(id: String) { self.id = id }
 
     enum CodingKeys: String, CodingKey {
         case id, online, statusAt, connectedAt, lastSeen, metadata, groups, telemetry, sequence, reported, desired, version, broker
         case counters, tags, tagsAt, reportedVersion, reportedTimes, desiredTimes, publishedVersion
+        case commands
     }
 
     init(from decoder: any Decoder) throws {
@@ -203,6 +207,7 @@ struct DeviceState: Codable, Sendable, Hashable {
         reportedTimes = try c.decodeIfPresent(JSONValue.self, forKey: .reportedTimes) ?? .emptyObject
         desiredTimes = try c.decodeIfPresent(JSONValue.self, forKey: .desiredTimes) ?? .emptyObject
         publishedVersion = try c.decodeIfPresent(Int64.self, forKey: .publishedVersion) ?? version
+        commands = try c.decodeIfPresent([QueuedCommand].self, forKey: .commands) ?? []
     }
 
     // MARK: Backend writes
@@ -337,6 +342,8 @@ struct DeviceState: Codable, Sendable, Hashable {
         }
         groups.formUnion(other.groups)
         counters = DeviceCounters.maximum(counters, other.counters)
+        commands = Self.mergeCommands(commands, other.commands)
+        trimCommandHistory()
     }
 }
 
@@ -418,8 +425,50 @@ extension DeviceState {
         desiredTimes.write(to: &out)
         writeKey("publishedVersion", &first, &out)
         out.append(contentsOf: String(publishedVersion).utf8)
+        if !commands.isEmpty {
+            writeKey("commands", &first, &out)
+            out.append(UInt8(ascii: "["))
+            for (index, command) in commands.enumerated() {
+                if index > 0 { out.append(UInt8(ascii: ",")) }
+                command.writeJSON(to: &out)
+            }
+            out.append(UInt8(ascii: "]"))
+        }
         out.append(UInt8(ascii: "}"))
         return out
+    }
+}
+
+extension QueuedCommand {
+    /// The `Codable` layout (absent optionals left out).
+    fileprivate func writeJSON(to out: inout [UInt8]) {
+        out.append(UInt8(ascii: "{"))
+        var first = true
+        writeKey("id", &first, &out)
+        JSONValue.writeString(id, to: &out)
+        writeKey("name", &first, &out)
+        JSONValue.writeString(name, to: &out)
+        writeKey("body", &first, &out)
+        body.write(to: &out)
+        writeKey("status", &first, &out)
+        JSONValue.writeString(status.rawValue, to: &out)
+        if let reply {
+            writeKey("reply", &first, &out)
+            reply.write(to: &out)
+        }
+        if let error {
+            writeKey("error", &first, &out)
+            JSONValue.writeString(error, to: &out)
+        }
+        for (key, value) in [("createdAt", createdAt), ("updatedAt", updatedAt), ("expiresAt", expiresAt), ("replyWindow", replyWindow)] {
+            writeKey(key, &first, &out)
+            out.append(contentsOf: String(value).utf8)
+        }
+        if let sentAt {
+            writeKey("sentAt", &first, &out)
+            out.append(contentsOf: String(sentAt).utf8)
+        }
+        out.append(UInt8(ascii: "}"))
     }
 }
 
