@@ -266,7 +266,9 @@ extension DeviceGateway {
         let step = min(settings.checkpointInterval, .milliseconds(100))
         var next = ContinuousClock.now + settings.checkpointInterval
         while isRunning {
-            try? await Task.sleep(for: step)
+            // Cancelled (the task running the gateway was): end, do not spin on a sleep that
+            // returns at once.
+            guard (try? await Task.sleep(for: step)) != nil else { return }
             for process in runtime.commandTimers.takeDue(Timestamp.nowMillis()) { await process.commandDeadlinePassed() }
             guard ContinuousClock.now >= next else { continue }
             next = ContinuousClock.now + settings.checkpointInterval

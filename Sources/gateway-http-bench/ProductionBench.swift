@@ -163,7 +163,11 @@ final class ProductionBench: Sendable {
                         while true {
                             let index = next.take()
                             guard index < count else { break }
-                            statuses.append(Int(try await client.execute(request(index)).status.code))
+                            let response = try await client.execute(request(index))
+                            statuses.append(Int(response.status.code))
+                            if response.status.code >= 300, statuses.filter({ $0 >= 300 }).count <= 2 {
+                                say("status \(response.status.code): \(String(buffer: response.body ?? ByteBuffer()).prefix(300))")
+                            }
                         }
                         return statuses
                     }
@@ -192,6 +196,8 @@ final class ProductionBench: Sendable {
         let cpu = Self.cpuSeconds() - cpu0
         let brokerCPU = (broker.processID.map { Self.cpuSeconds($0) } ?? .nan) - brokerCPU0
         let created = statuses.filter { $0 == 201 }.count
+        let histogram = Dictionary(grouping: statuses, by: { $0 }).mapValues(\.count).sorted { $0.key < $1.key }
+        say("Q2 statuses: \(histogram.map { "\($0.key): \($0.value)" }.joined(separator: ", "))")
         let rate = Double(count) / took
         record("Q2.rate", "provisioning PUTs with passwords answered (each login applied on the broker): devices/s", rate, "devices/s", setup: setup, target: "≥ 2,000/s", met: rate >= 2000 && created == count)
         record("Q2.seconds", "time for all of them", took, "s", setup: setup)

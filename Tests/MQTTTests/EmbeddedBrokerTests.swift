@@ -85,6 +85,42 @@ struct EmbeddedBrokerTests {
         await broker.stop()  // idempotent
     }
 
+    @Test("reloads back to back: each waits until the reload is over, so none of their SIGHUPs is lost and every new login connects at once")
+    func reloadsBackToBack() async throws {
+        var settings = EmbeddedBroker.Settings()
+        settings.allowAnonymous = false
+        settings.managedLogins = true
+        settings.stopTimeout = .seconds(3)
+        let broker = try EmbeddedBroker(settings: settings)
+        try await broker.start()
+        do {
+            // A few thousand logins in the file make each reload take a moment.
+            let hash = MosquittoPassword.hash("pw")
+            try await broker.updateLogins((0..<3000).map { (user: "bulk-\($0)", hash: Optional(hash)) })
+            let start = ContinuousClock.now
+            for index in 0..<40 {
+                try await broker.updateLogins([(user: "dev-\(index)", hash: Optional(MosquittoPassword.hash("pw-\(index)")))])
+            }
+            // Before the fix a lost SIGHUP made updateLogins throw after 5 s (1 in about 15 here);
+            // now one is re-sent after 500 ms: 40 of those would take 20 s.
+            #expect(ContinuousClock.now - start < .seconds(15))
+            for index in [0, 17, 39] {
+                var client = broker.clientSettings()
+                client.clientID = "dev-\(index)"
+                client.username = "dev-\(index)"
+                client.password = "pw-\(index)"
+                client.connectTimeout = .seconds(3)
+                let device = try MQTTClient(settings: client)
+                try await device.connect()
+                await device.close()
+            }
+        } catch {
+            await broker.stop()
+            throw error
+        }
+        await broker.stop()
+    }
+
     @Test("a broker that cannot start reports why, within its timeout")
     func failedStart() async throws {
         var settings = EmbeddedBroker.Settings()
