@@ -84,6 +84,9 @@ public final class DeviceGateway: Sendable {
                 // The random default: make it recognisable (and stable across restarts).
                 client.clientID = GatewaySettings.clientID(node: node.id.name, brokerIndex: index)
             }
+            // Backpressure, not loss: the consumer takes batches, and when it falls behind the
+            // client's network thread stops reading, so the broker queues (``IngressLane``).
+            if client.flowControlLimit == nil { client.flowControlLimit = settings.ingressFlowControlLimit }
             entries.append(BrokerPool.Entry(id: broker.id, client: try MQTTClient(settings: client, logger: settings.logger)))
         }
         self.brokerReceived = entries.map { _ in Counter() }
@@ -166,7 +169,8 @@ public final class DeviceGateway: Sendable {
                 group.addTask { await self.consumeEvents(entry) }
             }
             for lane in lanes {
-                group.addTask { await self.consumeLane(lane) }
+                let slowPath = IngressSlowPath { [self] id, items in await self.routeParked(id, items) }
+                group.addTask { await self.consumeLane(lane, slowPath: slowPath) }
             }
             group.addTask { await self.sweep() }
         }
@@ -204,10 +208,13 @@ public final class DeviceGateway: Sendable {
                     }
                 }
             }
-            // What the broker sent before the UNSUBACK is in the stream or the lanes: route it.
+            // What the broker sent before the UNSUBACK is in the clients' queues or the lanes: route it.
             let deadline = ContinuousClock.now + .seconds(5)
             try? await Task.sleep(for: .milliseconds(100))
-            while inLanes.load(ordering: .relaxed) > 0 && ContinuousClock.now < deadline {
+            func waiting() -> Int {
+                runtime.brokers.entries.reduce(inLanes.load(ordering: .relaxed)) { $0 + $1.client.inboundQueued }
+            }
+            while waiting() > 0 && ContinuousClock.now < deadline {
                 try? await Task.sleep(for: .milliseconds(10))
             }
         }

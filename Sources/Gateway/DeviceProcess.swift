@@ -361,7 +361,7 @@ actor DeviceProcess: SwarmProcess {
     /// Joins or leaves a device group (a cluster call, recorded in ``DeviceState/groups`` once it
     /// succeeded); the caller checkpoints.
     private func changeGroup(_ group: String, join: Bool) async throws {
-        guard let pid = await resolvePID(wait: true) else {
+        guard let pid = resolvePID() else {
             throw GatewayError.cluster("device \(id) is not registered on this node")
         }
         if join {
@@ -412,7 +412,7 @@ actor DeviceProcess: SwarmProcess {
         changes += 1
         let covered = changes
         if !stopped { updateIndex() }
-        guard !stopped, let pid = await resolvePID(wait: true) else {
+        guard !stopped, let pid = resolvePID() else {
             markDirty()
             return DeviceReply.refused(code: "notReplicated", version: state.version, message: "device \(id) is not registered on this node").encoded()
         }
@@ -462,7 +462,7 @@ actor DeviceProcess: SwarmProcess {
     private func checkpoint() async {
         guard !stopped else { return }
         updateIndex()
-        guard let pid = await resolvePID(wait: false) else {
+        guard let pid = resolvePID() else {
             // Not in the local view yet (just started by a handoff): the sweep retries.
             markDirty()
             return
@@ -486,20 +486,18 @@ actor DeviceProcess: SwarmProcess {
         runtime.index.update(DeviceIndex.Entry(state, owner: ObjectIdentifier(self)))
     }
 
-    /// This process's id: the local registration of the device id. With `wait`, gives the
-    /// registration up to 200 ms to appear (a process started by a handoff runs before the
-    /// tracker registers it here).
-    private func resolvePID(wait: Bool) async -> ProcessID? {
+    /// The node tells the process its id before its first message.
+    func started(as pid: ProcessID) {
+        self.pid = pid
+    }
+
+    /// This process's id: told by the node before the first message (``started(as:)``), so no
+    /// lookup and no wait; the local registration of the device id only for a process that was
+    /// never told (created outside a node).
+    private func resolvePID() -> ProcessID? {
         if let pid { return pid }
-        let node = runtime.node
-        let attempts = wait ? 20 : 1
-        for attempt in 0..<attempts {
-            if let found = node.whereis(id), found.node == node.id {
-                pid = found
-                return found
-            }
-            if attempt < attempts - 1 { try? await Task.sleep(for: .milliseconds(10)) }
-        }
-        return nil
+        guard let found = runtime.node.whereis(id), found.node == runtime.node.id else { return nil }
+        pid = found
+        return found
     }
 }

@@ -54,6 +54,11 @@ public struct GatewaySettings: Sendable {
     /// broker consumer waits). With the default 8 lanes, at most 8 × 1,024 telemetry messages
     /// wait on a node. Default 1,024.
     public var ingressLaneCapacity = 1024
+    /// Inbound messages each broker client holds for the broker consumer before its network
+    /// thread stops reading (``MQTTClient/Settings/flowControlLimit``, unless the broker's client
+    /// settings set one): with the lanes' waits this is the backpressure chain that keeps every
+    /// QoS 1 message the broker delivered. Default 4,096.
+    public var ingressFlowControlLimit = 4096
     /// QoS of the ingress subscriptions. Default 1.
     public var ingressQoS: MQTTQoS = .atLeastOnce
     /// Shortest interval between two log lines about rejected input of one kind. Default 5 s.
