@@ -1,3 +1,4 @@
+import GatewayStore
 import SwarmCore
 import SwarmNode
 import Synchronization
@@ -14,7 +15,11 @@ import Synchronization
 ///   topic names another node (`…/replies/{node}`) is sent to that node's process, which hands it
 ///   to the command waiting there.
 /// - **Deletions.** `tombstone(id, set)` records (or clears) a deleted device on this node
-///   (``Tombstones``), asked of every node with one multi-call.
+///   (``Tombstones``), asked of every node with one multi-call; `forget(id, revision)` then
+///   deletes its row from this node's store and records the tombstone there (durably).
+/// - **Recovery** (``DeviceRecovery``): `rows` are stored copies of devices this node owns, sent
+///   by the node whose store held them; `recoveryDone` says a node has sent all of its rows;
+///   `recoveryStatus` asks whether this node has.
 final class NodeContext: Sendable {
     let replies: ReplyTable
     let counters: GatewayCounters
@@ -41,8 +46,19 @@ actor GatewayNodeProcess: SwarmProcess {
             if !context.replies.deliver(key, payload) {
                 context.counters.repliesUnmatched.add(1, ordering: .relaxed)
             }
-        case .tombstone:
+        case .tombstone, .forget, .recoveryStatus:
             _ = try await call(message)
+        case .rows(let rows):
+            let runtime = context.runtime
+            for row in rows {
+                if let storage = runtime.storage, storage.isDeleted(row.id, revision: row.revision) {
+                    runtime.recovery.countDeleted()
+                } else {
+                    runtime.recovery.offer(row)
+                }
+            }
+        case .recoveryDone(let node):
+            context.runtime.recovery.peerDone(node)
         }
     }
 
@@ -53,6 +69,15 @@ actor GatewayNodeProcess: SwarmProcess {
             try await receive(message)
         case .tombstone(let id, let set):
             if set { context.runtime.tombstones.insert(id) } else { context.runtime.tombstones.remove(id) }
+        case .forget(let id, let revision):
+            if let storage = context.runtime.storage {
+                storage.recordTombstone(id, revision: revision)
+                try await storage.writer.commit(.delete(id: id, revision: revision, tombstone: true))
+            }
+        case .recoveryStatus:
+            return [context.runtime.recovery.isScanned ? 1 : 0]
+        case .rows, .recoveryDone:
+            try await receive(message)
         }
         return []
     }
@@ -67,9 +92,18 @@ enum NodeMessage: Sendable, Hashable {
     case reply(key: [UInt8], payload: [UInt8])
     /// Call: record (`set`) or clear a deleted device on this node.
     case tombstone(id: String, set: Bool)
+    /// Cast: stored copies of devices this node owns (recovery).
+    case rows([RecoveredRow])
+    /// Cast: node `node` has sent all of its stored rows (recovery).
+    case recoveryDone(node: String)
+    /// Call: has this node sent all of its stored rows? (reply: one byte, 1 or 0).
+    case recoveryStatus
+    /// Call: delete device `id`'s row from this node's store (rows up to `revision`) and record
+    /// its tombstone, durably.
+    case forget(id: String, revision: Int64)
 
     enum Tag: UInt8 {
-        case reply = 1, tombstone
+        case reply = 1, tombstone, rows, recoveryDone, recoveryStatus, forget
     }
 
     func encoded() -> [UInt8] {
@@ -83,6 +117,23 @@ enum NodeMessage: Sendable, Hashable {
             writer.byte(Tag.tombstone.rawValue)
             writer.string(id)
             writer.byte(set ? 1 : 0)
+        case .rows(let rows):
+            writer.byte(Tag.rows.rawValue)
+            writer.int(Int64(rows.count))
+            for row in rows {
+                writer.string(row.id)
+                writer.int(row.revision)
+                writer.bytes(row.state)
+            }
+        case .recoveryDone(let node):
+            writer.byte(Tag.recoveryDone.rawValue)
+            writer.string(node)
+        case .recoveryStatus:
+            writer.byte(Tag.recoveryStatus.rawValue)
+        case .forget(let id, let revision):
+            writer.byte(Tag.forget.rawValue)
+            writer.string(id)
+            writer.int(revision)
         }
         return writer.buffer
     }
@@ -95,6 +146,21 @@ enum NodeMessage: Sendable, Hashable {
             self = .reply(key: try reader.bytes(), payload: try reader.bytes())
         case .tombstone:
             self = .tombstone(id: try reader.string(), set: try reader.byte() == 1)
+        case .rows:
+            let count = try reader.int()
+            guard count >= 0, count <= 1_000_000 else { throw DeviceMessage.DecodeError(description: "bad row count") }
+            var rows: [RecoveredRow] = []
+            rows.reserveCapacity(Int(count))
+            for _ in 0..<count {
+                rows.append(RecoveredRow(id: try reader.string(), revision: try reader.int(), state: try reader.bytes()))
+            }
+            self = .rows(rows)
+        case .recoveryDone:
+            self = .recoveryDone(node: try reader.string())
+        case .recoveryStatus:
+            self = .recoveryStatus
+        case .forget:
+            self = .forget(id: try reader.string(), revision: try reader.int())
         }
         guard reader.atEnd else { throw DeviceMessage.DecodeError(description: "trailing bytes") }
     }
