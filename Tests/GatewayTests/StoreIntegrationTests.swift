@@ -80,9 +80,13 @@ struct StoreIntegrationTests {
                             worst = max(worst, ContinuousClock.now - appliedAt)
                             try await Task.sleep(for: .milliseconds(Int.random(in: 0...150)))
                         }
-                        // Checkpoint coalescing (100 ms here) + write-behind (200 ms) + the commit.
+                        // Checkpoint coalescing (100 ms here) + write-behind (200 ms) + the commit:
+                        // the printed figure is the measurement (idle machine: ~0.2-0.3 s). The
+                        // bound only catches a writer that does not write behind at all (rows
+                        // then wait for housekeeping or shutdown); a loaded CI machine adds
+                        // scheduling delays to both the writer and this poll.
                         print("device data on disk at most \(worst) after it was applied (window: 100 ms + 200 ms + commit)")
-                        #expect(worst < .seconds(1), "device data took \(worst) to reach the store")
+                        #expect(worst < .seconds(5), "device data took \(worst) to reach the store")
                     }
                     let stats = try #require(gateway.storeStats)
                     #expect(stats.healthy && stats.durableFailures == 0)
