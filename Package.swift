@@ -256,6 +256,7 @@ let package = Package(
                 "SwarmNode",
                 "SwarmCore",
                 "MQTT",
+                "GatewayStore",
                 logging,
             ],
             swiftSettings: swiftSettings
@@ -264,6 +265,8 @@ let package = Package(
             name: "GatewayTests",
             dependencies: [
                 "Gateway",
+                "GatewayStore",
+                "GatewayStoreEngines",
                 "SwarmJSON",
                 "SwarmNode",
                 "SwarmCore",
@@ -367,6 +370,7 @@ let package = Package(
             name: "GatewayHTTP",
             dependencies: [
                 "Gateway",
+                "GatewayStore",
                 "SwarmJSON",
                 "SwarmNode",
                 "SwarmCore",
@@ -425,7 +429,7 @@ let package = Package(
         // embedded broker answering over HTTP, SIGTERM.
         .testTarget(
             name: "SwarmGatewayTests",
-            dependencies: ["MQTT", "TestCertificates"],
+            dependencies: ["MQTT", "TestCertificates", "GatewayStore", "GatewayStoreEngines", sqliteNIO, nioCore, nioPosix, logging],
             swiftSettings: swiftSettings
         ),
         // The fault harness (issue 5, docs/reliability.md): gateway nodes in network namespaces,

@@ -1,4 +1,5 @@
 import Foundation
+import GatewayStore
 import Logging
 import MQTT
 import SwarmCore
@@ -27,6 +28,11 @@ final class DeviceRuntime: Sendable {
     let commandTimers = CommandTimers<DeviceProcess>()
     /// This node's level in reply topics (``DeviceGateway/nodeToken``).
     let nodeToken: String
+    /// The durable store (nil: state lives in memory and successor replicas only).
+    let storage: DeviceStorage?
+    /// Recovery from the store at start: rows waiting for their process, and the barrier API
+    /// writes wait on.
+    let recovery = DeviceRecovery()
 
     init(node: SwarmNode, settings: GatewaySettings, counters: GatewayCounters, brokers: BrokerPool, rejectLog: RateLimitedLog) {
         self.node = node
@@ -37,6 +43,7 @@ final class DeviceRuntime: Sendable {
         self.counters = counters
         self.brokers = brokers
         self.rejectLog = rejectLog
+        self.storage = settings.store.map { DeviceStorage(writer: $0, nodeName: node.id.name) }
     }
 
     var logger: Logger { settings.logger }
@@ -67,6 +74,11 @@ final class DeviceRuntime: Sendable {
 ///   checkpointed at once; telemetry and reported changes at most once per
 ///   ``GatewaySettings/checkpointInterval`` (the gateway's sweep writes the last one), so a
 ///   `kill -9` of the host loses at most that interval of telemetry/reported updates.
+/// - **Durable store** (``GatewaySettings/store``, ``DeviceStorage``): every checkpoint is also
+///   the device's row; API writes are committed (group commit) before they answer — a store
+///   that fails answers `storeUnavailable` and the change is undone — and the rest is written
+///   behind. A process started at recovery begins from its stored row; API writes wait for the
+///   recovery barrier (``DeviceRecovery``) so the desired version continues above every stored one.
 /// - **Groups**: every device is in Swarm group `{groupPrefix}all` from its registration; birth
 ///   `groups` and the API add more (`join`), the API removes (`leave`); the tracker carries
 ///   memberships across handoffs and restarts.
@@ -90,11 +102,23 @@ actor DeviceProcess: SwarmProcess {
     private var inDirtyTable = false
     /// When to try again to publish queued commands the broker client refused (ms).
     private var commandRetryAt: Int64?
+    /// The groups of the state are not known to be joined in Swarm (a state taken from a stored
+    /// row): joined at the next ``DeviceMessage/restore`` or API write.
+    private var groupsUnchecked = false
 
+    /// A process with the state recovery holds for `id` (``DeviceRecovery/take(_:)``), if any; a
+    /// device deleted before starts its history above its deletion.
     init(id: String, runtime: DeviceRuntime) {
         self.id = id
         self.runtime = runtime
-        self.state = DeviceState(id: id)
+        var state = DeviceState(id: id)
+        if let stored = runtime.recovery.take(id) {
+            state = stored
+            groupsUnchecked = true
+        } else if let deleted = runtime.storage?.tombstone(id) {
+            state.revision = deleted
+        }
+        self.state = state
     }
 
     // MARK: SwarmProcess
@@ -126,6 +150,8 @@ actor DeviceProcess: SwarmProcess {
             await changed(urgent: false)
         case .commandReply(let commandID, let payload):
             await applyCommandReply(commandID, payload: payload)
+        case .restore:
+            await restoreFromRecovery()
         case .twin, .patchDesired, .group, .query, .route, .patchTags, .provision, .delete, .queueCommand, .commands:
             // Calls sent as casts: answer nothing, change nothing.
             break
@@ -135,42 +161,48 @@ actor DeviceProcess: SwarmProcess {
     func call(_ message: [UInt8]) async throws -> [UInt8] {
         let decoded = try DeviceMessage(decoding: message)
         if deleted {
-            if case .delete = decoded { return Array((state.broker ?? "").utf8) }
+            if case .delete = decoded { return deletedReply() }
             return DeviceReply.refused(code: "gone", version: state.version, message: "device \(id) is being deleted").encoded()
         }
         switch decoded {
         case .twin:
             return try twinReply()
         case .patchDesired(let patch, let versions):
+            if let refusal = await recovered() { return refusal }
             if let versions, !versions.contains(state.version) {
                 return DeviceReply.refused(
                     code: "versionConflict", version: state.version,
                     message: "the desired version is \(state.version), not \(versions.map(String.init).joined(separator: " or "))"
                 ).encoded()
             }
+            let before = state
             state.patchDesired(patch, at: Timestamp.nowMillis())
-            // Replicated before the device sees the version, so it can never see it twice.
-            if let refusal = await persistAPIWrite() { return refusal }
+            // Stored and replicated before the device sees the version, so it can never see it twice.
+            if let refusal = await persistAPIWrite(undo: before) { return refusal }
             await publishDesired()
             return try twinReply()
         case .patchTags(let patch):
+            if let refusal = await recovered() { return refusal }
+            let before = state
             state.patchTags(patch, at: Timestamp.nowMillis())
-            if let refusal = await persistAPIWrite() { return refusal }
+            if let refusal = await persistAPIWrite(undo: before) { return refusal }
             return try twinReply()
         case .provision(let tags, let groups):
+            if let refusal = await recovered() { return refusal }
             if let tags { state.setTags(tags.objectValue ?? [:], at: Timestamp.nowMillis()) }
             for group in groups where !state.groups.contains(group) { try await changeGroup(group, join: true) }
-            if let refusal = await persistAPIWrite() { return refusal }
+            if let refusal = await persistAPIWrite(undo: nil) { return refusal }
             return try twinReply()
         case .group(let group, let join):
+            if let refusal = await recovered() { return refusal }
             try await changeGroup(group, join: join)
-            if let refusal = await persistAPIWrite() { return refusal }
+            if let refusal = await persistAPIWrite(undo: nil) { return refusal }
             return try twinReply()
         case .delete:
             deleted = true
             runtime.index.remove(id, owner: ObjectIdentifier(self))
             runtime.commandTimers.remove(id, self)
-            return Array((state.broker ?? "").utf8)
+            return deletedReply()
         case .query(let fields, let condition):
             if let condition, !(try FleetQuery.parse(condition).matches(DeviceIndex.Entry(state))) { return [] }
             let twin = state.twin(node: runtime.nodeName).json
@@ -187,10 +219,17 @@ actor DeviceProcess: SwarmProcess {
             return await queueCommand(name: name, body: body, ttl: ttl, replyWindow: replyWindow)
         case .commands(let commandID):
             return await commands(commandID)
-        case .ingress, .commandOutcome, .down, .commandReply:
+        case .ingress, .commandOutcome, .down, .commandReply, .restore:
             try await receive(message)
             return []
         }
+    }
+
+    /// The answer to ``DeviceMessage/delete``: the broker, and a revision above every stored
+    /// copy of this device (its rows up to it are deleted, and its tombstone keeps older copies
+    /// from coming back).
+    private func deletedReply() -> [UInt8] {
+        DeletedReply(broker: state.broker, revision: Revision.next(after: state.revision, nowMicros: Timestamp.nowMicros())).encoded()
     }
 
     func beginHandoff() async -> HandoffAnswer {
@@ -202,9 +241,10 @@ actor DeviceProcess: SwarmProcess {
             runtime.logger.warning("device \(id): handoff state not decodable (\(bytes.count) bytes); starting empty")
             return
         }
-        // Anything applied before the state arrived (nothing, normally: endHandoff comes first).
+        // Anything applied before the state arrived (nothing, normally: endHandoff comes first; a
+        // stored row taken at start is merged unless it is an older copy of the same history).
         var merged = restored
-        if state != DeviceState(id: id) { merged.merge(state) }
+        if state != DeviceState(id: id) { merged.absorb(state) }
         state = merged
         await changed(urgent: true)
         // The previous host may have replicated a desired version and died before publishing it.
@@ -253,6 +293,7 @@ actor DeviceProcess: SwarmProcess {
         let now = Timestamp.nowMillis()
         _ = state.expireCommands(at: now)
         let commandID = QueuedCommand.newID()
+        let before = state
         guard state.enqueueCommand(id: commandID, name: name, body: body, ttl: ttl, replyWindow: replyWindow, at: now) != nil else {
             scheduleCommandDeadline()
             return DeviceReply.refused(
@@ -260,7 +301,7 @@ actor DeviceProcess: SwarmProcess {
                 message: "device \(id) has \(DeviceState.maxPendingCommands) pending commands; wait for some to be answered or expire"
             ).encoded()
         }
-        if let refusal = await persistAPIWrite() {
+        if let refusal = await persistAPIWrite(undo: before) {
             scheduleCommandDeadline()
             return refusal
         }
@@ -402,13 +443,17 @@ actor DeviceProcess: SwarmProcess {
         DeviceReply.twin(version: state.version, json: try twinBytes()).encoded()
     }
 
-    // MARK: Checkpoints
+    // MARK: Checkpoints and the store
 
-    /// A write from the backend API: checkpointed now, and acknowledged by the ring successor
-    /// before the call answers (``SwarmNode/checkpointAcknowledged(_:state:)``), so a crash of
-    /// this node cannot lose it (nor hand out its desired version twice). nil when replicated, else
-    /// the refusal to answer (HTTP 503 `notReplicated`).
-    private func persistAPIWrite() async -> [UInt8]? {
+    /// A write from the backend API: stored and replicated before the call answers. The new
+    /// state is committed to the store (group commit, ``StoreWriter/commit(_:)``) and
+    /// checkpointed to the ring successor, which acknowledges it
+    /// (``SwarmNode/checkpointAcknowledged(_:state:)``), both at once; so neither a crash of this
+    /// node nor a restart of the whole cluster can lose it (nor hand out its desired version
+    /// twice). nil when both succeeded, else the refusal to answer: HTTP 503 `storeUnavailable`
+    /// when the store did not commit (the change is undone to `undo`, when given), 503
+    /// `notReplicated` when the successor did not confirm.
+    private func persistAPIWrite(undo: DeviceState?) async -> [UInt8]? {
         changes += 1
         let covered = changes
         if !stopped { updateIndex() }
@@ -416,19 +461,61 @@ actor DeviceProcess: SwarmProcess {
             markDirty()
             return DeviceReply.refused(code: "notReplicated", version: state.version, message: "device \(id) is not registered on this node").encoded()
         }
-        do {
-            try await runtime.node.checkpointAcknowledged(pid, state: state.checkpointJSON())
+        let json = nextRevision()
+        let node = runtime.node
+        let storage = runtime.storage
+        let row = storage?.row(state, json: json)
+        async let replicated: (any Error)? = {
+            do {
+                try await node.checkpointAcknowledged(pid, state: json)
+                return nil
+            } catch {
+                return error
+            }
+        }()
+        async let stored: (any Error)? = {
+            guard let storage, let row else { return nil }
+            do {
+                try await storage.writer.commit(.put(row))
+                return nil
+            } catch {
+                return error
+            }
+        }()
+        let (replicationError, storeError) = await (replicated, stored)
+        if let storeError {
+            if let undo {
+                // Keep the revision: the undone state is the newest and is written again.
+                let (revision, born) = (state.revision, state.born)
+                state = undo
+                state.revision = revision
+                state.born = born
+            }
+            changes += 1
+            markDirty()
+            return DeviceReply.refused(
+                code: "storeUnavailable", version: state.version,
+                message: "the change to device \(id) was not stored (\(storeError))\(undo == nil ? "; it is applied in memory and may be lost in a restart of every node" : " and is undone")"
+            ).encoded()
+        }
+        if replicationError == nil {
             checkpointedChanges = max(checkpointedChanges, covered)
             lastCheckpoint = .now
             runtime.counters.checkpoints.add(1, ordering: .relaxed)
             return nil
-        } catch {
-            markDirty()
-            return DeviceReply.refused(
-                code: "notReplicated", version: state.version,
-                message: "the change to device \(id) is applied but its successor replica did not confirm it (\(error)); it may be lost if \(runtime.nodeName) fails now"
-            ).encoded()
         }
+        markDirty()
+        return DeviceReply.refused(
+            code: "notReplicated", version: state.version,
+            message: "the change to device \(id) is applied and stored but its successor replica did not confirm it (\(replicationError.map { "\($0)" } ?? "")); it may be lost if \(runtime.nodeName) fails now"
+        ).encoded()
+    }
+
+    /// A new revision for the state (the first one is also its `born`), and the state's JSON.
+    private func nextRevision() -> [UInt8] {
+        state.revision = Revision.next(after: state.revision, nowMicros: Timestamp.nowMicros())
+        if state.born == 0 { state.born = state.revision }
+        return state.checkpointJSON()
     }
 
     /// Records a change; checkpoints now when `urgent` or when the last checkpoint is older than
@@ -459,8 +546,9 @@ actor DeviceProcess: SwarmProcess {
         runtime.dirty.withLock { $0[id] = me }
     }
 
+    /// A checkpoint to the ring successor, and the same state written behind to the store.
     private func checkpoint() async {
-        guard !stopped else { return }
+        guard !stopped, !deleted else { return }
         updateIndex()
         guard let pid = resolvePID() else {
             // Not in the local view yet (just started by a handoff): the sweep retries.
@@ -468,8 +556,10 @@ actor DeviceProcess: SwarmProcess {
             return
         }
         let covered = changes
+        let json = nextRevision()
+        if let storage = runtime.storage { storage.writer.writeBehind(.put(storage.row(state, json: json))) }
         do {
-            try await runtime.node.checkpoint(pid, state: state.checkpointJSON())
+            try await runtime.node.checkpoint(pid, state: json)
             checkpointedChanges = covered
             lastCheckpoint = .now
             runtime.counters.checkpoints.add(1, ordering: .relaxed)
@@ -489,6 +579,52 @@ actor DeviceProcess: SwarmProcess {
     /// The node tells the process its id before its first message.
     func started(as pid: ProcessID) {
         self.pid = pid
+    }
+
+    // MARK: Recovery
+
+    /// Before an API write: waits (bounded) for the recovery barrier, so the state has every
+    /// stored copy of this device before it changes (``DeviceRecovery``), then takes in what
+    /// recovery holds for it. nil when ready, else the refusal (503 `storeUnavailable`).
+    private func recovered() async -> [UInt8]? {
+        let recovery = runtime.recovery
+        if !recovery.isReady {
+            guard await recovery.waitUntilReady(timeout: runtime.settings.queryTimeout * 4 / 5) else {
+                return DeviceReply.refused(
+                    code: "storeUnavailable", version: state.version,
+                    message: "node \(runtime.nodeName) is still recovering device state from the store; retry shortly"
+                ).encoded()
+            }
+        }
+        await restoreFromRecovery()
+        return nil
+    }
+
+    /// Takes in the stored copy recovery holds for this device (``DeviceState/absorb(_:)``),
+    /// joins the groups of a state that came from the store, publishes a desired version the
+    /// device may not have seen, and replicates a state that came from the store to the ring
+    /// successor (which has nothing of it after a restart of every node).
+    private func restoreFromRecovery() async {
+        var took = false
+        if let stored = runtime.recovery.take(id), state.absorb(stored) {
+            took = true
+            groupsUnchecked = true
+        }
+        if groupsUnchecked {
+            groupsUnchecked = false
+            for group in state.groups.sorted() where group != "all" {
+                do { try await changeGroup(group, join: true) } catch {
+                    runtime.logger.warning("device \(id): rejoining group \(group) failed: \(error)")
+                }
+            }
+            if !took && lastCheckpoint == nil, !stopped, let pid = resolvePID() {
+                // Started from its row, unchanged: the successor gets it, the store has it.
+                try? await runtime.node.checkpoint(pid, state: state.checkpointJSON())
+                lastCheckpoint = .now
+            }
+        }
+        if took { await changed(urgent: true) }
+        if state.version > state.publishedVersion { await publishDesired() }
     }
 
     /// This process's id: told by the node before the first message (``started(as:)``), so no
