@@ -120,6 +120,7 @@ public final class DeviceGateway: Sendable {
         await node.register(kind: GatewaySettings.nodeProcessKind) { _, _ in GatewayNodeProcess(context: context) }
         do {
             try await registerNodeProcess()
+            try await startEvents()
             try await settings.logins?.start()
             for entry in runtime.brokers.entries {
                 try await entry.client.connect()
@@ -169,6 +170,9 @@ public final class DeviceGateway: Sendable {
                 group.addTask { await self.consumeLane(lane) }
             }
             group.addTask { await self.sweep() }
+            group.addTask { await self.runEventPump() }
+            group.addTask { await self.runEventStore() }
+            group.addTask { await self.runWebhookKeeper() }
         }
     }
 
@@ -182,6 +186,7 @@ public final class DeviceGateway: Sendable {
         guard !wasStopped else { return }
         for lane in lanes { lane.finish() }
         replies.failAll(GatewayError.notRunning)
+        await stopEvents()
         for entry in runtime.brokers.entries { await entry.client.close() }
         await settings.logins?.shutdown()
     }

@@ -1,4 +1,5 @@
 import Foundation
+import GatewayStore
 import Logging
 import MQTT
 import SwarmCore
@@ -21,9 +22,16 @@ final class DeviceRuntime: Sendable {
     let dirty = Mutex<[String: DeviceProcess]>([:])
     /// Devices deleted in the last minute (refused at ingress and by the factory).
     let tombstones = Tombstones()
+    /// This node's share of the event stream.
+    let events: EventHub
+    /// The webhook sinks this node knows.
+    let webhooks = WebhookRegistry()
+    /// This node's event hub process (for ``eventBarrier()``), once spawned.
+    let eventHubPID = Mutex<ProcessID?>(nil)
 
     init(node: SwarmNode, settings: GatewaySettings, counters: GatewayCounters, brokers: BrokerPool, rejectLog: RateLimitedLog) {
         self.node = node
+        self.events = EventHub(node: node.id, settings: settings.events, logger: settings.logger)
         self.nodeName = node.id.name
         self.settings = settings
         self.topics = DeviceTopics(prefix: settings.topicPrefix)
@@ -35,6 +43,13 @@ final class DeviceRuntime: Sendable {
     var logger: Logger { settings.logger }
 
     func swarmGroup(_ group: String) -> String { settings.groupPrefix + group }
+
+    /// Returns once this node's hub ingested every event batch that reached the node before the
+    /// call (bounded: 2 s).
+    func eventBarrier() async {
+        guard let pid = eventHubPID.withLock({ $0 }) else { return }
+        _ = try? await node.call(pid, EventHubMessage.barrier.encoded(), timeout: .seconds(2))
+    }
 
     /// Takes the processes with a checkpoint due.
     func takeDirty() -> [DeviceProcess] {
@@ -81,6 +96,10 @@ actor DeviceProcess: SwarmProcess {
     private var deleted = false
     /// True while this process is in ``DeviceRuntime/dirty`` (until the sweep calls ``flush()``).
     private var inDirtyTable = false
+    /// The event numbering was reconciled with what this node's hub received (``emit(_:_:)``).
+    private var eventsSynced = false
+    /// `state.groups` sorted, for events (recomputed when the groups change).
+    private var eventGroups: (set: Set<String>, sorted: [String]) = ([], [])
 
     init(id: String, runtime: DeviceRuntime) {
         self.id = id
@@ -102,9 +121,12 @@ actor DeviceProcess: SwarmProcess {
         switch decoded {
         case .ingress(let kind, let broker, let receivedAt, let retained, let payload):
             await applyIngress(kind: kind, broker: broker, receivedAt: receivedAt, retained: retained, payload: payload)
-        case .commandOutcome(_, let answered):
+        case .commandOutcome(let command, let answered):
             state.counters.commandsSent += 1
             if answered { state.counters.commandsAnswered += 1 } else { state.counters.commandsTimedOut += 1 }
+            var data: [String: JSONValue] = ["name": .string(command), "status": .string(answered ? "answered" : "failed")]
+            if !answered { data["reason"] = "timeout" }
+            emit(.command, JSONValue.object(data).serialized())
             await changed(urgent: false)
         case .down(let body):
             let message = MQTTMessage(topic: runtime.topics.down(id), payload: body, qos: .atLeastOnce)
@@ -138,6 +160,7 @@ actor DeviceProcess: SwarmProcess {
                 ).encoded()
             }
             state.patchDesired(patch, at: Timestamp.nowMillis())
+            emit(.desired, JSONValue.object(["patch": patch, "version": .int(state.version)]).serialized())
             // Replicated before the device sees the version, so it can never see it twice.
             if let refusal = await persistAPIWrite() { return refusal }
             await publishDesired()
@@ -147,6 +170,7 @@ actor DeviceProcess: SwarmProcess {
             if let refusal = await persistAPIWrite() { return refusal }
             return try twinReply()
         case .provision(let tags, let groups):
+            emitCreatedIfNew()
             if let tags { state.setTags(tags.objectValue ?? [:], at: Timestamp.nowMillis()) }
             for group in groups where !state.groups.contains(group) { try await changeGroup(group, join: true) }
             if let refusal = await persistAPIWrite() { return refusal }
@@ -156,6 +180,7 @@ actor DeviceProcess: SwarmProcess {
             if let refusal = await persistAPIWrite() { return refusal }
             return try twinReply()
         case .delete:
+            emit(.lifecycle, Array(#"{"status":"deleted"}"#.utf8))
             deleted = true
             return Array((state.broker ?? "").utf8)
         case .query(let fields):
@@ -180,6 +205,10 @@ actor DeviceProcess: SwarmProcess {
     }
 
     func endHandoff(state bytes: [UInt8]) async {
+        // A recovery after a crash of the previous host: every event batch the dead host sent
+        // here is ingested first, so the numbering continues after the last one (``emit``).
+        await runtime.eventBarrier()
+        eventsSynced = false
         guard let restored = try? JSONDecoder().decode(DeviceState.self, from: Data(bytes)), restored.id == id else {
             runtime.logger.warning("device \(id): handoff state not decodable (\(bytes.count) bytes); starting empty")
             return
@@ -210,10 +239,59 @@ actor DeviceProcess: SwarmProcess {
             runtime.rejectLog.warning("device-ingress", "device \(id): unparsable \(kind.rawValue) payload dropped")
             return
         }
+        let before = (online: state.online, connectedAt: state.connectedAt, reportedVersion: state.reportedVersion)
         let joins = state.applyIngress(kind, value, broker: broker, receivedAt: receivedAt, retained: retained)
+        switch kind {
+        case .telemetry:
+            emit(.telemetry, payload)
+        case .reported where state.reportedVersion != before.reportedVersion:
+            var data = Array(#"{"patch":"#.utf8)
+            data += payload
+            data += Array(#","reportedVersion":\#(state.reportedVersion)}"#.utf8)
+            emit(.reported, data)
+        case .status where state.online != before.online || (state.online && state.connectedAt != before.connectedAt):
+            emit(.presence, Array((state.online ? #"{"status":"online"}"# : #"{"status":"offline"}"#).utf8))
+        default:
+            break
+        }
         for group in joins { try? await changeGroup(group, join: true) }
         await changed(urgent: kind == .status || !joins.isEmpty)
         runtime.settings.ingressObserver?(id, kind, value)
+    }
+
+    // MARK: Events
+
+    /// Emits an event of this device (SPEC D5) with the next `seq`. The first event of a process
+    /// life first continues the numbering after the highest `seq` this node's hub received for
+    /// the device (after a crash the checkpoint may predate events the dead host sent), and the
+    /// first event of a device ever is preceded by `lifecycle` `created`.
+    private func emit(_ type: EventType, _ data: [UInt8]) {
+        if !eventsSynced {
+            syncEvents()
+            if state.eventSeq == 0 && type != .lifecycle { emitNow(.lifecycle, Array(#"{"status":"created"}"#.utf8)) }
+        }
+        emitNow(type, data)
+    }
+
+    private func syncEvents() {
+        eventsSynced = true
+        if let known = runtime.events.lastSequence(of: id) {
+            state.eventSeq = max(state.eventSeq, known.seq)
+            state.eventTime = max(state.eventTime, known.time)
+        }
+    }
+
+    private func emitNow(_ type: EventType, _ data: [UInt8]) {
+        if eventGroups.set != state.groups { eventGroups = (state.groups, state.groups.sorted()) }
+        let seq = state.eventSeq + 1
+        state.eventTime = runtime.events.emit(device: id, seq: seq, type: type, groups: eventGroups.sorted, data: data, after: state.eventTime)
+        state.eventSeq = seq
+    }
+
+    /// A device provisioned before its first contact: its `created` event.
+    private func emitCreatedIfNew() {
+        if !eventsSynced { syncEvents() }
+        if state.eventSeq == 0 { emitNow(.lifecycle, Array(#"{"status":"created"}"#.utf8)) }
     }
 
     // MARK: Groups and downlink

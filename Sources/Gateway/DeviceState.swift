@@ -173,12 +173,18 @@ struct DeviceState: Codable, Sendable, Hashable {
     /// higher ``version`` publishes it again (the host may have died between its acknowledged
     /// checkpoint and the publish).
     var publishedVersion: Int64 = 0
+    /// The `seq` of the last event this device emitted (SPEC D5): the next is one more, so the
+    /// numbering continues across handoff, crash and restart.
+    var eventSeq: Int64 = 0
+    /// The time of that event (µs): the next event's time is later (``EventHub``).
+    var eventTime: Int64 = 0
 
     init(id: String) { self.id = id }
 
     enum CodingKeys: String, CodingKey {
         case id, online, statusAt, connectedAt, lastSeen, metadata, groups, telemetry, sequence, reported, desired, version, broker
         case counters, tags, tagsAt, reportedVersion, reportedTimes, desiredTimes, publishedVersion
+        case eventSeq, eventTime
     }
 
     init(from decoder: any Decoder) throws {
@@ -203,6 +209,8 @@ struct DeviceState: Codable, Sendable, Hashable {
         reportedTimes = try c.decodeIfPresent(JSONValue.self, forKey: .reportedTimes) ?? .emptyObject
         desiredTimes = try c.decodeIfPresent(JSONValue.self, forKey: .desiredTimes) ?? .emptyObject
         publishedVersion = try c.decodeIfPresent(Int64.self, forKey: .publishedVersion) ?? version
+        eventSeq = try c.decodeIfPresent(Int64.self, forKey: .eventSeq) ?? 0
+        eventTime = try c.decodeIfPresent(Int64.self, forKey: .eventTime) ?? 0
     }
 
     // MARK: Backend writes
@@ -337,6 +345,8 @@ struct DeviceState: Codable, Sendable, Hashable {
         }
         groups.formUnion(other.groups)
         counters = DeviceCounters.maximum(counters, other.counters)
+        eventSeq = max(eventSeq, other.eventSeq)
+        eventTime = max(eventTime, other.eventTime)
     }
 }
 
@@ -418,6 +428,10 @@ extension DeviceState {
         desiredTimes.write(to: &out)
         writeKey("publishedVersion", &first, &out)
         out.append(contentsOf: String(publishedVersion).utf8)
+        writeKey("eventSeq", &first, &out)
+        out.append(contentsOf: String(eventSeq).utf8)
+        writeKey("eventTime", &first, &out)
+        out.append(contentsOf: String(eventTime).utf8)
         out.append(UInt8(ascii: "}"))
         return out
     }
