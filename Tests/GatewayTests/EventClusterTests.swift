@@ -48,12 +48,16 @@ struct EventClusterTests {
                         if round % 5 == 0 { for device in devices { try await device.report(["round": .int(Int64(round))]) } }
                     }
                     let complete = await eventually(timeout: .seconds(30)) {
-                        for member in members where Self.telemetryCount((try? await Self.log(member, after: start)) ?? []) < 180 { return false }
+                        for member in members {
+                            let log = (try? await Self.log(member, after: start)) ?? []
+                            if Self.telemetryCount(log) < 180 || log.filter({ $0.type == .reported }).count < 36 { return false }
+                        }
                         return true
                     }
-                    try #require(complete, "not every node released the 180 telemetry events")
+                    try #require(complete, "not every node released the 180 telemetry and 36 reported events")
                     let logs = try await members.asyncMap { try await Self.log($0, after: start) }
-                    #expect(logs[0].map(\.key) == logs[1].map(\.key) && logs[1].map(\.key) == logs[2].map(\.key), "the same events in the same order on every node")
+                    let stats = members.map { "\($0.name): \($0.gateway.events.stats)" }.joined(separator: "\n")
+                    #expect(logs[0].map(\.key) == logs[1].map(\.key) && logs[1].map(\.key) == logs[2].map(\.key), "the same events in the same order on every node\n\(stats)")
                     #expect(Self.telemetryCount(logs[0]) == 180)
                     for (device, seqs) in Self.sequences(logs[0]) {
                         #expect(seqs == Array(seqs.first!...(seqs.first! + Int64(seqs.count) - 1)), "\(device): \(seqs)")
