@@ -143,6 +143,7 @@ public final class DeviceGateway: Sendable {
         }
         do {
             try await registerNodeProcess()
+            try await startEvents()
             try await settings.logins?.start()
             for entry in runtime.brokers.entries {
                 try await entry.client.connect()
@@ -196,6 +197,9 @@ public final class DeviceGateway: Sendable {
                 group.addTask { await self.consumeLane(lane, slowPath: slowPath) }
             }
             group.addTask { await self.sweep() }
+            group.addTask { await self.runEventPump() }
+            group.addTask { await self.runEventStore() }
+            group.addTask { await self.runWebhookKeeper() }
         }
     }
 
@@ -211,6 +215,7 @@ public final class DeviceGateway: Sendable {
         for lane in lanes { lane.finish() }
         runtime.recovery.finish()
         replies.failAll(GatewayError.notRunning)
+        await stopEvents()
         for entry in runtime.brokers.entries { await entry.client.close() }
         await settings.logins?.shutdown()
         if let storage = runtime.storage {

@@ -33,9 +33,16 @@ final class DeviceRuntime: Sendable {
     /// Recovery from the store at start: rows waiting for their process, and the barrier API
     /// writes wait on.
     let recovery = DeviceRecovery()
+    /// This node's share of the event stream.
+    let events: EventHub
+    /// The webhook sinks this node knows.
+    let webhooks = WebhookRegistry()
+    /// This node's event hub process (for ``eventBarrier()``), once spawned.
+    let eventHubPID = Mutex<ProcessID?>(nil)
 
     init(node: SwarmNode, settings: GatewaySettings, counters: GatewayCounters, brokers: BrokerPool, rejectLog: RateLimitedLog) {
         self.node = node
+        self.events = EventHub(node: node.id, settings: settings.events, logger: settings.logger)
         self.nodeName = node.id.name
         self.nodeToken = GatewaySettings.topicSafe(node.id.name)
         self.settings = settings
@@ -49,6 +56,13 @@ final class DeviceRuntime: Sendable {
     var logger: Logger { settings.logger }
 
     func swarmGroup(_ group: String) -> String { settings.groupPrefix + group }
+
+    /// Returns once this node's hub ingested every event batch that reached the node before the
+    /// call (bounded: 2 s).
+    func eventBarrier() async {
+        guard let pid = eventHubPID.withLock({ $0 }) else { return }
+        _ = try? await node.call(pid, EventHubMessage.barrier.encoded(), timeout: .seconds(2))
+    }
 
     /// Takes the processes with a checkpoint due.
     func takeDirty() -> [DeviceProcess] {
@@ -105,6 +119,10 @@ actor DeviceProcess: SwarmProcess {
     /// The groups of the state are not known to be joined in Swarm (a state taken from a stored
     /// row): joined at the next ``DeviceMessage/restore`` or API write.
     private var groupsUnchecked = false
+    /// The event numbering was reconciled with what this node's hub received (``emit(_:_:)``).
+    private var eventsSynced = false
+    /// `state.groups` sorted, for events (recomputed when the groups change).
+    private var eventGroups: (set: Set<String>, sorted: [String]) = ([], [])
 
     /// A process with the state recovery holds for `id` (``DeviceRecovery/take(_:)``), if any; a
     /// device deleted before starts its history above its deletion.
@@ -135,9 +153,12 @@ actor DeviceProcess: SwarmProcess {
         switch decoded {
         case .ingress(let kind, let broker, let receivedAt, let retained, let payload):
             await applyIngress(kind: kind, broker: broker, receivedAt: receivedAt, retained: retained, payload: payload)
-        case .commandOutcome(_, let answered):
+        case .commandOutcome(let command, let answered):
             state.counters.commandsSent += 1
             if answered { state.counters.commandsAnswered += 1 } else { state.counters.commandsTimedOut += 1 }
+            var data: [String: JSONValue] = ["name": .string(command), "status": .string(answered ? "answered" : "failed")]
+            if !answered { data["reason"] = "timeout" }
+            emit(.command, JSONValue.object(data).serialized())
             await changed(urgent: false)
         case .down(let body):
             let message = MQTTMessage(topic: runtime.topics.down(id), payload: body, qos: .atLeastOnce)
@@ -177,6 +198,7 @@ actor DeviceProcess: SwarmProcess {
             }
             let before = state
             state.patchDesired(patch, at: Timestamp.nowMillis())
+            emit(.desired, JSONValue.object(["patch": patch, "version": .int(state.version)]).serialized())
             // Stored and replicated before the device sees the version, so it can never see it twice.
             if let refusal = await persistAPIWrite(undo: before) { return refusal }
             await publishDesired()
@@ -189,6 +211,7 @@ actor DeviceProcess: SwarmProcess {
             return try twinReply()
         case .provision(let tags, let groups):
             if let refusal = await recovered() { return refusal }
+            emitCreatedIfNew()
             if let tags { state.setTags(tags.objectValue ?? [:], at: Timestamp.nowMillis()) }
             for group in groups where !state.groups.contains(group) { try await changeGroup(group, join: true) }
             if let refusal = await persistAPIWrite(undo: nil) { return refusal }
@@ -199,6 +222,7 @@ actor DeviceProcess: SwarmProcess {
             if let refusal = await persistAPIWrite(undo: nil) { return refusal }
             return try twinReply()
         case .delete:
+            emit(.lifecycle, Array(#"{"status":"deleted"}"#.utf8))
             deleted = true
             runtime.index.remove(id, owner: ObjectIdentifier(self))
             runtime.commandTimers.remove(id, self)
@@ -237,6 +261,10 @@ actor DeviceProcess: SwarmProcess {
     }
 
     func endHandoff(state bytes: [UInt8]) async {
+        // A recovery after a crash of the previous host: every event batch the dead host sent
+        // here is ingested first, so the numbering continues after the last one (``emit``).
+        await runtime.eventBarrier()
+        eventsSynced = false
         guard let restored = try? JSONDecoder().decode(DeviceState.self, from: Data(bytes)), restored.id == id else {
             runtime.logger.warning("device \(id): handoff state not decodable (\(bytes.count) bytes); starting empty")
             return
@@ -273,7 +301,21 @@ actor DeviceProcess: SwarmProcess {
             runtime.rejectLog.warning("device-ingress", "device \(id): unparsable \(kind.rawValue) payload dropped")
             return
         }
+        let before = (online: state.online, connectedAt: state.connectedAt, reportedVersion: state.reportedVersion)
         let joins = state.applyIngress(kind, value, broker: broker, receivedAt: receivedAt, retained: retained)
+        switch kind {
+        case .telemetry:
+            emit(.telemetry, payload)
+        case .reported where state.reportedVersion != before.reportedVersion:
+            var data = Array(#"{"patch":"#.utf8)
+            data += payload
+            data += Array(#","reportedVersion":\#(state.reportedVersion)}"#.utf8)
+            emit(.reported, data)
+        case .status where state.online != before.online || (state.online && state.connectedAt != before.connectedAt):
+            emit(.presence, Array((state.online ? #"{"status":"online"}"# : #"{"status":"offline"}"#).utf8))
+        default:
+            break
+        }
         for group in joins { try? await changeGroup(group, join: true) }
         await changed(urgent: kind == .status || !joins.isEmpty)
         runtime.settings.ingressObserver?(id, kind, value)
@@ -397,6 +439,41 @@ actor DeviceProcess: SwarmProcess {
         runtime.commandTimers.set(id, self, at: next)
     }
 
+    // MARK: Events
+
+    /// Emits an event of this device (SPEC D5) with the next `seq`. The first event of a process
+    /// life first continues the numbering after the highest `seq` this node's hub received for
+    /// the device (after a crash the checkpoint may predate events the dead host sent), and the
+    /// first event of a device ever is preceded by `lifecycle` `created`.
+    private func emit(_ type: EventType, _ data: [UInt8]) {
+        if !eventsSynced {
+            syncEvents()
+            if state.eventSeq == 0 && type != .lifecycle { emitNow(.lifecycle, Array(#"{"status":"created"}"#.utf8)) }
+        }
+        emitNow(type, data)
+    }
+
+    private func syncEvents() {
+        eventsSynced = true
+        if let known = runtime.events.lastSequence(of: id) {
+            state.eventSeq = max(state.eventSeq, known.seq)
+            state.eventTime = max(state.eventTime, known.time)
+        }
+    }
+
+    private func emitNow(_ type: EventType, _ data: [UInt8]) {
+        if eventGroups.set != state.groups { eventGroups = (state.groups, state.groups.sorted()) }
+        let seq = state.eventSeq + 1
+        state.eventTime = runtime.events.emit(device: id, seq: seq, type: type, groups: eventGroups.sorted, data: data, after: state.eventTime)
+        state.eventSeq = seq
+    }
+
+    /// A device provisioned before its first contact: its `created` event.
+    private func emitCreatedIfNew() {
+        if !eventsSynced { syncEvents() }
+        if state.eventSeq == 0 { emitNow(.lifecycle, Array(#"{"status":"created"}"#.utf8)) }
+    }
+
     // MARK: Groups and downlink
 
     /// Joins or leaves a device group (a cluster call, recorded in ``DeviceState/groups`` once it
@@ -486,10 +563,14 @@ actor DeviceProcess: SwarmProcess {
         if let storeError {
             if let undo {
                 // Keep the revision: the undone state is the newest and is written again.
+                // And the event numbering: events already emitted keep their seq.
                 let (revision, born) = (state.revision, state.born)
+                let (eventSeq, eventTime) = (state.eventSeq, state.eventTime)
                 state = undo
                 state.revision = revision
                 state.born = born
+                state.eventSeq = eventSeq
+                state.eventTime = eventTime
             }
             changes += 1
             markDirty()

@@ -185,6 +185,11 @@ struct DeviceState: Codable, Sendable, Hashable {
     /// ones are histories that started apart (a process created before its stored row reached it
     /// after a full restart) and are merged. 0 before the first write.
     var born: Int64 = 0
+    /// The `seq` of the last event this device emitted (SPEC D5): the next is one more, so the
+    /// numbering continues across handoff, crash and restart.
+    var eventSeq: Int64 = 0
+    /// The time of that event (µs): the next event's time is later (``EventHub``).
+    var eventTime: Int64 = 0
 
     init(id: String) { self.id = id }
 
@@ -193,6 +198,7 @@ struct DeviceState: Codable, Sendable, Hashable {
         case counters, tags, tagsAt, reportedVersion, reportedTimes, desiredTimes, publishedVersion
         case commands
         case revision, born
+        case eventSeq, eventTime
     }
 
     init(from decoder: any Decoder) throws {
@@ -220,6 +226,8 @@ struct DeviceState: Codable, Sendable, Hashable {
         commands = try c.decodeIfPresent([QueuedCommand].self, forKey: .commands) ?? []
         revision = try c.decodeIfPresent(Int64.self, forKey: .revision) ?? 0
         born = try c.decodeIfPresent(Int64.self, forKey: .born) ?? 0
+        eventSeq = try c.decodeIfPresent(Int64.self, forKey: .eventSeq) ?? 0
+        eventTime = try c.decodeIfPresent(Int64.self, forKey: .eventTime) ?? 0
     }
 
     // MARK: Backend writes
@@ -354,6 +362,8 @@ struct DeviceState: Codable, Sendable, Hashable {
         }
         groups.formUnion(other.groups)
         counters = DeviceCounters.maximum(counters, other.counters)
+        eventSeq = max(eventSeq, other.eventSeq)
+        eventTime = max(eventTime, other.eventTime)
         commands = Self.mergeCommands(commands, other.commands)
         trimCommandHistory()
         revision = max(revision, other.revision)
@@ -414,6 +424,8 @@ struct DeviceState: Codable, Sendable, Hashable {
         result.counters = DeviceCounters.maximum(counters, stored.counters)
         result.commands = Self.mergeCommands(stored.commands, commands)
         result.trimCommandHistory()
+        result.eventSeq = max(eventSeq, stored.eventSeq)
+        result.eventTime = max(eventTime, stored.eventTime)
         result.revision = max(revision, stored.revision)
         result.born = [born, stored.born].filter { $0 != 0 }.min() ?? 0
         self = result
@@ -513,6 +525,10 @@ extension DeviceState {
             }
             out.append(UInt8(ascii: "]"))
         }
+        writeKey("eventSeq", &first, &out)
+        out.append(contentsOf: String(eventSeq).utf8)
+        writeKey("eventTime", &first, &out)
+        out.append(contentsOf: String(eventTime).utf8)
         out.append(UInt8(ascii: "}"))
         return out
     }
