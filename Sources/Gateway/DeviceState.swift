@@ -182,6 +182,9 @@ struct DeviceState: Codable, Sendable, Hashable {
     /// ones are histories that started apart (a process created before its stored row reached it
     /// after a full restart) and are merged. 0 before the first write.
     var born: Int64 = 0
+    /// Commands queued with a TTL (``QueuedCommand``), oldest first: the pending ones and the
+    /// last finished ones.
+    var commands: [QueuedCommand] = []
 
     init(id: String) { self.id = id }
 
@@ -189,6 +192,7 @@ struct DeviceState: Codable, Sendable, Hashable {
         case id, online, statusAt, connectedAt, lastSeen, metadata, groups, telemetry, sequence, reported, desired, version, broker
         case counters, tags, tagsAt, reportedVersion, reportedTimes, desiredTimes, publishedVersion
         case revision, born
+        case commands
     }
 
     init(from decoder: any Decoder) throws {
@@ -215,6 +219,7 @@ struct DeviceState: Codable, Sendable, Hashable {
         publishedVersion = try c.decodeIfPresent(Int64.self, forKey: .publishedVersion) ?? version
         revision = try c.decodeIfPresent(Int64.self, forKey: .revision) ?? 0
         born = try c.decodeIfPresent(Int64.self, forKey: .born) ?? 0
+        commands = try c.decodeIfPresent([QueuedCommand].self, forKey: .commands) ?? []
     }
 
     // MARK: Backend writes
@@ -349,6 +354,8 @@ struct DeviceState: Codable, Sendable, Hashable {
         }
         groups.formUnion(other.groups)
         counters = DeviceCounters.maximum(counters, other.counters)
+        commands = Self.mergeCommands(commands, other.commands)
+        trimCommandHistory()
         revision = max(revision, other.revision)
         if born == 0 || (other.born != 0 && other.born < born) { born = other.born }
     }
@@ -407,6 +414,8 @@ struct DeviceState: Codable, Sendable, Hashable {
         result.counters = DeviceCounters.maximum(counters, stored.counters)
         result.revision = max(revision, stored.revision)
         result.born = [born, stored.born].filter { $0 != 0 }.min() ?? 0
+        result.commands = Self.mergeCommands(commands, stored.commands)
+        result.trimCommandHistory()
         self = result
     }
 }
@@ -495,8 +504,50 @@ extension DeviceState {
         desiredTimes.write(to: &out)
         writeKey("publishedVersion", &first, &out)
         out.append(contentsOf: String(publishedVersion).utf8)
+        if !commands.isEmpty {
+            writeKey("commands", &first, &out)
+            out.append(UInt8(ascii: "["))
+            for (index, command) in commands.enumerated() {
+                if index > 0 { out.append(UInt8(ascii: ",")) }
+                command.writeJSON(to: &out)
+            }
+            out.append(UInt8(ascii: "]"))
+        }
         out.append(UInt8(ascii: "}"))
         return out
+    }
+}
+
+extension QueuedCommand {
+    /// The `Codable` layout (absent optionals left out).
+    fileprivate func writeJSON(to out: inout [UInt8]) {
+        out.append(UInt8(ascii: "{"))
+        var first = true
+        writeKey("id", &first, &out)
+        JSONValue.writeString(id, to: &out)
+        writeKey("name", &first, &out)
+        JSONValue.writeString(name, to: &out)
+        writeKey("body", &first, &out)
+        body.write(to: &out)
+        writeKey("status", &first, &out)
+        JSONValue.writeString(status.rawValue, to: &out)
+        if let reply {
+            writeKey("reply", &first, &out)
+            reply.write(to: &out)
+        }
+        if let error {
+            writeKey("error", &first, &out)
+            JSONValue.writeString(error, to: &out)
+        }
+        for (key, value) in [("createdAt", createdAt), ("updatedAt", updatedAt), ("expiresAt", expiresAt), ("replyWindow", replyWindow)] {
+            writeKey(key, &first, &out)
+            out.append(contentsOf: String(value).utf8)
+        }
+        if let sentAt {
+            writeKey("sentAt", &first, &out)
+            out.append(contentsOf: String(sentAt).utf8)
+        }
+        out.append(UInt8(ascii: "}"))
     }
 }
 
