@@ -332,10 +332,11 @@ actor DeviceProcess: SwarmProcess {
     /// answers once replicated like every API write, and sends it at once when the device is
     /// online. Reply: `{"id", "status"}` (`queued` or `sent`).
     private func queueCommand(name: String, body: JSONValue, ttl: Int64, replyWindow: Int64) async -> [UInt8] {
+        if let refusal = await recovered() { return refusal }
+        let before = state
         let now = Timestamp.nowMillis()
         _ = state.expireCommands(at: now)
         let commandID = QueuedCommand.newID()
-        let before = state
         guard state.enqueueCommand(id: commandID, name: name, body: body, ttl: ttl, replyWindow: replyWindow, at: now) != nil else {
             scheduleCommandDeadline()
             return DeviceReply.refused(
@@ -700,12 +701,15 @@ actor DeviceProcess: SwarmProcess {
             }
             if !took && lastCheckpoint == nil, !stopped, let pid = resolvePID() {
                 // Started from its row, unchanged: the successor gets it, the store has it.
+                updateIndex()
                 try? await runtime.node.checkpoint(pid, state: state.checkpointJSON())
                 lastCheckpoint = .now
             }
         }
         if took { await changed(urgent: true) }
         if state.version > state.publishedVersion { await publishDesired() }
+        // Queued commands of a stored state expire on time here too.
+        scheduleCommandDeadline()
     }
 
     /// This process's id: told by the node before the first message (``started(as:)``), so no

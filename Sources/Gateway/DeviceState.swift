@@ -428,6 +428,8 @@ struct DeviceState: Codable, Sendable, Hashable {
         result.eventTime = max(eventTime, stored.eventTime)
         result.revision = max(revision, stored.revision)
         result.born = [born, stored.born].filter { $0 != 0 }.min() ?? 0
+        result.commands = Self.mergeCommands(commands, stored.commands)
+        result.trimCommandHistory()
         self = result
     }
 }
