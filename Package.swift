@@ -420,7 +420,8 @@ let package = Package(
             swiftSettings: swiftSettings
         ),
         // Benchmark M4 (release builds only): a broker, 3 in-process nodes, simulated devices and
-        // the HTTP API of one node, for an external load tool (wrk). See docs/benchmarks.md.
+        // the HTTP API of one node, for an external load tool (wrk); and Q1/Q2 (fleet search,
+        // provisioning) with its own HTTP clients. See docs/benchmarks.md.
         .executableTarget(
             name: "gateway-http-bench",
             dependencies: [
@@ -429,8 +430,11 @@ let package = Package(
                 "SwarmNode",
                 "SwarmCore",
                 "SwarmTransport",
+                "SwarmJSON",
                 "MQTT",
+                "DeviceSimulator",
                 hummingbird,
+                hummingbirdTesting,
                 logging,
             ],
             swiftSettings: swiftSettings
