@@ -94,6 +94,9 @@ public final class DeviceGateway: Sendable {
                 // The random default: make it recognisable (and stable across restarts).
                 client.clientID = GatewaySettings.clientID(node: node.id.name, brokerIndex: index)
             }
+            // Backpressure, not loss: the consumer takes batches, and when it falls behind the
+            // client's network thread stops reading, so the broker queues (``IngressLane``).
+            if client.flowControlLimit == nil { client.flowControlLimit = settings.ingressFlowControlLimit }
             entries.append(BrokerPool.Entry(id: broker.id, client: try MQTTClient(settings: client, logger: settings.logger)))
         }
         self.brokerReceived = entries.map { _ in Counter() }
@@ -140,6 +143,7 @@ public final class DeviceGateway: Sendable {
         }
         do {
             try await registerNodeProcess()
+            try await startEvents()
             try await settings.logins?.start()
             for entry in runtime.brokers.entries {
                 try await entry.client.connect()
@@ -189,9 +193,13 @@ public final class DeviceGateway: Sendable {
                 group.addTask { await self.consumeEvents(entry) }
             }
             for lane in lanes {
-                group.addTask { await self.consumeLane(lane) }
+                let slowPath = IngressSlowPath { [self] id, items in await self.routeParked(id, items) }
+                group.addTask { await self.consumeLane(lane, slowPath: slowPath) }
             }
             group.addTask { await self.sweep() }
+            group.addTask { await self.runEventPump() }
+            group.addTask { await self.runEventStore() }
+            group.addTask { await self.runWebhookKeeper() }
         }
     }
 
@@ -207,6 +215,7 @@ public final class DeviceGateway: Sendable {
         for lane in lanes { lane.finish() }
         runtime.recovery.finish()
         replies.failAll(GatewayError.notRunning)
+        await stopEvents()
         for entry in runtime.brokers.entries { await entry.client.close() }
         await settings.logins?.shutdown()
         if let storage = runtime.storage {
@@ -243,10 +252,13 @@ public final class DeviceGateway: Sendable {
                     }
                 }
             }
-            // What the broker sent before the UNSUBACK is in the stream or the lanes: route it.
+            // What the broker sent before the UNSUBACK is in the clients' queues or the lanes: route it.
             let deadline = ContinuousClock.now + .seconds(5)
             try? await Task.sleep(for: .milliseconds(100))
-            while inLanes.load(ordering: .relaxed) > 0 && ContinuousClock.now < deadline {
+            func waiting() -> Int {
+                runtime.brokers.entries.reduce(inLanes.load(ordering: .relaxed)) { $0 + $1.client.inboundQueued }
+            }
+            while waiting() > 0 && ContinuousClock.now < deadline {
                 try? await Task.sleep(for: .milliseconds(10))
             }
         }

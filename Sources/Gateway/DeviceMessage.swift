@@ -44,14 +44,13 @@ enum DeviceMessage: Sendable, Hashable {
     case commands(id: String?)
     /// Cast: the device's reply to queued command `id`, its payload as it came.
     case commandReply(id: String, payload: [UInt8])
-
     /// Cast: take in the stored copy recovery holds for this device, if any, and join the groups
     /// of the state (``DeviceRecovery``).
     case restore
 
     enum Tag: UInt8 {
-        case ingress = 1, twin, patchDesired, group, query, route, commandOutcome, down, patchTags, provision, delete
-        case queueCommand, commands, commandReply, restore
+        case ingress = 1, twin, patchDesired, group, query, route, commandOutcome, down, patchTags, provision, delete, restore
+        case queueCommand, commands, commandReply
     }
 
     struct DecodeError: Error, CustomStringConvertible {

@@ -22,20 +22,27 @@ final class DeviceRuntime: Sendable {
     let dirty = Mutex<[String: DeviceProcess]>([:])
     /// Devices deleted in the last minute (refused at ingress and by the factory).
     let tombstones = Tombstones()
-    /// The durable store (nil: state lives in memory and successor replicas only).
-    let storage: DeviceStorage?
-    /// Recovery from the store at start: rows waiting for their process, and the barrier API
-    /// writes wait on.
-    let recovery = DeviceRecovery()
     /// The searchable state of the device processes hosted here (fleet search).
     let index = DeviceIndex()
     /// Device processes with a queued command whose TTL or reply deadline is ahead.
     let commandTimers = CommandTimers<DeviceProcess>()
     /// This node's level in reply topics (``DeviceGateway/nodeToken``).
     let nodeToken: String
+    /// The durable store (nil: state lives in memory and successor replicas only).
+    let storage: DeviceStorage?
+    /// Recovery from the store at start: rows waiting for their process, and the barrier API
+    /// writes wait on.
+    let recovery = DeviceRecovery()
+    /// This node's share of the event stream.
+    let events: EventHub
+    /// The webhook sinks this node knows.
+    let webhooks = WebhookRegistry()
+    /// This node's event hub process (for ``eventBarrier()``), once spawned.
+    let eventHubPID = Mutex<ProcessID?>(nil)
 
     init(node: SwarmNode, settings: GatewaySettings, counters: GatewayCounters, brokers: BrokerPool, rejectLog: RateLimitedLog) {
         self.node = node
+        self.events = EventHub(node: node.id, settings: settings.events, logger: settings.logger)
         self.nodeName = node.id.name
         self.nodeToken = GatewaySettings.topicSafe(node.id.name)
         self.settings = settings
@@ -49,6 +56,13 @@ final class DeviceRuntime: Sendable {
     var logger: Logger { settings.logger }
 
     func swarmGroup(_ group: String) -> String { settings.groupPrefix + group }
+
+    /// Returns once this node's hub ingested every event batch that reached the node before the
+    /// call (bounded: 2 s).
+    func eventBarrier() async {
+        guard let pid = eventHubPID.withLock({ $0 }) else { return }
+        _ = try? await node.call(pid, EventHubMessage.barrier.encoded(), timeout: .seconds(2))
+    }
 
     /// Takes the processes with a checkpoint due.
     func takeDirty() -> [DeviceProcess] {
@@ -100,11 +114,15 @@ actor DeviceProcess: SwarmProcess {
     private var deleted = false
     /// True while this process is in ``DeviceRuntime/dirty`` (until the sweep calls ``flush()``).
     private var inDirtyTable = false
+    /// When to try again to publish queued commands the broker client refused (ms).
+    private var commandRetryAt: Int64?
     /// The groups of the state are not known to be joined in Swarm (a state taken from a stored
     /// row): joined at the next ``DeviceMessage/restore`` or API write.
     private var groupsUnchecked = false
-    /// When to try again to publish queued commands the broker client refused (ms).
-    private var commandRetryAt: Int64?
+    /// The event numbering was reconciled with what this node's hub received (``emit(_:_:)``).
+    private var eventsSynced = false
+    /// `state.groups` sorted, for events (recomputed when the groups change).
+    private var eventGroups: (set: Set<String>, sorted: [String]) = ([], [])
 
     /// A process with the state recovery holds for `id` (``DeviceRecovery/take(_:)``), if any; a
     /// device deleted before starts its history above its deletion.
@@ -135,9 +153,12 @@ actor DeviceProcess: SwarmProcess {
         switch decoded {
         case .ingress(let kind, let broker, let receivedAt, let retained, let payload):
             await applyIngress(kind: kind, broker: broker, receivedAt: receivedAt, retained: retained, payload: payload)
-        case .commandOutcome(_, let answered):
+        case .commandOutcome(let command, let answered):
             state.counters.commandsSent += 1
             if answered { state.counters.commandsAnswered += 1 } else { state.counters.commandsTimedOut += 1 }
+            var data: [String: JSONValue] = ["name": .string(command), "status": .string(answered ? "answered" : "failed")]
+            if !answered { data["reason"] = "timeout" }
+            emit(.command, JSONValue.object(data).serialized())
             await changed(urgent: false)
         case .down(let body):
             let message = MQTTMessage(topic: runtime.topics.down(id), payload: body, qos: .atLeastOnce)
@@ -148,10 +169,10 @@ actor DeviceProcess: SwarmProcess {
                 runtime.counters.publishFailures.add(1, ordering: .relaxed)
             }
             await changed(urgent: false)
-        case .restore:
-            await restoreFromRecovery()
         case .commandReply(let commandID, let payload):
             await applyCommandReply(commandID, payload: payload)
+        case .restore:
+            await restoreFromRecovery()
         case .twin, .patchDesired, .group, .query, .route, .patchTags, .provision, .delete, .queueCommand, .commands:
             // Calls sent as casts: answer nothing, change nothing.
             break
@@ -177,6 +198,7 @@ actor DeviceProcess: SwarmProcess {
             }
             let before = state
             state.patchDesired(patch, at: Timestamp.nowMillis())
+            emit(.desired, JSONValue.object(["patch": patch, "version": .int(state.version)]).serialized())
             // Stored and replicated before the device sees the version, so it can never see it twice.
             if let refusal = await persistAPIWrite(undo: before) { return refusal }
             await publishDesired()
@@ -189,6 +211,7 @@ actor DeviceProcess: SwarmProcess {
             return try twinReply()
         case .provision(let tags, let groups):
             if let refusal = await recovered() { return refusal }
+            emitCreatedIfNew()
             if let tags { state.setTags(tags.objectValue ?? [:], at: Timestamp.nowMillis()) }
             for group in groups where !state.groups.contains(group) { try await changeGroup(group, join: true) }
             if let refusal = await persistAPIWrite(undo: nil) { return refusal }
@@ -199,6 +222,7 @@ actor DeviceProcess: SwarmProcess {
             if let refusal = await persistAPIWrite(undo: nil) { return refusal }
             return try twinReply()
         case .delete:
+            emit(.lifecycle, Array(#"{"status":"deleted"}"#.utf8))
             deleted = true
             runtime.index.remove(id, owner: ObjectIdentifier(self))
             runtime.commandTimers.remove(id, self)
@@ -237,6 +261,10 @@ actor DeviceProcess: SwarmProcess {
     }
 
     func endHandoff(state bytes: [UInt8]) async {
+        // A recovery after a crash of the previous host: every event batch the dead host sent
+        // here is ingested first, so the numbering continues after the last one (``emit``).
+        await runtime.eventBarrier()
+        eventsSynced = false
         guard let restored = try? JSONDecoder().decode(DeviceState.self, from: Data(bytes)), restored.id == id else {
             runtime.logger.warning("device \(id): handoff state not decodable (\(bytes.count) bytes); starting empty")
             return
@@ -273,7 +301,21 @@ actor DeviceProcess: SwarmProcess {
             runtime.rejectLog.warning("device-ingress", "device \(id): unparsable \(kind.rawValue) payload dropped")
             return
         }
+        let before = (online: state.online, connectedAt: state.connectedAt, reportedVersion: state.reportedVersion)
         let joins = state.applyIngress(kind, value, broker: broker, receivedAt: receivedAt, retained: retained)
+        switch kind {
+        case .telemetry:
+            emit(.telemetry, payload)
+        case .reported where state.reportedVersion != before.reportedVersion:
+            var data = Array(#"{"patch":"#.utf8)
+            data += payload
+            data += Array(#","reportedVersion":\#(state.reportedVersion)}"#.utf8)
+            emit(.reported, data)
+        case .status where state.online != before.online || (state.online && state.connectedAt != before.connectedAt):
+            emit(.presence, Array((state.online ? #"{"status":"online"}"# : #"{"status":"offline"}"#).utf8))
+        default:
+            break
+        }
         for group in joins { try? await changeGroup(group, join: true) }
         await changed(urgent: kind == .status || !joins.isEmpty)
         runtime.settings.ingressObserver?(id, kind, value)
@@ -398,12 +440,47 @@ actor DeviceProcess: SwarmProcess {
         runtime.commandTimers.set(id, self, at: next)
     }
 
+    // MARK: Events
+
+    /// Emits an event of this device (SPEC D5) with the next `seq`. The first event of a process
+    /// life first continues the numbering after the highest `seq` this node's hub received for
+    /// the device (after a crash the checkpoint may predate events the dead host sent), and the
+    /// first event of a device ever is preceded by `lifecycle` `created`.
+    private func emit(_ type: EventType, _ data: [UInt8]) {
+        if !eventsSynced {
+            syncEvents()
+            if state.eventSeq == 0 && type != .lifecycle { emitNow(.lifecycle, Array(#"{"status":"created"}"#.utf8)) }
+        }
+        emitNow(type, data)
+    }
+
+    private func syncEvents() {
+        eventsSynced = true
+        if let known = runtime.events.lastSequence(of: id) {
+            state.eventSeq = max(state.eventSeq, known.seq)
+            state.eventTime = max(state.eventTime, known.time)
+        }
+    }
+
+    private func emitNow(_ type: EventType, _ data: [UInt8]) {
+        if eventGroups.set != state.groups { eventGroups = (state.groups, state.groups.sorted()) }
+        let seq = state.eventSeq + 1
+        state.eventTime = runtime.events.emit(device: id, seq: seq, type: type, groups: eventGroups.sorted, data: data, after: state.eventTime)
+        state.eventSeq = seq
+    }
+
+    /// A device provisioned before its first contact: its `created` event.
+    private func emitCreatedIfNew() {
+        if !eventsSynced { syncEvents() }
+        if state.eventSeq == 0 { emitNow(.lifecycle, Array(#"{"status":"created"}"#.utf8)) }
+    }
+
     // MARK: Groups and downlink
 
     /// Joins or leaves a device group (a cluster call, recorded in ``DeviceState/groups`` once it
     /// succeeded); the caller checkpoints.
     private func changeGroup(_ group: String, join: Bool) async throws {
-        guard let pid = await resolvePID(wait: true) else {
+        guard let pid = resolvePID() else {
             throw GatewayError.cluster("device \(id) is not registered on this node")
         }
         if join {
@@ -458,7 +535,7 @@ actor DeviceProcess: SwarmProcess {
         changes += 1
         let covered = changes
         if !stopped { updateIndex() }
-        guard !stopped, let pid = await resolvePID(wait: true) else {
+        guard !stopped, let pid = resolvePID() else {
             markDirty()
             return DeviceReply.refused(code: "notReplicated", version: state.version, message: "device \(id) is not registered on this node").encoded()
         }
@@ -487,10 +564,14 @@ actor DeviceProcess: SwarmProcess {
         if let storeError {
             if let undo {
                 // Keep the revision: the undone state is the newest and is written again.
+                // And the event numbering: events already emitted keep their seq.
                 let (revision, born) = (state.revision, state.born)
+                let (eventSeq, eventTime) = (state.eventSeq, state.eventTime)
                 state = undo
                 state.revision = revision
                 state.born = born
+                state.eventSeq = eventSeq
+                state.eventTime = eventTime
             }
             changes += 1
             markDirty()
@@ -551,7 +632,7 @@ actor DeviceProcess: SwarmProcess {
     private func checkpoint() async {
         guard !stopped, !deleted else { return }
         updateIndex()
-        guard let pid = await resolvePID(wait: false) else {
+        guard let pid = resolvePID() else {
             // Not in the local view yet (just started by a handoff): the sweep retries.
             markDirty()
             return
@@ -570,6 +651,16 @@ actor DeviceProcess: SwarmProcess {
         if changes != checkpointedChanges {
             markDirty()
         }
+    }
+
+    /// Writes this process's entry in the node's search index (with every checkpoint).
+    private func updateIndex() {
+        runtime.index.update(DeviceIndex.Entry(state, owner: ObjectIdentifier(self)))
+    }
+
+    /// The node tells the process its id before its first message.
+    func started(as pid: ProcessID) {
+        self.pid = pid
     }
 
     // MARK: Recovery
@@ -608,7 +699,7 @@ actor DeviceProcess: SwarmProcess {
                     runtime.logger.warning("device \(id): rejoining group \(group) failed: \(error)")
                 }
             }
-            if !took && lastCheckpoint == nil, !stopped, let pid = await resolvePID(wait: true) {
+            if !took && lastCheckpoint == nil, !stopped, let pid = resolvePID() {
                 // Started from its row, unchanged: the successor gets it, the store has it.
                 updateIndex()
                 try? await runtime.node.checkpoint(pid, state: state.checkpointJSON())
@@ -621,25 +712,13 @@ actor DeviceProcess: SwarmProcess {
         scheduleCommandDeadline()
     }
 
-    /// Writes this process's entry in the node's search index (with every checkpoint).
-    private func updateIndex() {
-        runtime.index.update(DeviceIndex.Entry(state, owner: ObjectIdentifier(self)))
-    }
-
-    /// This process's id: the local registration of the device id. With `wait`, gives the
-    /// registration up to 200 ms to appear (a process started by a handoff runs before the
-    /// tracker registers it here).
-    private func resolvePID(wait: Bool) async -> ProcessID? {
+    /// This process's id: told by the node before the first message (``started(as:)``), so no
+    /// lookup and no wait; the local registration of the device id only for a process that was
+    /// never told (created outside a node).
+    private func resolvePID() -> ProcessID? {
         if let pid { return pid }
-        let node = runtime.node
-        let attempts = wait ? 20 : 1
-        for attempt in 0..<attempts {
-            if let found = node.whereis(id), found.node == node.id {
-                pid = found
-                return found
-            }
-            if attempt < attempts - 1 { try? await Task.sleep(for: .milliseconds(10)) }
-        }
-        return nil
+        guard let found = runtime.node.whereis(id), found.node == runtime.node.id else { return nil }
+        pid = found
+        return found
     }
 }

@@ -173,6 +173,9 @@ struct DeviceState: Codable, Sendable, Hashable {
     /// higher ``version`` publishes it again (the host may have died between its acknowledged
     /// checkpoint and the publish).
     var publishedVersion: Int64 = 0
+    /// Commands queued with a TTL (``QueuedCommand``), oldest first: the pending ones and the
+    /// last finished ones.
+    var commands: [QueuedCommand] = []
     /// The revision of the last stored write of this state (``Revision``, a hybrid logical clock
     /// in microseconds): strictly increasing along the device's history, which handoffs,
     /// checkpoints and the store carry from node to node. 0 before the first write.
@@ -182,17 +185,20 @@ struct DeviceState: Codable, Sendable, Hashable {
     /// ones are histories that started apart (a process created before its stored row reached it
     /// after a full restart) and are merged. 0 before the first write.
     var born: Int64 = 0
-    /// Commands queued with a TTL (``QueuedCommand``), oldest first: the pending ones and the
-    /// last finished ones.
-    var commands: [QueuedCommand] = []
+    /// The `seq` of the last event this device emitted (SPEC D5): the next is one more, so the
+    /// numbering continues across handoff, crash and restart.
+    var eventSeq: Int64 = 0
+    /// The time of that event (µs): the next event's time is later (``EventHub``).
+    var eventTime: Int64 = 0
 
     init(id: String) { self.id = id }
 
     enum CodingKeys: String, CodingKey {
         case id, online, statusAt, connectedAt, lastSeen, metadata, groups, telemetry, sequence, reported, desired, version, broker
         case counters, tags, tagsAt, reportedVersion, reportedTimes, desiredTimes, publishedVersion
-        case revision, born
         case commands
+        case revision, born
+        case eventSeq, eventTime
     }
 
     init(from decoder: any Decoder) throws {
@@ -217,9 +223,11 @@ struct DeviceState: Codable, Sendable, Hashable {
         reportedTimes = try c.decodeIfPresent(JSONValue.self, forKey: .reportedTimes) ?? .emptyObject
         desiredTimes = try c.decodeIfPresent(JSONValue.self, forKey: .desiredTimes) ?? .emptyObject
         publishedVersion = try c.decodeIfPresent(Int64.self, forKey: .publishedVersion) ?? version
+        commands = try c.decodeIfPresent([QueuedCommand].self, forKey: .commands) ?? []
         revision = try c.decodeIfPresent(Int64.self, forKey: .revision) ?? 0
         born = try c.decodeIfPresent(Int64.self, forKey: .born) ?? 0
-        commands = try c.decodeIfPresent([QueuedCommand].self, forKey: .commands) ?? []
+        eventSeq = try c.decodeIfPresent(Int64.self, forKey: .eventSeq) ?? 0
+        eventTime = try c.decodeIfPresent(Int64.self, forKey: .eventTime) ?? 0
     }
 
     // MARK: Backend writes
@@ -354,6 +362,8 @@ struct DeviceState: Codable, Sendable, Hashable {
         }
         groups.formUnion(other.groups)
         counters = DeviceCounters.maximum(counters, other.counters)
+        eventSeq = max(eventSeq, other.eventSeq)
+        eventTime = max(eventTime, other.eventTime)
         commands = Self.mergeCommands(commands, other.commands)
         trimCommandHistory()
         revision = max(revision, other.revision)
@@ -412,6 +422,10 @@ struct DeviceState: Codable, Sendable, Hashable {
         result.broker = broker ?? stored.broker
         result.groups.formUnion(groups)
         result.counters = DeviceCounters.maximum(counters, stored.counters)
+        result.commands = Self.mergeCommands(stored.commands, commands)
+        result.trimCommandHistory()
+        result.eventSeq = max(eventSeq, stored.eventSeq)
+        result.eventTime = max(eventTime, stored.eventTime)
         result.revision = max(revision, stored.revision)
         result.born = [born, stored.born].filter { $0 != 0 }.min() ?? 0
         result.commands = Self.mergeCommands(commands, stored.commands)
@@ -513,6 +527,10 @@ extension DeviceState {
             }
             out.append(UInt8(ascii: "]"))
         }
+        writeKey("eventSeq", &first, &out)
+        out.append(contentsOf: String(eventSeq).utf8)
+        writeKey("eventTime", &first, &out)
+        out.append(contentsOf: String(eventTime).utf8)
         out.append(UInt8(ascii: "}"))
         return out
     }

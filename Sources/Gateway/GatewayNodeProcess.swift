@@ -112,7 +112,7 @@ enum NodeMessage: Sendable, Hashable {
     case forget(id: String, revision: Int64)
 
     enum Tag: UInt8 {
-        case reply = 1, tombstone, search, rows, recoveryDone, recoveryStatus, forget
+        case reply = 1, tombstone, rows, recoveryDone, recoveryStatus, forget, search
     }
 
     func encoded() -> [UInt8] {

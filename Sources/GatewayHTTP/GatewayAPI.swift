@@ -233,7 +233,7 @@ public final class GatewayAPI: Sendable {
             let view = try? await gateway.clusterView()
             let dump = try? await gateway.node.dump()
             let ready = await gateway.isReady()
-            let bytes = self.metrics.exposition(stats: stats, view: view, dump: dump, ready: ready, store: gateway.storeStats, recovery: gateway.recoveryStatus)
+            let bytes = self.metrics.exposition(stats: stats, view: view, dump: dump, ready: ready, store: gateway.storeStats, recovery: gateway.recoveryStatus) + self.metrics.eventExposition(gateway.events.stats)
             return Response(
                 status: .ok, headers: [.contentType: "text/plain; version=0.0.4; charset=utf-8"],
                 body: ResponseBody(byteBuffer: ByteBuffer(bytes: bytes)))
@@ -243,6 +243,7 @@ public final class GatewayAPI: Sendable {
             .json(["status": "ok", "node": .string(gateway.node.id.name)])
         }
 
+        addEventRoutes(to: router)
         Dashboard.addRoutes(to: router)
 
         router.get("/readyz") { _, _ -> Response in

@@ -22,6 +22,8 @@ final class HTTPMetrics: Sendable {
     }
 
     let registry = PrometheusCollectorRegistry()
+    /// Open `GET /v1/events` streams.
+    let eventStreams = Atomic<Int>(0)
     private let requests = Mutex<[RequestKey: Prometheus.Counter]>([:])
     private let durations = Mutex<[RouteKey: DurationHistogram]>([:])
 
@@ -159,6 +161,41 @@ final class HTTPMetrics: Sendable {
         var bytes = text.bytes
         registry.emit(into: &bytes)
         return bytes
+    }
+}
+
+extension HTTPMetrics {
+    /// The event stream's figures (SPEC D5).
+    func eventExposition(_ stats: EventStats) -> [UInt8] {
+        var text = PrometheusText()
+        let counters: [(String, String, Int)] = [
+            ("swarm_events_emitted_total", "Events emitted by device processes on this node.", stats.emitted),
+            ("swarm_events_received_total", "Events received from other nodes.", stats.received),
+            ("swarm_events_released_total", "Events released into this node's ordered log.", stats.released),
+            ("swarm_events_late_total", "Events dropped because they arrived after the log passed their key (a seq gap for consumers).", stats.late),
+            ("swarm_events_duplicates_total", "Events dropped because their device's seq was already in the log.", stats.duplicates),
+            ("swarm_events_seq_gaps_total", "Device seq numbers missing from the log (events the cluster lost).", stats.gaps),
+            ("swarm_events_evicted_unstored_total", "Events that left memory before they were stored (the store was failing).", stats.evictedUnstored),
+            ("swarm_events_store_writes_total", "Event store transactions committed.", stats.storeWrites),
+            ("swarm_events_store_failures_total", "Event store transactions that failed.", stats.storeFailures),
+        ]
+        for (name, help, value) in counters {
+            text.family(name, "counter", help)
+            text.sample(name, [:], value)
+        }
+        let gauges: [(String, String, Int)] = [
+            ("swarm_events_stored", "Events in the store (this node's count).", stats.stored),
+            ("swarm_events_buffered", "Events in memory.", stats.buffered),
+            ("swarm_events_unstored", "Released events not written to the store yet.", stats.unstored),
+            ("swarm_events_waiting", "Received events waiting for the watermark.", stats.waiting),
+            ("swarm_events_origins", "Nodes whose events this node merges (itself included).", stats.origins),
+            ("swarm_events_streams", "Open GET /v1/events streams.", eventStreams.load(ordering: .relaxed)),
+        ]
+        for (name, help, value) in gauges {
+            text.family(name, "gauge", help)
+            text.sample(name, [:], value)
+        }
+        return text.bytes
     }
 }
 

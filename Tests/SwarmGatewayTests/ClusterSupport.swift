@@ -206,6 +206,11 @@ struct ClusterTestFailure: Error, CustomStringConvertible {
     init(_ description: String) { self.description = description }
 }
 
+/// JSON of an HTTP answer body.
+func jsonObject(_ body: String) -> [String: Any]? {
+    try? JSONSerialization.jsonObject(with: Data(body.utf8)) as? [String: Any]
+}
+
 /// `GET /v1/devices/{id}` on `node`: the twin, or nil unless 200.
 func twin(_ node: GatewayChild, _ id: String) async throws -> [String: Any]? {
     let answer = try await curl(["\(node.base)/v1/devices/\(id)"])
