@@ -356,24 +356,29 @@ public final class DeviceGateway: Sendable {
 
     /// Sends command `name` with `body` to device `id` on `{prefix}/{id}/commands/{name}` (QoS 1,
     /// response topic `{prefix}/{id}/replies/{nodeToken}`, random correlation data, message
-    /// expiry = the timeout) and
-    /// waits for the device's reply. Throws `unknownDevice`, `commandTimeout` (HTTP 504),
-    /// `invalidReply` (not JSON), `brokerUnavailable`.
+    /// expiry = the timeout) and waits for the device's reply. The device process is asked first
+    /// whether the device is online (and on which broker): an offline device is
+    /// ``GatewayError/deviceOffline(_:)`` at once (HTTP 409; queue it with
+    /// ``queueCommand(_:name:body:ttl:timeout:)`` instead). Throws `unknownDevice`,
+    /// `commandTimeout` (HTTP 504), `invalidReply` (not JSON), `brokerUnavailable`.
     public func command(_ id: String, name: String, body: JSONValue, timeout: Duration? = nil) async throws -> JSONValue {
         try validate(id)
         try validate(name)
         guard isRunning else { throw GatewayError.notRunning }
         guard node.whereis(id) != nil else { throw GatewayError.unknownDevice(id) }
         let timeout = timeout ?? settings.commandTimeout
-        var broker: String?
-        if runtime.brokers.entries.count > 1 {
-            do {
-                let answer = try await node.call(id, DeviceMessage.route(command: name).encoded(), timeout: timeout)
-                broker = answer.isEmpty ? nil : String(decoding: answer, as: UTF8.self)
-            } catch {
-                throw mapped(error, device: id)
-            }
+        let answer: [UInt8]
+        do {
+            answer = try await node.call(id, DeviceMessage.route(command: name).encoded(), timeout: timeout)
+        } catch {
+            throw mapped(error, device: id)
         }
+        guard let route = try? RouteReply(decoding: answer) else {
+            _ = try deviceReply(answer, device: id)  // a refusal: the device is being deleted
+            throw GatewayError.cluster("undecodable route reply")
+        }
+        guard route.online else { throw GatewayError.deviceOffline(id) }
+        let broker = route.broker
         let key = (0..<16).map { _ in UInt8.random(in: 0...255) }
         let seconds = UInt32(clamping: max(1, Int((Double(timeout.components.seconds) + Double(timeout.components.attoseconds) / 1e18).rounded(.up))))
         let message = MQTTMessage(
@@ -424,6 +429,71 @@ public final class DeviceGateway: Sendable {
             if case GatewayError.commandTimeout = error { counters.commandsTimedOut.add(1, ordering: .relaxed) }
             throw error
         }
+    }
+
+    // MARK: - Facade: queued commands
+
+    /// The longest TTL of a queued command: 30 days.
+    public static let maxCommandTTL: Duration = .seconds(30 * 24 * 3600)
+
+    /// Queues command `name` with `body` for device `id` (`POST …/commands/{name}?ttl=`, SPEC D3):
+    /// kept in the device's state (replicated before this answers, like every API write), sent
+    /// at once when the device is online, else at its next birth, in the order queued; never sent
+    /// once `ttl` has passed (it becomes `expired`). Once sent, the device has until the later of
+    /// the TTL and `timeout` (default ``GatewaySettings/commandTimeout``) to answer, else the
+    /// command is `failed`. Answers the receipt (`queued` or `sent`). Throws `unknownDevice`,
+    /// `invalidBody` (TTL outside 1 s…30 days, body over ``GatewaySettings/maxPayloadBytes``),
+    /// ``GatewayError/tooManyCommands(_:)`` (100 pending, HTTP 429), `notReplicated`.
+    public func queueCommand(_ id: String, name: String, body: JSONValue, ttl: Duration, timeout: Duration? = nil) async throws -> CommandReceipt {
+        try validate(id)
+        try validate(name)
+        guard ttl >= .seconds(1), ttl <= Self.maxCommandTTL else { throw GatewayError.invalidBody("a command's ttl must be 1 s to 30 days") }
+        guard body.serialized().count <= settings.maxPayloadBytes else {
+            throw GatewayError.invalidBody("a queued command's body must be at most \(settings.maxPayloadBytes) bytes")
+        }
+        guard isRunning else { throw GatewayError.notRunning }
+        let window = timeout ?? settings.commandTimeout
+        let message = DeviceMessage.queueCommand(name: name, body: body, ttl: Self.millis(ttl), replyWindow: Self.millis(window))
+        let bytes = try await callJSON(id, message)
+        do {
+            return try JSONDecoder().decode(CommandReceipt.self, from: Data(bytes))
+        } catch {
+            throw GatewayError.cluster("undecodable command receipt: \(error)")
+        }
+    }
+
+    /// Queued command `commandID` of device `id` (`GET …/commands/{cid}`). Throws
+    /// `unknownDevice`, ``GatewayError/unknownCommand(device:id:)``.
+    public func queuedCommand(_ id: String, commandID: String) async throws -> DeviceCommand {
+        try validate(id)
+        guard DeviceID.isValid(commandID) else { throw GatewayError.unknownCommand(device: id, id: commandID) }
+        let bytes = try await callJSON(id, .commands(id: commandID))
+        return try decodeCommand(bytes)
+    }
+
+    /// Device `id`'s queued commands, oldest first: the pending ones and the last finished ones
+    /// (`GET …/commands`).
+    public func queuedCommands(_ id: String) async throws -> [DeviceCommand] {
+        try validate(id)
+        let bytes = try await callJSON(id, .commands(id: nil))
+        do {
+            return try JSONDecoder().decode([String: [DeviceCommand]].self, from: Data(bytes))["commands"] ?? []
+        } catch {
+            throw GatewayError.cluster("undecodable command list: \(error)")
+        }
+    }
+
+    private func decodeCommand(_ bytes: [UInt8]) throws -> DeviceCommand {
+        do {
+            return try JSONDecoder().decode(DeviceCommand.self, from: Data(bytes))
+        } catch {
+            throw GatewayError.cluster("undecodable command: \(error)")
+        }
+    }
+
+    static func millis(_ duration: Duration) -> Int64 {
+        let (seconds, attoseconds) = duration.components
+        return seconds * 1000 + attoseconds / 1_000_000_000_000_000
     }
 
     // MARK: - Facade: groups
@@ -483,15 +553,23 @@ public final class DeviceGateway: Sendable {
 
     /// Asks every member of `group` for its twin, or only the dotted `fields`
     /// (`["reported.x", "online"]`), with Swarm `multiCall`; members that do not answer within
-    /// `timeout` are listed in `missing`. Never throws for a member.
-    public func query(group: String, fields: [String]? = nil, timeout: Duration? = nil) async throws -> GroupQueryResult {
+    /// `timeout` are listed in `missing`. With `where` (a ``FleetQuery``), only members that
+    /// match reply (each evaluates it on its own state); ``GroupQueryResult/matched`` counts
+    /// them. Throws `invalidQuery` for a bad expression; never throws for a member.
+    public func query(group: String, fields: [String]? = nil, where condition: String? = nil, timeout: Duration? = nil) async throws -> GroupQueryResult {
         try validate(group)
+        if let condition { _ = try Self.parseQuery(condition) }
         let swarmGroup = runtime.swarmGroup(group)
         let members = node.members(swarmGroup)
-        let result = await node.multiCall(swarmGroup, DeviceMessage.query(fields: fields).encoded(), timeout: timeout ?? settings.queryTimeout)
+        let message = DeviceMessage.query(fields: fields, where: condition).encoded()
+        let result = await node.multiCall(swarmGroup, message, timeout: timeout ?? settings.queryTimeout)
         var replies: [String: JSONValue] = [:]
         var answered: Set<ProcessID> = []
         for (pid, bytes) in result.replies {
+            if bytes.isEmpty {
+                answered.insert(pid)  // did not match
+                continue
+            }
             guard let value = try? JSONValue.parse(bytes), let id = value["id"]?.stringValue, let data = value["data"] else { continue }
             replies[id] = data
             answered.insert(pid)
@@ -499,6 +577,52 @@ public final class DeviceGateway: Sendable {
         let names = await namesByProcess()
         let missing = members.filter { !answered.contains($0) }.map { names[$0] ?? $0.description }
         return GroupQueryResult(replies: replies, missing: missing.sorted())
+    }
+
+    // MARK: - Facade: fleet search
+
+    /// The largest page of ``search(where:limit:cursor:timeout:)``.
+    public static let maxSearchLimit = 1000
+
+    /// Fleet search (`GET /v1/devices?where=…`, SPEC D2): the ids of the devices matching
+    /// `where` (every device when nil), in id order, at most `limit` (1…``maxSearchLimit``),
+    /// starting after `cursor` (the ``DeviceSearchResult/next`` of the previous page). Each
+    /// gateway node evaluates the query over the devices it hosts (``DeviceIndex``, one
+    /// multi-call to ``GatewaySettings/nodeGroup``) and answers its first `limit + 1` ids; this
+    /// node merges them. Walking the pages returns each matching device once (ids only grow);
+    /// a device created or changed meanwhile may or may not be seen. Throws `invalidQuery`
+    /// (with the position of the error), `invalidBody` for a bad limit or cursor, and `cluster`
+    /// when a gateway node did not answer (a partial answer would silently miss its devices).
+    public func search(where condition: String? = nil, limit: Int = 100, cursor: String? = nil, timeout: Duration? = nil) async throws -> DeviceSearchResult {
+        if let condition { _ = try Self.parseQuery(condition) }
+        guard (1...Self.maxSearchLimit).contains(limit) else { throw GatewayError.invalidBody("limit must be in 1...\(Self.maxSearchLimit)") }
+        if let cursor, !DeviceID.isValid(cursor) { throw GatewayError.invalidBody("cursor must be the 'next' of a previous page") }
+        guard isRunning else { throw GatewayError.notRunning }
+        let message = NodeMessage.search(where: condition, after: cursor, limit: limit + 1).encoded()
+        let result = await node.multiCall(GatewaySettings.nodeGroup, message, timeout: timeout ?? settings.queryTimeout)
+        guard result.failed.isEmpty else {
+            let names = result.failed.map(\.node.name).sorted().joined(separator: ", ")
+            throw GatewayError.cluster("fleet search: gateway node(s) \(names) did not answer; their devices would be missing")
+        }
+        var pages: [DeviceIndex.Page] = []
+        for (_, bytes) in result.replies {
+            do {
+                pages.append(try NodeMessage.decodePage(bytes))
+            } catch {
+                throw GatewayError.cluster("fleet search: undecodable answer: \(error)")
+            }
+        }
+        let merged = DeviceIndex.merge(pages, limit: limit)
+        return DeviceSearchResult(devices: merged.ids, next: merged.more ? merged.ids.last : nil, matched: merged.matched)
+    }
+
+    /// Parses a fleet-search expression, as ``GatewayError/invalidQuery(_:)`` when bad.
+    static func parseQuery(_ text: String) throws(GatewayError) -> FleetQuery {
+        do {
+            return try FleetQuery.parse(text)
+        } catch {
+            throw GatewayError.invalidQuery(error)
+        }
     }
 
     // MARK: - Facade: cluster and stats
@@ -562,8 +686,33 @@ public final class DeviceGateway: Sendable {
         }
     }
 
+    /// A device call answered with ``DeviceReply/json(_:)``: the JSON bytes.
+    private func callJSON(_ id: String, _ message: DeviceMessage) async throws -> [UInt8] {
+        guard node.whereis(id) != nil else { throw GatewayError.unknownDevice(id) }
+        let bytes: [UInt8]
+        do {
+            bytes = try await node.call(id, message.encoded(), timeout: settings.queryTimeout)
+        } catch {
+            throw mapped(error, device: id)
+        }
+        var commandID: String?
+        if case .commands(let asked) = message { commandID = asked }
+        guard case .json(let json) = try deviceReply(bytes, device: id, commandID: commandID) else {
+            throw GatewayError.cluster("unexpected device reply")
+        }
+        return json
+    }
+
     /// A device's ``DeviceReply`` as the twin or the error it stands for.
     private func twinBytes(_ bytes: [UInt8], device id: String) throws -> TwinBytes {
+        guard case .twin(let version, let json) = try deviceReply(bytes, device: id) else {
+            throw GatewayError.cluster("unexpected device reply")
+        }
+        return TwinBytes(json: json, version: version)
+    }
+
+    /// A device's ``DeviceReply``, refusals thrown as the errors they stand for.
+    private func deviceReply(_ bytes: [UInt8], device id: String, commandID: String? = nil) throws -> DeviceReply {
         let reply: DeviceReply
         do {
             reply = try DeviceReply(decoding: bytes)
@@ -571,8 +720,12 @@ public final class DeviceGateway: Sendable {
             throw GatewayError.cluster("undecodable device reply: \(error)")
         }
         switch reply {
-        case .twin(let version, let json):
-            return TwinBytes(json: json, version: version)
+        case .twin, .json:
+            return reply
+        case .refused("tooManyCommands", _, _):
+            throw GatewayError.tooManyCommands(id)
+        case .refused("unknownCommand", _, _):
+            throw GatewayError.unknownCommand(device: id, id: commandID ?? "")
         case .refused("versionConflict", let version, _):
             throw GatewayError.versionConflict(current: version)
         case .refused("gone", _, _):

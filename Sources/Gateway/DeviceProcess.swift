@@ -28,11 +28,18 @@ final class DeviceRuntime: Sendable {
     let webhooks = WebhookRegistry()
     /// This node's event hub process (for ``eventBarrier()``), once spawned.
     let eventHubPID = Mutex<ProcessID?>(nil)
+    /// The searchable state of the device processes hosted here (fleet search).
+    let index = DeviceIndex()
+    /// Device processes with a queued command whose TTL or reply deadline is ahead.
+    let commandTimers = CommandTimers<DeviceProcess>()
+    /// This node's level in reply topics (``DeviceGateway/nodeToken``).
+    let nodeToken: String
 
     init(node: SwarmNode, settings: GatewaySettings, counters: GatewayCounters, brokers: BrokerPool, rejectLog: RateLimitedLog) {
         self.node = node
         self.events = EventHub(node: node.id, settings: settings.events, logger: settings.logger)
         self.nodeName = node.id.name
+        self.nodeToken = GatewaySettings.topicSafe(node.id.name)
         self.settings = settings
         self.topics = DeviceTopics(prefix: settings.topicPrefix)
         self.counters = counters
@@ -100,6 +107,8 @@ actor DeviceProcess: SwarmProcess {
     private var eventsSynced = false
     /// `state.groups` sorted, for events (recomputed when the groups change).
     private var eventGroups: (set: Set<String>, sorted: [String]) = ([], [])
+    /// When to try again to publish queued commands the broker client refused (ms).
+    private var commandRetryAt: Int64?
 
     init(id: String, runtime: DeviceRuntime) {
         self.id = id
@@ -137,7 +146,9 @@ actor DeviceProcess: SwarmProcess {
                 runtime.counters.publishFailures.add(1, ordering: .relaxed)
             }
             await changed(urgent: false)
-        case .twin, .patchDesired, .group, .query, .route, .patchTags, .provision, .delete:
+        case .commandReply(let commandID, let payload):
+            await applyCommandReply(commandID, payload: payload)
+        case .twin, .patchDesired, .group, .query, .route, .patchTags, .provision, .delete, .queueCommand, .commands:
             // Calls sent as casts: answer nothing, change nothing.
             break
         }
@@ -182,8 +193,11 @@ actor DeviceProcess: SwarmProcess {
         case .delete:
             emit(.lifecycle, Array(#"{"status":"deleted"}"#.utf8))
             deleted = true
+            runtime.index.remove(id, owner: ObjectIdentifier(self))
+            runtime.commandTimers.remove(id, self)
             return Array((state.broker ?? "").utf8)
-        case .query(let fields):
+        case .query(let fields, let condition):
+            if let condition, !(try FleetQuery.parse(condition).matches(DeviceIndex.Entry(state))) { return [] }
             let twin = state.twin(node: runtime.nodeName).json
             let data: JSONValue
             if let fields {
@@ -193,8 +207,12 @@ actor DeviceProcess: SwarmProcess {
             }
             return JSONValue.object(["id": .string(id), "data": data]).serialized()
         case .route:
-            return Array((state.broker ?? "").utf8)
-        case .ingress, .commandOutcome, .down:
+            return RouteReply(online: state.online, broker: state.broker).encoded()
+        case .queueCommand(let name, let body, let ttl, let replyWindow):
+            return await queueCommand(name: name, body: body, ttl: ttl, replyWindow: replyWindow)
+        case .commands(let commandID):
+            return await commands(commandID)
+        case .ingress, .commandOutcome, .down, .commandReply:
             try await receive(message)
             return []
         }
@@ -220,16 +238,21 @@ actor DeviceProcess: SwarmProcess {
         await changed(urgent: true)
         // The previous host may have replicated a desired version and died before publishing it.
         if state.version > state.publishedVersion { await publishDesired() }
+        await deliverQueuedCommands()
+        scheduleCommandDeadline()
     }
 
     func resolveConflict(state bytes: [UInt8]) async {
         guard let other = try? JSONDecoder().decode(DeviceState.self, from: Data(bytes)), other.id == id else { return }
         state.merge(other)
         await changed(urgent: true)
+        scheduleCommandDeadline()
     }
 
     func stop(reason: Tracker.StopReason) async {
         stopped = true
+        runtime.index.remove(id, owner: ObjectIdentifier(self))
+        runtime.commandTimers.remove(id, self)
     }
 
     // MARK: Ingress
@@ -257,6 +280,141 @@ actor DeviceProcess: SwarmProcess {
         for group in joins { try? await changeGroup(group, join: true) }
         await changed(urgent: kind == .status || !joins.isEmpty)
         runtime.settings.ingressObserver?(id, kind, value)
+        // A birth: what was queued for the device goes out now, in order.
+        if kind == .status, state.online, state.commands.contains(where: { $0.status == .queued }) {
+            await deliverQueuedCommands()
+            scheduleCommandDeadline()
+        }
+    }
+
+    // MARK: Queued commands
+
+    /// Queues a command (``DeviceState/enqueueCommand(id:name:body:ttl:replyWindow:at:)``),
+    /// answers once replicated like every API write, and sends it at once when the device is
+    /// online. Reply: `{"id", "status"}` (`queued` or `sent`).
+    private func queueCommand(name: String, body: JSONValue, ttl: Int64, replyWindow: Int64) async -> [UInt8] {
+        let now = Timestamp.nowMillis()
+        _ = expireCommands(at: now)
+        let commandID = QueuedCommand.newID()
+        guard let queued = state.enqueueCommand(id: commandID, name: name, body: body, ttl: ttl, replyWindow: replyWindow, at: now) else {
+            scheduleCommandDeadline()
+            return DeviceReply.refused(
+                code: "tooManyCommands", version: state.version,
+                message: "device \(id) has \(DeviceState.maxPendingCommands) pending commands; wait for some to be answered or expire"
+            ).encoded()
+        }
+        emitCommand(queued)
+        if let refusal = await persistAPIWrite() {
+            scheduleCommandDeadline()
+            return refusal
+        }
+        await deliverQueuedCommands()
+        scheduleCommandDeadline()
+        let status = state.commands.first { $0.id == commandID }?.status ?? .queued
+        return DeviceReply.json(JSONValue.object(["id": .string(commandID), "status": .string(status.rawValue)]).serialized()).encoded()
+    }
+
+    /// One queued command (`commandID`) or the list, with what expired meanwhile applied first.
+    private func commands(_ commandID: String?) async -> [UInt8] {
+        if !expireCommands(at: Timestamp.nowMillis()).isEmpty {
+            scheduleCommandDeadline()
+            await changed(urgent: true)
+        }
+        guard let commandID else {
+            return DeviceReply.json(JSONValue.object(["commands": .array(state.commands.map(\.json))]).serialized()).encoded()
+        }
+        guard let command = state.commands.first(where: { $0.id == commandID }) else {
+            return DeviceReply.refused(code: "unknownCommand", version: state.version, message: "device \(id) has no command '\(commandID)'").encoded()
+        }
+        return DeviceReply.json(command.json.serialized()).encoded()
+    }
+
+    /// Publishes the queued commands still within their TTL, in order, while the device is
+    /// online. Synchronous per command (libmosquitto queues the PUBLISH before the call returns,
+    /// QoS 1), so commands leave in queue order and nothing interleaves with another message to
+    /// this process; a command is `sent` once its client queued it. A refusal (the client is
+    /// closed) stops the run and retries a second later, keeping the order.
+    private func deliverQueuedCommands() async {
+        guard state.online, !stopped, !deleted else { return }
+        let now = Timestamp.nowMillis()
+        var sent = 0
+        var refused = false
+        for command in state.commandsToSend(at: now) {
+            let remaining = max(1, (command.expiresAt - now + 999) / 1000)
+            let message = MQTTMessage(
+                topic: runtime.topics.command(id, command.name), payload: command.body.serialized(), qos: .atLeastOnce,
+                properties: MQTTProperties(
+                    responseTopic: runtime.topics.reply(id, node: runtime.nodeToken), correlationData: QueuedCommand.correlation(command.id),
+                    messageExpiryInterval: UInt32(clamping: remaining)))
+            guard runtime.brokers.publishWithoutWaiting(message, broker: state.broker) else {
+                runtime.counters.publishFailures.add(1, ordering: .relaxed)
+                refused = true
+                break
+            }
+            state.markCommandSent(command.id, at: now)
+            if let sent = state.commands.first(where: { $0.id == command.id }) { emitCommand(sent) }
+            state.counters.commandsSent += 1
+            runtime.counters.commandsSent.add(1, ordering: .relaxed)
+            sent += 1
+        }
+        commandRetryAt = refused ? now + 1000 : nil
+        if sent > 0 { await changed(urgent: true) }
+    }
+
+    /// A device's reply to a queued command (routed here by name from whichever node took it).
+    private func applyCommandReply(_ commandID: String, payload: [UInt8]) async {
+        let now = Timestamp.nowMillis()
+        guard let command = state.answerCommand(commandID, payload: payload, limit: runtime.settings.maxPayloadBytes, at: now) else {
+            runtime.counters.repliesUnmatched.add(1, ordering: .relaxed)
+            return
+        }
+        emitCommand(command)
+        if command.status == .answered {
+            state.counters.commandsAnswered += 1
+            runtime.counters.commandsAnswered.add(1, ordering: .relaxed)
+        }
+        scheduleCommandDeadline()
+        await changed(urgent: true)
+    }
+
+    /// Called by the gateway's sweep once the deadline this process set passed: TTLs and reply
+    /// deadlines applied, refused publishes retried.
+    func commandDeadlinePassed() async {
+        guard !stopped, !deleted else { return }
+        let now = Timestamp.nowMillis()
+        let expired = expireCommands(at: now)
+        for command in expired where command.status == .failed {
+            state.counters.commandsTimedOut += 1
+            runtime.counters.commandsTimedOut.add(1, ordering: .relaxed)
+        }
+        if let retry = commandRetryAt, retry <= now { await deliverQueuedCommands() }
+        scheduleCommandDeadline()
+        if !expired.isEmpty { await changed(urgent: true) }
+    }
+
+    /// ``DeviceState/expireCommands(at:)`` with a `command` event for each command it changed.
+    private func expireCommands(at now: Int64) -> [QueuedCommand] {
+        let changed = state.expireCommands(at: now)
+        for command in changed { emitCommand(command) }
+        return changed
+    }
+
+    /// A queued command's `command` event: `{"id", "name", "status", "reply"?, "error"?}`.
+    private func emitCommand(_ command: QueuedCommand) {
+        var data: [String: JSONValue] = ["id": .string(command.id), "name": .string(command.name), "status": .string(command.status.rawValue)]
+        if let reply = command.reply { data["reply"] = reply }
+        if let error = command.error { data["error"] = .string(error) }
+        emit(.command, JSONValue.object(data).serialized())
+    }
+
+    /// Tells the sweep when this process's commands next need it (or that they do not).
+    private func scheduleCommandDeadline() {
+        let next = [state.nextCommandDeadline, commandRetryAt].compactMap { $0 }.min()
+        guard !stopped, !deleted, let next else {
+            runtime.commandTimers.remove(id, self)
+            return
+        }
+        runtime.commandTimers.set(id, self, at: next)
     }
 
     // MARK: Events
@@ -349,6 +507,7 @@ actor DeviceProcess: SwarmProcess {
     private func persistAPIWrite() async -> [UInt8]? {
         changes += 1
         let covered = changes
+        if !stopped { updateIndex() }
         guard !stopped, let pid = await resolvePID(wait: true) else {
             markDirty()
             return DeviceReply.refused(code: "notReplicated", version: state.version, message: "device \(id) is not registered on this node").encoded()
@@ -398,6 +557,7 @@ actor DeviceProcess: SwarmProcess {
 
     private func checkpoint() async {
         guard !stopped else { return }
+        updateIndex()
         guard let pid = await resolvePID(wait: false) else {
             // Not in the local view yet (just started by a handoff): the sweep retries.
             markDirty()
@@ -415,6 +575,11 @@ actor DeviceProcess: SwarmProcess {
         if changes != checkpointedChanges {
             markDirty()
         }
+    }
+
+    /// Writes this process's entry in the node's search index (with every checkpoint).
+    private func updateIndex() {
+        runtime.index.update(DeviceIndex.Entry(state, owner: ObjectIdentifier(self)))
     }
 
     /// This process's id: the local registration of the device id. With `wait`, gives the

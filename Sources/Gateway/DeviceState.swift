@@ -178,6 +178,9 @@ struct DeviceState: Codable, Sendable, Hashable {
     var eventSeq: Int64 = 0
     /// The time of that event (µs): the next event's time is later (``EventHub``).
     var eventTime: Int64 = 0
+    /// Commands queued with a TTL (``QueuedCommand``), oldest first: the pending ones and the
+    /// last finished ones.
+    var commands: [QueuedCommand] = []
 
     init(id: String) { self.id = id }
 
@@ -185,6 +188,7 @@ struct DeviceState: Codable, Sendable, Hashable {
         case id, online, statusAt, connectedAt, lastSeen, metadata, groups, telemetry, sequence, reported, desired, version, broker
         case counters, tags, tagsAt, reportedVersion, reportedTimes, desiredTimes, publishedVersion
         case eventSeq, eventTime
+        case commands
     }
 
     init(from decoder: any Decoder) throws {
@@ -211,6 +215,7 @@ struct DeviceState: Codable, Sendable, Hashable {
         publishedVersion = try c.decodeIfPresent(Int64.self, forKey: .publishedVersion) ?? version
         eventSeq = try c.decodeIfPresent(Int64.self, forKey: .eventSeq) ?? 0
         eventTime = try c.decodeIfPresent(Int64.self, forKey: .eventTime) ?? 0
+        commands = try c.decodeIfPresent([QueuedCommand].self, forKey: .commands) ?? []
     }
 
     // MARK: Backend writes
@@ -347,6 +352,8 @@ struct DeviceState: Codable, Sendable, Hashable {
         counters = DeviceCounters.maximum(counters, other.counters)
         eventSeq = max(eventSeq, other.eventSeq)
         eventTime = max(eventTime, other.eventTime)
+        commands = Self.mergeCommands(commands, other.commands)
+        trimCommandHistory()
     }
 }
 
@@ -432,8 +439,50 @@ extension DeviceState {
         out.append(contentsOf: String(eventSeq).utf8)
         writeKey("eventTime", &first, &out)
         out.append(contentsOf: String(eventTime).utf8)
+        if !commands.isEmpty {
+            writeKey("commands", &first, &out)
+            out.append(UInt8(ascii: "["))
+            for (index, command) in commands.enumerated() {
+                if index > 0 { out.append(UInt8(ascii: ",")) }
+                command.writeJSON(to: &out)
+            }
+            out.append(UInt8(ascii: "]"))
+        }
         out.append(UInt8(ascii: "}"))
         return out
+    }
+}
+
+extension QueuedCommand {
+    /// The `Codable` layout (absent optionals left out).
+    fileprivate func writeJSON(to out: inout [UInt8]) {
+        out.append(UInt8(ascii: "{"))
+        var first = true
+        writeKey("id", &first, &out)
+        JSONValue.writeString(id, to: &out)
+        writeKey("name", &first, &out)
+        JSONValue.writeString(name, to: &out)
+        writeKey("body", &first, &out)
+        body.write(to: &out)
+        writeKey("status", &first, &out)
+        JSONValue.writeString(status.rawValue, to: &out)
+        if let reply {
+            writeKey("reply", &first, &out)
+            reply.write(to: &out)
+        }
+        if let error {
+            writeKey("error", &first, &out)
+            JSONValue.writeString(error, to: &out)
+        }
+        for (key, value) in [("createdAt", createdAt), ("updatedAt", updatedAt), ("expiresAt", expiresAt), ("replyWindow", replyWindow)] {
+            writeKey(key, &first, &out)
+            out.append(contentsOf: String(value).utf8)
+        }
+        if let sentAt {
+            writeKey("sentAt", &first, &out)
+            out.append(contentsOf: String(sentAt).utf8)
+        }
+        out.append(UInt8(ascii: "}"))
     }
 }
 

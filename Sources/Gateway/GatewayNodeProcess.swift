@@ -15,6 +15,9 @@ import Synchronization
 ///   to the command waiting there.
 /// - **Deletions.** `tombstone(id, set)` records (or clears) a deleted device on this node
 ///   (``Tombstones``), asked of every node with one multi-call.
+/// - **Fleet search.** `search(where, after, limit)` evaluates the query over the device
+///   processes this node hosts (``DeviceIndex``) and answers one page of ids; the node serving
+///   the request asks every node with one multi-call and merges the pages.
 final class NodeContext: Sendable {
     let replies: ReplyTable
     let counters: GatewayCounters
@@ -41,7 +44,7 @@ actor GatewayNodeProcess: SwarmProcess {
             if !context.replies.deliver(key, payload) {
                 context.counters.repliesUnmatched.add(1, ordering: .relaxed)
             }
-        case .tombstone:
+        case .tombstone, .search:
             _ = try await call(message)
         }
     }
@@ -53,6 +56,9 @@ actor GatewayNodeProcess: SwarmProcess {
             try await receive(message)
         case .tombstone(let id, let set):
             if set { context.runtime.tombstones.insert(id) } else { context.runtime.tombstones.remove(id) }
+        case .search(let text, let after, let limit):
+            let query = try text.map { text in try FleetQuery.parse(text) }
+            return NodeMessage.encode(context.runtime.index.search(query, after: after, limit: limit))
         }
         return []
     }
@@ -67,9 +73,12 @@ enum NodeMessage: Sendable, Hashable {
     case reply(key: [UInt8], payload: [UInt8])
     /// Call: record (`set`) or clear a deleted device on this node.
     case tombstone(id: String, set: Bool)
+    /// Call: the ids of this node's devices matching `where` (all when nil) above `after`, at
+    /// most `limit` (reply: ``DeviceIndex/Page``, ``decodePage(_:)``).
+    case search(where: String?, after: String?, limit: Int)
 
     enum Tag: UInt8 {
-        case reply = 1, tombstone
+        case reply = 1, tombstone, search
     }
 
     func encoded() -> [UInt8] {
@@ -83,8 +92,32 @@ enum NodeMessage: Sendable, Hashable {
             writer.byte(Tag.tombstone.rawValue)
             writer.string(id)
             writer.byte(set ? 1 : 0)
+        case .search(let text, let after, let limit):
+            writer.byte(Tag.search.rawValue)
+            writer.optionalString(text)
+            writer.optionalString(after)
+            writer.int(Int64(limit))
         }
         return writer.buffer
+    }
+
+    /// A search reply: the match count, then the ids.
+    static func encode(_ page: DeviceIndex.Page) -> [UInt8] {
+        var writer = ByteWriter()
+        writer.int(Int64(page.matched))
+        writer.int(Int64(page.ids.count))
+        for id in page.ids { writer.string(id) }
+        return writer.buffer
+    }
+
+    static func decodePage(_ bytes: [UInt8]) throws -> DeviceIndex.Page {
+        var reader = ByteReader(bytes)
+        let matched = try reader.int()
+        let count = try reader.int()
+        guard matched >= 0, count >= 0, count <= 100_000 else { throw DeviceMessage.DecodeError(description: "bad page counts") }
+        let ids = try (0..<count).map { _ in try reader.string() }
+        guard reader.atEnd else { throw DeviceMessage.DecodeError(description: "trailing bytes") }
+        return DeviceIndex.Page(ids: ids, matched: Int(matched))
     }
 
     init(decoding bytes: [UInt8]) throws {
@@ -95,6 +128,12 @@ enum NodeMessage: Sendable, Hashable {
             self = .reply(key: try reader.bytes(), payload: try reader.bytes())
         case .tombstone:
             self = .tombstone(id: try reader.string(), set: try reader.byte() == 1)
+        case .search:
+            let text = try reader.optionalString()
+            let after = try reader.optionalString()
+            let limit = try reader.int()
+            guard limit >= 0, limit <= 100_000 else { throw DeviceMessage.DecodeError(description: "bad limit") }
+            self = .search(where: text, after: after, limit: Int(limit))
         }
         guard reader.atEnd else { throw DeviceMessage.DecodeError(description: "trailing bytes") }
     }

@@ -84,6 +84,16 @@ public final class GatewayAPI: Sendable {
     func addRoutes(to router: Router<BasicRequestContext>) {
         let gateway = self.gateway
 
+        router.get("/v1/devices") { request, _ -> Response in
+            let (condition, limit, cursor) = try Self.searchParameters(request)
+            let timeout = try self.timeout(request)
+            let result = try await gateway.search(where: condition, limit: limit, cursor: cursor, timeout: timeout)
+            return .json([
+                "devices": .array(result.devices.map(JSONValue.string)), "next": result.next.map(JSONValue.string) ?? .null,
+                "matched": .int(Int64(result.matched)),
+            ])
+        }
+
         router.get("/v1/devices/:id") { _, context -> Response in
             let id = try Self.parameter(context, "id")
             // The device process's bytes as they come (the `DeviceTwin.json` encoding): no decode.
@@ -124,9 +134,27 @@ public final class GatewayAPI: Sendable {
             let id = try Self.parameter(context, "id")
             let name = try Self.parameter(context, "name")
             let timeout = try self.timeout(request)
+            let ttl = try Self.ttl(request)
             let body = try await self.jsonBody(request) ?? .emptyObject
+            if let ttl {
+                let receipt = try await gateway.queueCommand(id, name: name, body: body, ttl: ttl, timeout: timeout)
+                return .json(["id": .string(receipt.id), "status": .string(receipt.status)], status: .accepted)
+            }
             let reply = try await gateway.command(id, name: name, body: body, timeout: timeout)
             return .json(["reply": reply])
+        }
+
+        router.get("/v1/devices/:id/commands") { _, context -> Response in
+            let id = try Self.parameter(context, "id")
+            let commands = try await gateway.queuedCommands(id)
+            return try .json(encoding: ["commands": commands])
+        }
+
+        // `:name` as in the POST route above (one parameter name per position): here a command id.
+        router.get("/v1/devices/:id/commands/:name") { _, context -> Response in
+            let id = try Self.parameter(context, "id")
+            let commandID = try Self.parameter(context, "name")
+            return try .json(encoding: try await gateway.queuedCommand(id, commandID: commandID))
         }
 
         router.put("/v1/devices/:id/groups/:group") { _, context -> Response in
@@ -167,13 +195,15 @@ public final class GatewayAPI: Sendable {
             let group = try Self.parameter(context, "group")
             let timeout = try self.timeout(request)
             var fields: [String]?
+            var condition: String?
             if let body = try await self.jsonBody(request) {
-                fields = try Self.queryFields(body)
+                (fields, condition) = try Self.queryBody(body)
             }
-            let result = try await gateway.query(group: group, fields: fields, timeout: timeout)
+            let result = try await gateway.query(group: group, fields: fields, where: condition, timeout: timeout)
             return .json([
                 "group": .string(group), "replies": .object(result.replies),
                 "missing": .array(result.missing.map(JSONValue.string)), "count": .int(Int64(result.count)),
+                "matched": .int(Int64(result.matched)),
             ])
         }
 
@@ -245,6 +275,16 @@ public final class GatewayAPI: Sendable {
         return .milliseconds(millis)
     }
 
+    /// The `ttl` query parameter (whole seconds, 1…30 days), nil when absent.
+    static func ttl(_ request: Request) throws -> Duration? {
+        guard let raw = request.uri.queryParameters["ttl"] else { return nil }
+        let limit = DeviceGateway.maxCommandTTL.components.seconds
+        guard let seconds = Int64(raw), seconds >= 1, seconds <= limit else {
+            throw APIError(.badRequest, code: "invalidTTL", "ttl must be an integer number of seconds in 1...\(limit)")
+        }
+        return .seconds(seconds)
+    }
+
     /// The body as JSON; nil when empty. 413 over the limit, 400 when not JSON.
     func jsonBody(_ request: Request) async throws -> JSONValue? {
         let buffer = try await request.body.collect(upTo: settings.maxBodyBytes)
@@ -307,20 +347,65 @@ public final class GatewayAPI: Sendable {
         return (password, tags, groups)
     }
 
-    /// `{"fields": ["reported.x", …]}` → the fields; `{}` → nil (whole twins).
-    static func queryFields(_ body: JSONValue) throws -> [String]? {
+    /// `{"fields"?: ["reported.x", …], "where"?: EXPR}` → the fields (nil: whole twins) and the
+    /// condition.
+    static func queryBody(_ body: JSONValue) throws -> (fields: [String]?, where: String?) {
         guard case .object(let members) = body else { throw APIError.invalidBody("a query body must be a JSON object") }
-        if let unknown = members.keys.first(where: { $0 != "fields" }) {
-            throw APIError.invalidBody("unknown member '\(unknown)' in a query body (only 'fields')")
+        if let unknown = members.keys.sorted().first(where: { $0 != "fields" && $0 != "where" }) {
+            throw APIError.invalidBody("unknown member '\(unknown)' in a query body (fields, where)")
         }
-        guard let fields = members["fields"], fields != .null else { return nil }
+        var condition: String?
+        if let value = members["where"], value != .null {
+            guard let text = value.stringValue else { throw APIError.invalidBody("'where' must be a string (a search expression)") }
+            condition = text
+        }
+        guard let fields = members["fields"], fields != .null else { return (nil, condition) }
         guard case .array(let items) = fields else { throw APIError.invalidBody("'fields' must be an array of strings") }
-        return try items.map { item in
+        let names = try items.map { item in
             guard let field = item.stringValue, !field.isEmpty, field.utf8.count <= 256 else {
                 throw APIError.invalidBody("'fields' must be an array of non-empty strings")
             }
             return field
         }
+        return (names, condition)
+    }
+
+    /// The value of `name` in a raw query string, form-decoded: `+` is a space (as browsers'
+    /// `URLSearchParams` write it), then percent-decoding (`%2B` is a plus).
+    static func formValue(_ query: String?, _ name: String) -> String? {
+        guard let query else { return nil }
+        for pair in query.split(separator: "&", omittingEmptySubsequences: true) {
+            let parts = pair.split(separator: "=", maxSplits: 1, omittingEmptySubsequences: false)
+            guard parts[0] == name else { continue }
+            let raw = parts.count > 1 ? String(parts[1]).replacingOccurrences(of: "+", with: " ") : ""
+            return raw.removingPercentEncoding ?? raw
+        }
+        return nil
+    }
+
+    /// The fleet-search query parameters: `where` (nil: every device), `limit` (1…1000, default
+    /// 100), `cursor` (the `next` of the previous page).
+    static func searchParameters(_ request: Request) throws -> (where: String?, limit: Int, cursor: String?) {
+        let parameters = request.uri.queryParameters
+        var condition: String?
+        if let text = formValue(request.uri.query, "where") {
+            condition = text.allSatisfy(\.isWhitespace) ? nil : text
+        }
+        var limit = 100
+        if let raw = parameters["limit"] {
+            guard let value = Int(raw), (1...DeviceGateway.maxSearchLimit).contains(value) else {
+                throw APIError(.badRequest, code: "invalidLimit", "limit must be an integer in 1...\(DeviceGateway.maxSearchLimit)")
+            }
+            limit = value
+        }
+        var cursor: String?
+        if let raw = parameters["cursor"], !raw.isEmpty {
+            guard DeviceID.isValid(raw) else {
+                throw APIError(.badRequest, code: "invalidCursor", "cursor must be the 'next' of a previous page")
+            }
+            cursor = String(raw)
+        }
+        return (condition, limit, cursor)
     }
 }
 
