@@ -374,6 +374,7 @@ let package = Package(
             name: "GatewayHTTP",
             dependencies: [
                 "Gateway",
+                "GatewayStore",
                 "SwarmJSON",
                 "SwarmNode",
                 "SwarmCore",
@@ -438,7 +439,7 @@ let package = Package(
         // embedded broker answering over HTTP, SIGTERM.
         .testTarget(
             name: "SwarmGatewayTests",
-            dependencies: ["MQTT", "TestCertificates", "SwarmJSON", hummingbird, asyncHTTPClient, crypto, nioCore, httpTypes, logging, .product(name: "NIOHTTP1", package: "swift-nio")],
+            dependencies: ["MQTT", "TestCertificates", "SwarmJSON", "GatewayStore", "GatewayStoreEngines", sqliteNIO, hummingbird, asyncHTTPClient, crypto, nioCore, nioPosix, httpTypes, logging, .product(name: "NIOHTTP1", package: "swift-nio")],
             swiftSettings: swiftSettings
         ),
         // The fault harness (issue 5, docs/reliability.md): gateway nodes in network namespaces,

@@ -1,5 +1,6 @@
 import Foundation
 import Gateway
+import GatewayStore
 import Prometheus
 import SwarmCore
 import Synchronization
@@ -66,7 +67,10 @@ final class HTTPMetrics: Sendable {
     }
 
     /// The whole exposition (text format 0.0.4): gateway counters, node figures, HTTP metrics.
-    func exposition(stats: GatewayStats, view: ClusterView?, dump: TrackerDump?, ready: Bool) -> [UInt8] {
+    func exposition(
+        stats: GatewayStats, view: ClusterView?, dump: TrackerDump?, ready: Bool, store: StoreStats? = nil,
+        recovery: (complete: Bool, duration: Duration?)? = nil
+    ) -> [UInt8] {
         var text = PrometheusText()
         text.family("swarm_gateway_received_total", "counter", "Inbound device messages by kind, before validation.")
         for (kind, value) in stats.received.sorted(by: { $0.key < $1.key }) {
@@ -141,6 +145,15 @@ final class HTTPMetrics: Sendable {
             text.family("swarm_ring_epoch", "counter", "Ring changes seen by this node.")
             text.sample("swarm_ring_epoch", [:], Int(clamping: dump.ringEpoch))
         }
+        if let store { text.store(store) }
+        if let recovery, store != nil {
+            text.family("swarm_store_recovery_complete", "gauge", "1 once recovery from the store at start is complete (API writes wait until then).")
+            text.sample("swarm_store_recovery_complete", [:], recovery.complete ? 1 : 0)
+            if let duration = recovery.duration {
+                text.family("swarm_store_recovery_seconds", "gauge", "How long recovery from the store took at start.")
+                text.sample("swarm_store_recovery_seconds", [:], Double(duration.components.seconds) + Double(duration.components.attoseconds) / 1e18)
+            }
+        }
         // The scrape's own wall-clock time: a client computing rates from two scrapes (the
         // dashboard) divides by the server's interval, free of network and client-clock jitter.
         text.family("swarm_gateway_scrape_time_seconds", "gauge", "Unix time of this scrape (for rates from two scrapes).")
@@ -190,6 +203,49 @@ extension HTTPMetrics {
 struct PrometheusText {
     var bytes: [UInt8] = []
 
+    /// The durable store's figures (``StoreStats``): health, transactions, rows, queue, latencies.
+    mutating func store(_ store: StoreStats) {
+        family("swarm_store_healthy", "gauge", "1 while the durable store commits (0 from a failed transaction until the next one succeeds).")
+        sample("swarm_store_healthy", ["store": store.location], store.healthy ? 1 : 0)
+        family("swarm_store_schema_version", "gauge", "Schema version of the durable store.")
+        sample("swarm_store_schema_version", [:], store.schemaVersion)
+        let counters: [(String, String, Int)] = [
+            ("swarm_store_commits_total", "Transactions committed by the store writer.", store.commits),
+            ("swarm_store_rows_written_total", "Rows written (puts and deletes, after coalescing).", store.rowsWritten),
+            ("swarm_store_durable_writes_total", "Durable writes asked for (API changes: committed before the API answers).", store.durableWrites),
+            ("swarm_store_write_behind_total", "Write-behind changes queued (device-reported state).", store.writeBehindWrites),
+            ("swarm_store_coalesced_total", "Write-behind changes replaced by a newer one of the same device before they were written.", store.coalesced),
+            ("swarm_store_flush_errors_total", "Failed store transactions.", store.flushErrors),
+            ("swarm_store_durable_failures_total", "Durable writes answered with an error (API 503 storeUnavailable).", store.durableFailures),
+        ]
+        for (name, help, value) in counters {
+            family(name, "counter", help)
+            sample(name, [:], value)
+        }
+        family("swarm_store_write_behind_queued", "gauge", "Changes queued and not committed yet (one per device).")
+        sample("swarm_store_write_behind_queued", [:], store.queued)
+        family("swarm_store_oldest_queued_seconds", "gauge", "Age of the oldest queued change.")
+        sample("swarm_store_oldest_queued_seconds", [:], store.oldestQueuedSeconds)
+        if let rows = store.rows {
+            family("swarm_store_rows", "gauge", "Rows in the store at the last count, by kind.")
+            sample("swarm_store_rows", ["kind": "owned"], rows.owned)
+            sample("swarm_store_rows", ["kind": "replica"], rows.replicas)
+            sample("swarm_store_rows", ["kind": "tombstone"], rows.tombstones)
+        }
+        histogram("swarm_store_commit_seconds", "Duration of each store transaction.", store.commitSeconds)
+        histogram("swarm_store_write_behind_age_seconds", "Age of write-behind changes when their transaction committed (the window actually kept).", store.writeBehindAgeSeconds)
+    }
+
+    mutating func histogram(_ name: String, _ help: String, _ buckets: DurationBuckets) {
+        family(name, "histogram", help)
+        for (bound, count) in zip(buckets.bounds, buckets.cumulative) {
+            line(name + "_bucket", ["le": String(bound)], String(count))
+        }
+        line(name + "_bucket", ["le": "+Inf"], String(buckets.count))
+        line(name + "_sum", [:], String(buckets.sum))
+        line(name + "_count", [:], String(buckets.count))
+    }
+
     mutating func family(_ name: String, _ type: String, _ help: String) {
         bytes.append(contentsOf: "# HELP \(name) \(help)\n# TYPE \(name) \(type)\n".utf8)
     }
@@ -202,7 +258,7 @@ struct PrometheusText {
         line(name, labels, value.isFinite ? String(value) : "NaN")
     }
 
-    private mutating func line(_ name: String, _ labels: KeyValuePairs<String, String>, _ value: String) {
+    mutating func line(_ name: String, _ labels: KeyValuePairs<String, String>, _ value: String) {
         bytes.append(contentsOf: name.utf8)
         if !labels.isEmpty {
             bytes.append(UInt8(ascii: "{"))

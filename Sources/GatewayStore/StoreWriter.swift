@@ -67,6 +67,8 @@ public final class StoreWriter: Sendable {
         var nextTicket: UInt64 = 0
         var closed = false
         var stopped = false
+        /// ``hold()``: nothing is written until ``release()``.
+        var held = false
         var retryAt: ContinuousClock.Instant?
         var consecutiveFailures = 0
         var schemaVersion = 0
@@ -211,12 +213,31 @@ public final class StoreWriter: Sendable {
         }
     }
 
+    /// Holds every write (durable ones wait; nothing is committed) until ``release()``: recovery
+    /// at start reads the whole store before anything written since the start can replace a row
+    /// it has not read yet.
+    public func hold() {
+        state.withLock { $0.held = true }
+    }
+
+    /// Ends a ``hold()``: what was queued meanwhile is written.
+    public func release() {
+        state.withLock { $0.held = false }
+        wake()
+    }
+
+    /// True between ``hold()`` and ``release()``.
+    public var isHeld: Bool { state.withLock { $0.held } }
+
     /// Stops taking changes, commits what is queued (one attempt: a store that is down at
     /// shutdown does not hold the node up; what could not be written is logged), and ends
-    /// ``run()``. Closes the store.
+    /// ``run()``. Closes the store. Ends a ``hold()``.
     public func close() async {
         let wasClosed = state.withLock { state -> Bool in
-            defer { state.closed = true }
+            defer {
+                state.closed = true
+                state.held = false
+            }
             return state.closed
         }
         if !wasClosed {
@@ -268,6 +289,7 @@ public final class StoreWriter: Sendable {
             let now = ContinuousClock.now
             let step = state.withLock { state -> Step in
                 if state.stopped && state.urgent.isEmpty { return .stop }
+                if state.held { return .wait(nextHousekeeping) }
                 if !state.urgent.isEmpty { return .flush }
                 guard let oldest = state.oldestSince() else {
                     return .wait(state.healthy ? nextHousekeeping : min(nextHousekeeping, now + settings.retryDelay))

@@ -58,11 +58,14 @@ final class Mailbox: Sendable {
         var running = false
         /// New items are accepted.
         var open = true
+        /// The process was told its pid (before the first item the runner feeds it).
+        var told = false
     }
 
     /// What the runner takes under the lock.
     private enum Take {
-        case batch([Item])
+        /// Items to feed; `first`: the process has not been told its pid yet.
+        case batch([Item], first: Bool)
         /// Empty and open: the runner ends; the next item starts a new one.
         case idle
         /// Empty and closed: the mailbox's life is over.
@@ -70,6 +73,8 @@ final class Mailbox: Sendable {
     }
 
     let capacity: Int
+    /// The process's id, told to it before its first item (``SwarmProcess/started(as:)``).
+    let pid: ProcessID?
     private let process: any SwarmProcess
     private let onEnd: @Sendable (Mailbox, Ending) async -> Void
     private let state = Mutex(State())
@@ -79,10 +84,11 @@ final class Mailbox: Sendable {
     /// - Parameter onEnd: runs once, with this mailbox, after the process ended or the closed
     ///   mailbox emptied.
     init(
-        capacity: Int = Mailbox.defaultCapacity, process: any SwarmProcess,
+        capacity: Int = Mailbox.defaultCapacity, pid: ProcessID? = nil, process: any SwarmProcess,
         onEnd: @escaping @Sendable (Mailbox, Ending) async -> Void
     ) {
         self.capacity = capacity
+        self.pid = pid
         self.process = process
         self.onEnd = onEnd
     }
@@ -147,7 +153,8 @@ final class Mailbox: Sendable {
             if !state.queue.isEmpty {
                 let batch = state.queue
                 state.queue = []
-                return .batch(batch)
+                defer { state.told = true }
+                return .batch(batch, first: !state.told)
             }
             if state.open {
                 state.running = false
@@ -167,7 +174,8 @@ final class Mailbox: Sendable {
             case .closedAndEmpty:
                 await onEnd(self, .closed)
                 return
-            case .batch(let batch):
+            case .batch(let batch, let first):
+                if first, let pid { await process.started(as: pid) }
                 for (index, item) in batch.enumerated() {
                     guard let ending = await feed(item) else { continue }
                     // The process ended: refuse what comes next, fail what waits, report once.
