@@ -357,6 +357,8 @@ let package = Package(
             name: "gateway-bench",
             dependencies: [
                 "Gateway",
+                "GatewayHTTP",
+                "GatewayStoreEngines",
                 "SwarmJSON",
                 "DeviceSimulator",
                 "SwarmNode",
@@ -364,6 +366,11 @@ let package = Package(
                 "SwarmTransport",
                 "MQTT",
                 logging,
+                hummingbird,
+                httpTypes,
+                nioCore,
+                asyncHTTPClient,
+                .product(name: "NIOHTTP1", package: "swift-nio"),
             ],
             swiftSettings: swiftSettings
         ),

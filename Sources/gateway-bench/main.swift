@@ -29,6 +29,8 @@ struct Options {
     var qos = 0
     var json: String?
     var workloads: Set<String> = ["M1", "RTT", "ACL", "M2", "M3", "M5"]
+    /// E2: how long the webhook receiver refuses (s).
+    var outage = 60.0
 
     static func parse() -> Options {
         var options = Options()
@@ -47,8 +49,9 @@ struct Options {
             case "--qos": options.qos = Int(value()) == 1 ? 1 : 0
             case "--json": options.json = value()
             case "--workloads": options.workloads = Set(value().split(separator: ",").map { $0.uppercased() })
+            case "--outage": options.outage = Double(value()) ?? options.outage
             default:
-                say("usage: gateway-bench [--nodes 3] [--devices 1000] [--fleet 10000] [--seconds 10] [--rate 100] [--qos 0|1] [--workloads M1,RTT,ACL,M2,M3,M5] [--json FILE]")
+                say("usage: gateway-bench [--nodes 3] [--devices 1000] [--fleet 10000] [--seconds 10] [--rate 100] [--qos 0|1] [--workloads M1,RTT,ACL,M2,M3,M5,E1,E2] [--outage 60] [--json FILE]")
                 exit(2)
             }
         }
@@ -158,7 +161,7 @@ final class GatewayCluster: Sendable {
     let runner: Task<Void, Never>
     let latencies: LatencyRecorder
 
-    init(count: Int, brokerPort: Int, qos: Int = 0, username: String? = nil, password: String? = nil) async throws {
+    init(count: Int, brokerPort: Int, qos: Int = 0, username: String? = nil, password: String? = nil, configure: @Sendable (Int, inout GatewaySettings) -> Void = { _, _ in }) async throws {
         let latencies = LatencyRecorder()
         self.latencies = latencies
         var members: [Member] = []
@@ -180,6 +183,7 @@ final class GatewayCluster: Sendable {
             gatewaySettings.ingressQoS = qos == 1 ? .atLeastOnce : .atMostOnce
             gatewaySettings.ingressObserver = { _, kind, payload in latencies.observe(kind, payload) }
             if let lanes = ProcessInfo.processInfo.environment["GW_LANES"].flatMap(Int.init) { gatewaySettings.ingressLanes = lanes }
+            configure(index, &gatewaySettings)
             members.append(Member(node: node, gateway: try DeviceGateway(node: node, settings: gatewaySettings)))
         }
         let all = members
@@ -437,6 +441,12 @@ if options.workloads.contains("ACL") {
     report.record("RTT.acl.p99", "command round trip p99 behind the strict ACL", percentile(latencies, 0.99), "ms", setup: setup)
     report.record("RTT.acl.ratio", "p50 behind the ACL / p50 open", percentile(latencies, 0.5) / percentile(openLatencies, 0.5), "x", setup: setup)
     report.record("RTT.acl.failed", "commands failed (open + ACL)", Double(failures + openFailures), "cmds", setup: setup, target: "0", met: failures + openFailures == 0)
+}
+
+if !options.workloads.intersection(["E1", "E2"]).isEmpty {
+    let bench = EventBench(options: options, report: report, brokerPort: port, base: base)
+    if options.workloads.contains("E1") { try await bench.e1() }
+    if options.workloads.contains("E2") { try await bench.e2() }
 }
 
 // M2, M3, M5: a fleet of `--fleet` devices from swarm-devices child processes.
