@@ -125,12 +125,26 @@ extension SwarmNode {
     /// only when the node is not running.
     public func send(batch: [(name: String, message: [UInt8])]) throws -> [(index: Int, error: SwarmError)] {
         try ensureRunning()
-        var failures: [(index: Int, error: SwarmError)] = []
-        for (index, item) in batch.enumerated() {
-            let name = item.name
-            if let error = castOne(item.message, { tracker, envelope, now in tracker.onSend(to: name, envelope, now: now) }) {
-                failures.append((index, error))
+        guard !batch.isEmpty else { return [] }
+        // One tracker input for the whole batch (one lock, one directive run): the casts are
+        // routed one by one inside it, in order, exactly as `send(name, msg)` would route them.
+        let first = nextEnvelope
+        nextEnvelope += UInt64(batch.count)
+        let sender = id
+        watchedCastRange = first..<nextEnvelope
+        defer { watchedCastRange = 0..<0 }
+        apply { tracker, now in
+            var directives: [Tracker.Directive] = []
+            for (offset, item) in batch.enumerated() {
+                let envelope = Envelope(id: first + UInt64(offset), sender: sender, payload: item.message)
+                directives += tracker.onSend(to: item.name, envelope, now: now)
             }
+            return directives
+        }
+        guard !castErrors.isEmpty else { return [] }
+        var failures: [(index: Int, error: SwarmError)] = []
+        for offset in batch.indices {
+            if let error = castErrors.removeValue(forKey: first + UInt64(offset)) { failures.append((offset, error)) }
         }
         return failures
     }

@@ -97,6 +97,8 @@ public actor SwarmNode {
     /// Casts whose immediate undeliverable outcome an API caller is waiting to see.
     var watchedCasts: Set<UInt64> = []
     var castErrors: [UInt64: SwarmError] = [:]
+    /// The envelope ids of the `send(batch:)` being routed: their undeliverable outcomes are kept.
+    var watchedCastRange: Range<UInt64> = 0..<0
     var drainWaiters: [CheckedContinuation<Void, Never>] = []
     var drainCompleted = false
     var lastDrainLog: Instant = 0
@@ -412,7 +414,7 @@ public actor SwarmNode {
                 for envelope in envelopes {
                     if let callID = envelope.callID {
                         failCall(callID, error)
-                    } else if watchedCasts.contains(envelope.id) {
+                    } else if watchedCastRange.contains(envelope.id) || watchedCasts.contains(envelope.id) {
                         castErrors[envelope.id] = error
                     } else {
                         logger.debug("cast \(envelope.id) undeliverable: \(error)")
