@@ -105,6 +105,8 @@ public actor SwarmNode {
 
     /// Counters for logs and tests.
     public private(set) var castsDropped = 0
+    /// Frames to peers dropped because the peer's outbound queue was at its bound.
+    public private(set) var framesOverflowed = 0
     /// Frames from peers that did not decode (logged and dropped).
     public nonisolated var framesUndecodable: Int { undecodableCounter.value }
 
@@ -446,7 +448,9 @@ public actor SwarmNode {
         switch transport.send(to: peer, type: type, payload: payload) {
         case .enqueued: break
         case .notConnected: logger.debug("frame \(type) to \(peer) dropped: not connected")
-        case .overflow: logger.warning("frame \(type) to \(peer) dropped: outbound queue full")
+        case .overflow:
+            framesOverflowed += 1
+            logger.warning("frame \(type) to \(peer) dropped: outbound queue full")
         }
     }
 

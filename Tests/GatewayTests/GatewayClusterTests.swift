@@ -452,12 +452,15 @@ extension GatewayClusterTests {
         }
     }
 
-    @Test("a QoS 1 flood over 3 nodes with lanes of 2 × 16: lanes overfill, the consumers wait, nothing is shed, every message is applied")
+    @Test("a QoS 1 flood over 3 nodes with one lane of 2 places each: lanes overfill, the consumers wait, nothing is shed, every message is applied")
     func qos1FloodOverThreeNodes() async throws {
         try await withBroker { broker in
             try await withGatewayCluster(3, broker: broker, configure: { settings in
-                settings.ingressLaneCapacity = 16
-                settings.ingressFlowControlLimit = 64
+                // One lane of 2 places and a client queue of 8: any batch the consumer takes
+                // overfills it, so the consumer and the client's network thread must wait.
+                settings.ingressLanes = 1
+                settings.ingressLaneCapacity = 1
+                settings.ingressFlowControlLimit = 8
             }) { members in
                 let ids = (0..<20).map { "q1-\($0)" }
                 let perDevice = 500
