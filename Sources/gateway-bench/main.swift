@@ -233,25 +233,37 @@ final class GatewayCluster: Sendable {
     }
 }
 
-/// The broker's `$SYS` dropped-publish counter (needs `sys_interval`).
+/// The broker's `$SYS` dropped-publish counter (needs `sys_interval`): read by an MQTT client in
+/// this process, waiting at most 5 s (a `mosquitto_sub` child read to EOF on a pool thread hung
+/// the bench when the child never ended).
 func brokerDropped(port: Int) async -> Int? {
-    guard let subscriber = try? PlainSubscriber(broker: try BrokerURL.parse("mqtt://127.0.0.1:\(port)"), filters: []) else { return nil }
-    subscriber.close()
-    let output = try? await runProcess("/usr/bin/mosquitto_sub", ["-p", String(port), "-t", "$SYS/broker/publish/messages/dropped", "-C", "1", "-W", "5"])
-    return output.flatMap { Int($0.trimmingCharacters(in: .whitespacesAndNewlines)) }
-}
-
-func runProcess(_ path: String, _ arguments: [String]) async throws -> String {
-    let process = Process()
-    process.executableURL = URL(fileURLWithPath: path)
-    process.arguments = arguments
-    let pipe = Pipe()
-    process.standardOutput = pipe
-    process.standardError = FileHandle.nullDevice
-    try process.run()
-    let data = pipe.fileHandleForReading.readDataToEndOfFile()
-    process.waitUntilExit()
-    return String(decoding: data, as: UTF8.self)
+    var settings = MQTTClient.Settings(host: "127.0.0.1", port: port)
+    settings.connectTimeout = .seconds(5)
+    settings.operationTimeout = .seconds(5)
+    guard let client = try? MQTTClient(settings: settings, logger: quiet("bench.sys")) else { return nil }
+    do {
+        try await client.connect()
+        try await client.subscribe("$SYS/broker/publish/messages/dropped", qos: .atMostOnce)
+    } catch {
+        await client.close()
+        return nil
+    }
+    return await withTaskGroup(of: Int?.self) { group in
+        group.addTask {
+            for await message in client.messages {
+                if let value = Int(String(decoding: message.payload, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)) { return value }
+            }
+            return nil
+        }
+        group.addTask {
+            try? await Task.sleep(for: .seconds(5))
+            return nil
+        }
+        let first = await group.next() ?? nil
+        group.cancelAll()
+        await client.close()
+        return first
+    }
 }
 
 func fleetSpecs(_ count: Int, rate: Double?) throws -> [DeviceSpec] {
