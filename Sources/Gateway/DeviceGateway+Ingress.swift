@@ -47,10 +47,10 @@ extension DeviceGateway {
         }
     }
 
-    /// Handles one inbound message on the consumer task of broker `index`: never waits on the
-    /// cluster (routing happens on the lanes); waits only when a status or reported message
-    /// finds its lane full (``IngressLane``: backpressure to the broker).
-    func handleInbound(_ message: MQTTMessage, broker: BrokerPool.Entry, index: Int) async {
+    /// Checks one inbound message on the consumer task of broker `index` (never waits on the
+    /// cluster: routing happens on the lanes) and returns the lane item for it, or nil when it was
+    /// rejected, counted, or was a command reply (handled here).
+    func admit(_ message: MQTTMessage, broker: BrokerPool.Entry, index: Int) async -> IngressLane.Item? {
         brokerReceived[index].increment()
         let id: String
         let kind: DeviceTopics.Kind
@@ -60,56 +60,61 @@ extension DeviceGateway {
         case .failure(.badTopic):
             if let reply = topics.parseReply(message.topic) {
                 await handleReply(message, device: reply.id, node: reply.node)
-                return
+                return nil
             }
             counters.count(.badTopic)
             rejectLog.warning("badTopic", "rejected message on unexpected topic '\(message.topic.prefix(200))'")
-            return
+            return nil
         case .failure(.badID):
             counters.count(.badID)
             rejectLog.warning("badID", "rejected message with an invalid device id on '\(message.topic.prefix(200))'")
-            return
+            return nil
         }
         counters.count(received: kind)
         if runtime.tombstones.contains(id) {
             // A device deleted a moment ago: its will, or a message that was on its way.
             counters.count(.deleted)
-            return
+            return nil
         }
         switch Self.validatePayload(kind: kind, payload: message.payload, limit: settings.maxPayloadBytes) {
         case .failure(let reason):
             counters.count(reason)
             rejectLog.warning(reason.rawValue, "rejected \(kind.rawValue) from device '\(id)': \(reason.rawValue) (\(message.payload.count) bytes)")
+            return nil
         case .success(let payload):
             let event = DeviceMessage.ingress(
                 kind: kind, broker: broker.id, receivedAt: Timestamp.nowMillis(), retained: message.retain, payload: payload)
-            let lane = lanes[Int(Self.laneHash(id) % UInt64(lanes.count))]
-            await enqueue(IngressLane.Item(id: id, kind: kind, message: event.encoded()), on: lane)
+            return IngressLane.Item(id: id, kind: kind, message: event.encoded(), qos: message.qos)
         }
     }
 
-    /// Offers `item` to its lane under the overload policy (``IngressLane``): queued; telemetry
-    /// shed (counted in ``GatewayStats/shed``, logged at most once per ``GatewaySettings/rejectLogInterval``);
-    /// status and reported waited for (counted in ``GatewayStats/ingressWaits``), never shed.
-    func enqueue(_ item: IngressLane.Item, on lane: IngressLane) async {
-        inLanes.add(1, ordering: .relaxed)
-        while true {
-            switch lane.offer(item) {
-            case .queued:
-                return
-            case .shed:
-                inLanes.subtract(1, ordering: .relaxed)
-                let total = counters.countShed(item.kind)
+    /// Offers `items` (in order) to their lane under the overload policy (``IngressLane``):
+    /// queued; QoS 0 telemetry shed when the lane is full (counted in ``GatewayStats/shed``,
+    /// logged at most once per ``GatewaySettings/rejectLogInterval``); everything else waited
+    /// for (counted in ``GatewayStats/ingressWaits``), never shed. The wait holds up this broker
+    /// consumer and, through the MQTT client's flow control, the broker.
+    func enqueue(_ items: [IngressLane.Item], on lane: IngressLane) async {
+        guard !items.isEmpty else { return }
+        inLanes.add(items.count, ordering: .relaxed)
+        var start = 0
+        while start < items.count {
+            let outcome = lane.offer(items, from: start)
+            if !outcome.shed.isEmpty {
+                inLanes.subtract(outcome.shed.count, ordering: .relaxed)
+                var total = 0
+                for kind in outcome.shed { total = counters.countShed(kind) }
                 rejectLog.warning(
                     "shed",
-                    "ingress overloaded: shedding \(item.kind.rawValue) (a lane holds \(lane.capacity) messages); \(total) shed since start, status and reported are kept")
+                    "ingress overloaded: shedding QoS 0 telemetry (a lane holds \(lane.capacity) messages); \(total) shed since start, QoS 1 messages, status and reported are kept")
+            }
+            if outcome.closed {
+                inLanes.subtract(items.count - outcome.next, ordering: .relaxed)
                 return
-            case .full:
+            }
+            start = outcome.next
+            if outcome.full {
                 counters.ingressWaits.add(1, ordering: .relaxed)
                 await lane.waitForRoom()
-            case .closed:
-                inLanes.subtract(1, ordering: .relaxed)
-                return
             }
         }
     }
@@ -153,18 +158,24 @@ extension DeviceGateway {
         return hash
     }
 
+    /// The consumer of broker `index`: takes every message the client queued at once (its flow
+    /// control holds the broker while this waits), admits each and hands the batch to the lanes,
+    /// one offer per lane.
     func consumeMessages(_ entry: BrokerPool.Entry, index: Int) async {
-        var sinceYield = 0
-        for await message in entry.client.messages {
-            await handleInbound(message, broker: entry, index: index)
-            // While the broker keeps the stream full, `next()` never suspends: without a yield
-            // this loop would keep a thread of the (2-thread) cooperative pool to itself and
-            // starve the lanes and the device processes it feeds.
-            sinceYield += 1
-            if sinceYield >= 16 {
-                sinceYield = 0
-                await Task.yield()
+        var byLane: [[IngressLane.Item]] = Array(repeating: [], count: lanes.count)
+        while let batch = await entry.client.nextBatch() {
+            for message in batch {
+                guard let item = await admit(message, broker: entry, index: index) else { continue }
+                byLane[Int(Self.laneHash(item.id) % UInt64(lanes.count))].append(item)
             }
+            for laneIndex in byLane.indices where !byLane[laneIndex].isEmpty {
+                await enqueue(byLane[laneIndex], on: lanes[laneIndex])
+                byLane[laneIndex].removeAll(keepingCapacity: true)
+            }
+            // While the broker keeps the client's queue full, `nextBatch()` never suspends:
+            // without a yield this loop would keep a thread of the (2-thread) cooperative pool
+            // to itself and starve the lanes and the device processes it feeds.
+            await Task.yield()
         }
     }
 
@@ -185,63 +196,73 @@ extension DeviceGateway {
     }
 
     /// One ordered lane: takes everything queued at each wake-up and routes it in arrival order.
-    func consumeLane(_ lane: IngressLane) async {
+    func consumeLane(_ lane: IngressLane, slowPath: IngressSlowPath) async {
         while let batch = await lane.take() {
-            await route(batch: batch)
-            inLanes.subtract(batch.count, ordering: .relaxed)
+            await route(batch: batch, slowPath: slowPath)
         }
     }
 
-    /// Routes a batch in order: runs of devices the local replica knows go to the node as one
-    /// ``SwarmNode/send(batch:)`` (one hop for the run); a device seen for the first time goes
-    /// through ``route(_:)`` (whereis-or-register) after the run before it. A cast refused on this
-    /// node (its name in transition, say) is retried through ``route(_:)``, in order: the node
+    /// Routes a batch in order without waiting on anything but the node: runs of devices the
+    /// local replica knows go to the node as one ``SwarmNode/send(batch:)`` (one hop for the run);
+    /// a device seen for the first time, a cast the node refused (its name in transition, say)
+    /// and every later message of such a device go to the lane's ``IngressSlowPath``, whose own
+    /// tasks register, retry with backoff and keep each device's order. So neither a slow first
+    /// registration nor a retry's backoff holds up the other devices of the lane. The node
     /// handles a batch without suspending, so a refusal covers every message of that device in
-    /// the run, and the retries keep their relative order.
-    func route(batch: [IngressLane.Item]) async {
+    /// the run, and the parked ones keep their relative order.
+    func route(batch: [IngressLane.Item], slowPath: IngressSlowPath) async {
         var run: [IngressLane.Item] = []
         for item in batch {
+            if slowPath.parkIfHeld(item) { continue }
             if node.whereis(item.id) != nil {
                 run.append(item)
                 continue
             }
-            await send(run: run)
+            await send(run: run, slowPath: slowPath)
             run.removeAll(keepingCapacity: true)
-            await route(item)
+            slowPath.park([item])
         }
-        await send(run: run)
+        await send(run: run, slowPath: slowPath)
     }
 
-    private func send(run: [IngressLane.Item]) async {
+    private func send(run: [IngressLane.Item], slowPath: IngressSlowPath) async {
         guard !run.isEmpty else { return }
         let failures: [(index: Int, error: SwarmError)]
         do {
             failures = try await node.send(batch: run.map { (name: $0.id, message: $0.message) })
         } catch {
-            for item in run { await route(item) }  // the node is not running: counted there
+            slowPath.park(run)  // the node is not running: counted there
             return
         }
         counters.routed.add(run.count - failures.count, ordering: .relaxed)
-        for failure in failures { await route(run[failure.index]) }
+        inLanes.subtract(run.count - failures.count, ordering: .relaxed)
+        if !failures.isEmpty { slowPath.park(failures.map { run[$0.index] }) }
     }
 
-    /// `whereisOrRegister` then `send` by name; transient cluster errors (a name being started,
-    /// handed off or resolved, a ring change, a vanished name) are retried with backoff up to
-    /// 6 times (about 1.5 s in all) before the message is counted as `routeFailed`.
-    func route(_ item: IngressLane.Item) async {
+    /// The slow path of one device's parked messages (``IngressSlowPath``), on its own task:
+    /// `whereisOrRegister` when the replica does not know the device, then the messages as one
+    /// batch; transient cluster errors (a name being started, handed off or resolved, a ring
+    /// change, a vanished name) are retried with backoff up to 6 times (about 1.5 s in all)
+    /// before what is left is counted as `routeFailed`. Returns after every message was routed or
+    /// counted.
+    func routeParked(_ id: String, _ parked: [IngressLane.Item]) async {
+        var items = parked
         var lastError: any Error = SwarmError.timeout
         for attempt in 0..<6 {
             if attempt > 0 { try? await Task.sleep(for: .milliseconds(25 << attempt)) }
             do {
                 // The local replica answers without a hop for every device seen before; only a
                 // first contact goes through the (atomic) whereis-or-register on its owner.
-                if node.whereis(item.id) == nil {
+                if node.whereis(id) == nil {
                     _ = try await node.whereisOrRegister(
-                        item.id, kind: settings.processKind, groups: [runtime.swarmGroup("all")])
+                        id, kind: settings.processKind, groups: [runtime.swarmGroup("all")])
                 }
-                try await node.send(item.id, item.message)
-                counters.routed.add(1, ordering: .relaxed)
-                return
+                let failures = try await node.send(batch: items.map { (name: id, message: $0.message) })
+                counters.routed.add(items.count - failures.count, ordering: .relaxed)
+                inLanes.subtract(items.count - failures.count, ordering: .relaxed)
+                guard let first = failures.first else { return }
+                items = failures.map { items[$0.index] }
+                throw first.error
             } catch let error as SwarmError {
                 lastError = error
                 switch error {
@@ -255,8 +276,9 @@ extension DeviceGateway {
             }
             break
         }
-        counters.count(.routeFailed)
-        rejectLog.warning("routeFailed", "could not route a message of device '\(item.id)': \(lastError)")
+        inLanes.subtract(items.count, ordering: .relaxed)
+        for _ in items { counters.count(.routeFailed) }
+        rejectLog.warning("routeFailed", "could not route \(items.count) message(s) of device '\(id)': \(lastError)")
     }
 
     /// Writes the coalesced checkpoints every ``GatewaySettings/checkpointInterval``, and hands

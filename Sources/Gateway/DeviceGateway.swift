@@ -1,4 +1,5 @@
 import Foundation
+import GatewayStore
 import Logging
 import MQTT
 import SwarmCore
@@ -36,9 +37,16 @@ import Synchronization
 /// reply reaches one gateway node through the shared subscription; when that is not the waiting
 /// node, it is forwarded to the waiting node's `gateway-node:{node}` process (one cluster hop).
 ///
+/// ## Durable state
+/// With ``GatewaySettings/store`` the device processes write their state through it
+/// (``DeviceStorage``), the node writes the successor replicas it holds (per-node stores), and
+/// ``run()`` recovers every stored device at start (``DeviceRecovery``): API writes wait until
+/// the cluster's stored rows reached their owners, and ``isReady()`` is false until then.
+///
 /// ## Lifecycle
-/// ``start()`` (register the kind, connect, subscribe), ``run()`` (until ``shutdown()``),
-/// ``shutdown()``. The node's own lifecycle is separate: start the node first, stop it after.
+/// ``start()`` (register the kind, run the store writer, connect, subscribe), ``run()`` (until
+/// ``shutdown()``), ``shutdown()`` (flushes the store). The node's own lifecycle is separate:
+/// start the node first, stop it after.
 public final class DeviceGateway: Sendable {
     /// The node this gateway serves.
     public let node: SwarmNode
@@ -61,6 +69,8 @@ public final class DeviceGateway: Sendable {
     let inLanes = Atomic<Int>(0)
     /// Set by ``drain(timeout:)``: the shared subscriptions are gone.
     let ingressStopped = Atomic<Bool>(false)
+    /// The store writer's loop (``GatewaySettings/store``), from ``start()`` to ``shutdown()``.
+    let writerTask = Mutex<Task<Void, Never>?>(nil)
 
     enum Phase: Equatable {
         case idle, starting, running, stopped
@@ -84,6 +94,9 @@ public final class DeviceGateway: Sendable {
                 // The random default: make it recognisable (and stable across restarts).
                 client.clientID = GatewaySettings.clientID(node: node.id.name, brokerIndex: index)
             }
+            // Backpressure, not loss: the consumer takes batches, and when it falls behind the
+            // client's network thread stops reading, so the broker queues (``IngressLane``).
+            if client.flowControlLimit == nil { client.flowControlLimit = settings.ingressFlowControlLimit }
             entries.append(BrokerPool.Entry(id: broker.id, client: try MQTTClient(settings: client, logger: settings.logger)))
         }
         self.brokerReceived = entries.map { _ in Counter() }
@@ -118,8 +131,19 @@ public final class DeviceGateway: Sendable {
         }
         let context = NodeContext(replies: replies, counters: counters, runtime: runtime)
         await node.register(kind: GatewaySettings.nodeProcessKind) { _, _ in GatewayNodeProcess(context: context) }
+        if let storage = runtime.storage {
+            let writer = storage.writer
+            // Nothing is written before recovery has read the whole store (``recover()``): a
+            // process created by a device message meanwhile must not replace a row not read yet.
+            writer.hold()
+            writerTask.withLock { $0 = Task { await writer.run() } }
+            // Per-node stores keep the successor replicas this node holds, so a cluster that
+            // comes back without one node's disk still has every twin.
+            if !storage.isShared { await node.observeStandby(storage.standbyObserver()) }
+        }
         do {
             try await registerNodeProcess()
+            try await startEvents()
             try await settings.logins?.start()
             for entry in runtime.brokers.entries {
                 try await entry.client.connect()
@@ -157,23 +181,31 @@ public final class DeviceGateway: Sendable {
         try await node.join(GatewaySettings.nodeGroup, pid)
     }
 
-    /// Runs ingress, lanes and the checkpoint sweep until ``shutdown()``; starts first if needed.
+    /// Runs ingress, lanes, the checkpoint sweep and the recovery from the store until
+    /// ``shutdown()``; starts first if needed.
     public func run() async throws {
         try await start()
         await withDiscardingTaskGroup { group in
+            group.addTask { await self.recover() }
+            group.addTask { await self.registerRecovered() }
             for (index, entry) in runtime.brokers.entries.enumerated() {
                 group.addTask { await self.consumeMessages(entry, index: index) }
                 group.addTask { await self.consumeEvents(entry) }
             }
             for lane in lanes {
-                group.addTask { await self.consumeLane(lane) }
+                let slowPath = IngressSlowPath { [self] id, items in await self.routeParked(id, items) }
+                group.addTask { await self.consumeLane(lane, slowPath: slowPath) }
             }
             group.addTask { await self.sweep() }
+            group.addTask { await self.runEventPump() }
+            group.addTask { await self.runEventStore() }
+            group.addTask { await self.runWebhookKeeper() }
         }
     }
 
     /// Stops: closes every MQTT client (no will, no DISCONNECT reason), fails waiting commands,
-    /// ends ``run()``. Device processes live on with the node. Idempotent.
+    /// writes every device's last change to the store and closes it, ends ``run()``. Device
+    /// processes live on with the node. Idempotent.
     public func shutdown() async {
         let wasStopped = phase.withLock { phase -> Bool in
             defer { phase = .stopped }
@@ -181,9 +213,19 @@ public final class DeviceGateway: Sendable {
         }
         guard !wasStopped else { return }
         for lane in lanes { lane.finish() }
+        runtime.recovery.finish()
         replies.failAll(GatewayError.notRunning)
+        await stopEvents()
         for entry in runtime.brokers.entries { await entry.client.close() }
         await settings.logins?.shutdown()
+        if let storage = runtime.storage {
+            // Changes not checkpointed yet go to the store's queue, and the queue to disk.
+            for process in runtime.takeDirty() { await process.flush() }
+            let started = ContinuousClock.now
+            await storage.writer.close()
+            await writerTask.withLock { $0 }?.value
+            logger.info("store \(storage.writer.store.location) flushed and closed in \(ContinuousClock.now - started)")
+        }
     }
 
     /// Graceful leave of this node (SIGTERM, `POST /v1/cluster/drain`): stops taking device
@@ -192,6 +234,12 @@ public final class DeviceGateway: Sendable {
     /// node, which hands every device process over with its whole state. Returns the node's drain
     /// result. Facade calls (and command replies) keep working until ``shutdown()``; call that,
     /// then stop the node.
+    ///
+    /// With a store, a drain that has nobody to hand the devices to — every peer is draining or
+    /// gone, as when the whole cluster is stopped at once — does not wait out the drain timeout:
+    /// as soon as the ring has no other node (checked every 100 ms, twice in a row) it returns
+    /// false, and ``shutdown()`` writes every device's state to the store, from which the cluster
+    /// recovers when it starts again.
     @discardableResult
     public func drain(timeout: Duration? = nil) async -> Bool {
         if !ingressStopped.exchange(true, ordering: .relaxed) {
@@ -204,24 +252,72 @@ public final class DeviceGateway: Sendable {
                     }
                 }
             }
-            // What the broker sent before the UNSUBACK is in the stream or the lanes: route it.
+            // What the broker sent before the UNSUBACK is in the clients' queues or the lanes: route it.
             let deadline = ContinuousClock.now + .seconds(5)
             try? await Task.sleep(for: .milliseconds(100))
-            while inLanes.load(ordering: .relaxed) > 0 && ContinuousClock.now < deadline {
+            func waiting() -> Int {
+                runtime.brokers.entries.reduce(inLanes.load(ordering: .relaxed)) { $0 + $1.client.inboundQueued }
+            }
+            while waiting() > 0 && ContinuousClock.now < deadline {
                 try? await Task.sleep(for: .milliseconds(10))
             }
         }
-        return await node.drain(timeout: timeout)
+        guard runtime.storage != nil else { return await node.drain(timeout: timeout) }
+        let node = self.node
+        let result = Mutex<Bool?>(nil)
+        Task { let drained = await node.drain(timeout: timeout); result.withLock { $0 = drained } }
+        var alone = 0
+        while true {
+            if let drained = result.withLock({ $0 }) { return drained }
+            try? await Task.sleep(for: .milliseconds(100))
+            if let dump = try? await node.dump(), dump.draining, dump.ringNodes.allSatisfy({ $0 == node.id.name }) {
+                alone += 1
+                if alone >= 2 {
+                    let left = dump.localNames
+                    logger.notice("drain: no peer can take the \(left) local name(s) (every other node is draining or gone); stopping with their state in \(runtime.storage!.writer.store.location)")
+                    return false
+                }
+            } else {
+                alone = 0
+            }
+        }
     }
 
     /// True while running.
     public var isRunning: Bool { phase.withLock { $0 == .running } }
 
-    /// Readiness: the gateway runs and takes ingress (not drained), its node is `running`, and
-    /// every broker connection is up.
+    /// Readiness: the gateway runs and takes ingress (not drained), its node is `running`, every
+    /// broker connection is up, recovery from the store is complete and the store commits.
     public func isReady() async -> Bool {
-        guard isRunning, !ingressStopped.load(ordering: .relaxed), await node.lifecycle == .running else { return false }
-        return runtime.brokers.entries.allSatisfy { $0.client.isConnected }
+        await readiness().ready
+    }
+
+    /// ``isReady()`` with the reason when not ready (`/readyz`).
+    public func readiness() async -> Readiness {
+        guard isRunning, !ingressStopped.load(ordering: .relaxed), await node.lifecycle == .running else {
+            return Readiness(ready: false, code: "notReady", reason: "node \(node.id.name) is not running (starting, draining or stopped)")
+        }
+        if let broker = runtime.brokers.entries.first(where: { !$0.client.isConnected }) {
+            return Readiness(ready: false, code: "notReady", reason: "broker \(broker.id) is not connected")
+        }
+        if !runtime.recovery.isReady {
+            return Readiness(ready: false, code: "notReady", reason: "recovering device state from the store")
+        }
+        if let storage = runtime.storage, !storage.writer.isHealthy {
+            return Readiness(
+                ready: false, code: "storeUnavailable",
+                reason: "\(storage.writer.store.location) does not commit: \(storage.writer.lastError ?? "unknown error"); API writes answer 503, ingress is kept in memory")
+        }
+        return Readiness(ready: true, code: "ready", reason: "ready")
+    }
+
+    /// The store writer's figures (`/metrics`), nil without a store.
+    public var storeStats: StoreStats? { runtime.storage?.writer.stats }
+
+    /// Recovery from the store: whether it is complete, and how long it took.
+    public var recoveryStatus: (complete: Bool, duration: Duration?) {
+        let summary = runtime.recovery.summary
+        return (summary.ready, summary.readyAfter)
     }
 
     // MARK: - Facade: devices
@@ -318,16 +414,17 @@ public final class DeviceGateway: Sendable {
         guard isRunning else { throw GatewayError.notRunning }
         guard node.whereis(id) != nil else { throw GatewayError.unknownDevice(id) }
         try await broadcastTombstone(id, set: true)
-        let broker: String?
+        let deletion: DeletedReply
         do {
-            let answer = try await node.call(id, DeviceMessage.delete.encoded(), timeout: settings.queryTimeout)
-            broker = answer.isEmpty ? nil : String(decoding: answer, as: UTF8.self)
+            deletion = try DeletedReply(decoding: try await node.call(id, DeviceMessage.delete.encoded(), timeout: settings.queryTimeout))
             try await node.unregister(id)
         } catch SwarmError.unknownName {
             throw GatewayError.unknownDevice(id)
         } catch {
             throw mapped(error, device: id)
         }
+        let broker = deletion.broker
+        let forgotten = await forget(id, revision: deletion.revision)
         if let logins = settings.logins { try await logins.removeLogin(id) }
         for topic in [topics.status(id), topics.desired(id)] {
             // An empty retained message clears the retained one.
@@ -337,6 +434,28 @@ public final class DeviceGateway: Sendable {
                 counters.publishFailures.add(1, ordering: .relaxed)
                 throw GatewayError.brokerUnavailable("device \(id) deleted, but its retained \(topic) was not cleared: \(error)")
             }
+        }
+        if let forgotten { throw forgotten }
+    }
+
+    /// Deletes `id`'s rows from the store and records its tombstone (durably): on every gateway
+    /// node's store with per-node stores (each may hold a row or a replica), once with a shared
+    /// store. The error to answer when this node's store did not commit it.
+    private func forget(_ id: String, revision: Int64) async -> GatewayError? {
+        guard let storage = runtime.storage else { return nil }
+        storage.recordTombstone(id, revision: revision)
+        if !storage.isShared {
+            let result = await node.multiCall(GatewaySettings.nodeGroup, NodeMessage.forget(id: id, revision: revision).encoded(), timeout: settings.queryTimeout)
+            if !result.failed.isEmpty {
+                logger.warning("device \(id): \(result.failed.count) gateway node(s) did not confirm its deletion from their stores in time")
+            }
+        }
+        do {
+            // Here (again, with per-node stores: idempotent) — the answer depends on it.
+            try await storage.writer.commit(.delete(id: id, revision: revision, tombstone: true))
+            return nil
+        } catch {
+            return GatewayError.storeUnavailable("device \(id) is deleted, but the store did not record it (\(error)); it may come back when every node restarts")
         }
     }
 
@@ -727,6 +846,8 @@ public final class DeviceGateway: Sendable {
             throw GatewayError.unknownDevice(id)
         case .refused("notReplicated", _, let message):
             throw GatewayError.notReplicated(message)
+        case .refused("storeUnavailable", _, let message):
+            throw GatewayError.storeUnavailable(message)
         case .refused(_, _, let message):
             throw GatewayError.cluster(message)
         }

@@ -32,8 +32,8 @@ enum DeviceMessage: Sendable, Hashable {
     /// Call: provisioning of an existing or new device: replace the tags when given, join the
     /// groups (reply: ``DeviceReply``).
     case provision(tags: JSONValue?, groups: [String])
-    /// Call: the device is being deleted: leave every group, accept nothing more (reply: the
-    /// broker the device last used, or empty).
+    /// Call: the device is being deleted: leave every group, accept nothing more (reply:
+    /// ``DeletedReply``, the broker it last used and the revision of its deletion).
     case delete
     /// Call: queue command `name` for `ttl` milliseconds, with `replyWindow` milliseconds for the
     /// answer once sent (reply: ``DeviceReply/json(_:)`` `{"id", "status"}`, or refused
@@ -44,9 +44,12 @@ enum DeviceMessage: Sendable, Hashable {
     case commands(id: String?)
     /// Cast: the device's reply to queued command `id`, its payload as it came.
     case commandReply(id: String, payload: [UInt8])
+    /// Cast: take in the stored copy recovery holds for this device, if any, and join the groups
+    /// of the state (``DeviceRecovery``).
+    case restore
 
     enum Tag: UInt8 {
-        case ingress = 1, twin, patchDesired, group, query, route, commandOutcome, down, patchTags, provision, delete
+        case ingress = 1, twin, patchDesired, group, query, route, commandOutcome, down, patchTags, provision, delete, restore
         case queueCommand, commands, commandReply
     }
 
@@ -122,6 +125,8 @@ enum DeviceMessage: Sendable, Hashable {
             writer.byte(Tag.commandReply.rawValue)
             writer.string(id)
             writer.bytes(payload)
+        case .restore:
+            writer.byte(Tag.restore.rawValue)
         }
         return writer.buffer
     }
@@ -175,6 +180,8 @@ enum DeviceMessage: Sendable, Hashable {
             self = .commands(id: try reader.optionalString())
         case .commandReply:
             self = .commandReply(id: try reader.string(), payload: try reader.bytes())
+        case .restore:
+            self = .restore
         }
         guard reader.atEnd else { throw DecodeError(description: "trailing bytes") }
     }
@@ -211,6 +218,33 @@ struct ByteWriter {
         byte(1)
         int(Int64(values.count))
         for value in values { int(value) }
+    }
+}
+
+/// The answer of ``DeviceMessage/delete``: the broker the device last used (empty: unknown) and
+/// the revision its deletion gets (above every stored copy of it).
+struct DeletedReply: Sendable, Hashable {
+    var broker: String?
+    var revision: Int64
+
+    func encoded() -> [UInt8] {
+        var writer = ByteWriter()
+        writer.string(broker ?? "")
+        writer.int(revision)
+        return writer.buffer
+    }
+
+    init(broker: String?, revision: Int64) {
+        self.broker = broker
+        self.revision = revision
+    }
+
+    init(decoding bytes: [UInt8]) throws {
+        var reader = ByteReader(bytes)
+        let broker = try reader.string()
+        self.broker = broker.isEmpty ? nil : broker
+        self.revision = try reader.int()
+        guard reader.atEnd else { throw DeviceMessage.DecodeError(description: "trailing bytes") }
     }
 }
 

@@ -197,6 +197,14 @@ public struct ClusterView: Sendable, Hashable, Codable {
     public var registrySize: Int
 }
 
+/// Whether a node is ready (`/readyz`), and why not.
+public struct Readiness: Sendable, Hashable {
+    public var ready: Bool
+    /// `ready`, `notReady` (starting, draining, a broker down, recovering) or `storeUnavailable`.
+    public var code: String
+    public var reason: String
+}
+
 /// Per-broker connection state.
 public struct BrokerStatus: Sendable, Hashable, Codable {
     public var id: String
@@ -267,6 +275,9 @@ public enum GatewayError: Error, Sendable, Hashable, CustomStringConvertible {
     /// The write was applied on the device's host, but its ring successor did not confirm the
     /// replica in time (HTTP 503): a crash of the host now could lose it.
     case notReplicated(String)
+    /// The durable store did not commit the change (HTTP 503 `storeUnavailable`): disk full,
+    /// database down, or the node still recovering its devices from the store.
+    case storeUnavailable(String)
     /// A password was given but this gateway does not manage device logins (HTTP 422).
     case credentialsNotManaged
     /// A fleet-search expression that does not parse (HTTP 400), with the position of the error.
@@ -290,6 +301,7 @@ public enum GatewayError: Error, Sendable, Hashable, CustomStringConvertible {
         case .cluster(let why): return "cluster error: \(why)"
         case .versionConflict(let current): return "the desired version is \(current); nothing changed"
         case .notReplicated(let why): return "not replicated: \(why)"
+        case .storeUnavailable(let why): return "store unavailable: \(why)"
         case .credentialsNotManaged:
             return "this gateway does not manage device logins (embedded broker: always; external Mosquitto: configure brokerAdminUsername and brokerAdminPassword)"
         case .invalidQuery(let error): return error.description
@@ -303,6 +315,9 @@ public enum GatewayError: Error, Sendable, Hashable, CustomStringConvertible {
 enum Timestamp {
     /// Milliseconds since the Unix epoch.
     static func nowMillis() -> Int64 { Int64((Date().timeIntervalSince1970 * 1000).rounded()) }
+
+    /// Microseconds since the Unix epoch (store revisions).
+    static func nowMicros() -> Int64 { Int64((Date().timeIntervalSince1970 * 1_000_000).rounded()) }
 
     /// ISO 8601 UTC with milliseconds.
     static func iso(_ millis: Int64) -> String {

@@ -1,3 +1,4 @@
+import MQTT
 import Synchronization
 
 /// One ordered ingress lane of a ``DeviceGateway``, bounded, with the overload policy.
@@ -5,15 +6,17 @@ import Synchronization
 /// The broker consumer ``offer(_:)``s validated messages; the lane's task ``take()``s everything
 /// queued at once (a batch) and routes it in order. The bound is ``capacity`` items:
 ///
-/// - **telemetry** is queued only while the lane holds fewer than `capacity` items; otherwise it
-///   is shed (``Offer/shed``): counted, logged rate-limited, never queued. The newest reading is
-///   the one dropped, so what is queued keeps its order; the next one taken refreshes the twin.
-/// - **status** (birth, will, offline) and **reported** state are never shed: they are queued
-///   while the lane holds fewer than `2 × capacity` items, so a lane full of telemetry always has
-///   `capacity` places left for them. Beyond that, ``offer(_:)`` answers ``Offer/full`` and the
-///   broker consumer waits in ``waitForRoom()`` until the lane task takes the queue: the wait
-///   holds up reading from the broker (backpressure through the MQTT client and TCP), and the
-///   message is then queued, not dropped.
+/// - **telemetry that came at QoS 0** is queued only while the lane holds fewer than `capacity`
+///   items; otherwise it is shed (``Offer/shed``): counted, logged rate-limited, never queued. The
+///   newest reading is the one dropped, so what is queued keeps its order; the next one taken
+///   refreshes the twin.
+/// - everything else — **telemetry at QoS 1**, **status** (birth, will, offline) and **reported**
+///   state — is never shed: it is queued while the lane holds fewer than `2 × capacity` items, so
+///   a lane full of QoS 0 telemetry always has `capacity` places left for it. Beyond that,
+///   ``offer(_:)`` answers ``Offer/full`` and the broker consumer waits in ``waitForRoom()``
+///   until the lane task takes the queue: the wait holds up reading from the broker (the MQTT
+///   client's flow control stops its network thread, TCP holds the broker), and the message is
+///   then queued, not dropped.
 ///
 /// A thin shell: a lock-protected array and two kinds of waiter, no policy beyond the above.
 final class IngressLane: Sendable {
@@ -32,6 +35,27 @@ final class IngressLane: Sendable {
         var id: String
         var kind: DeviceTopics.Kind
         var message: [UInt8]
+        /// Telemetry that came at QoS 0: the only kind the lane may shed.
+        var sheddable: Bool
+
+        init(id: String, kind: DeviceTopics.Kind, message: [UInt8], qos: MQTTQoS = .atMostOnce) {
+            self.id = id
+            self.kind = kind
+            self.message = message
+            self.sheddable = kind == .telemetry && qos == .atMostOnce
+        }
+    }
+
+    /// Outcome of ``offer(_:from:)``.
+    struct BatchOffer: Equatable {
+        /// Position of the first item not taken: `items.count` when all were queued or shed.
+        var next: Int
+        /// Kinds of the items shed, in order.
+        var shed: [DeviceTopics.Kind] = []
+        /// The item at `next` found the lane full: wait (``waitForRoom()``), then offer again.
+        var full = false
+        /// The lane is finished: nothing from `next` on was taken.
+        var closed = false
     }
 
     private struct State {
@@ -54,18 +78,46 @@ final class IngressLane: Sendable {
 
     /// Queues `item` unless the policy says otherwise (see the type's documentation).
     func offer(_ item: Item) -> Offer {
-        let (outcome, taker) = state.withLock { state -> (Offer, CheckedContinuation<[Item]?, Never>?) in
-            guard !state.finished else { return (.closed, nil) }
-            let limit = item.kind == .telemetry ? capacity : 2 * capacity
-            guard state.items.count < limit else { return (item.kind == .telemetry ? .shed : .full, nil) }
-            if let taker = state.taker {
-                state.taker = nil
-                return (.queued, taker)
+        let outcome = offer([item], from: 0)
+        if outcome.closed { return .closed }
+        if outcome.full { return .full }
+        return outcome.shed.isEmpty ? .queued : .shed
+    }
+
+    /// Offers `items[start...]` in order under one lock (one wake-up of the lane task for all):
+    /// queues each, sheds sheddable telemetry beyond `capacity`, and stops at the first other
+    /// item that finds `2 × capacity` queued, so the order of what is queued is kept.
+    func offer(_ items: [Item], from start: Int) -> BatchOffer {
+        let (outcome, handover) = state.withLock { state -> (BatchOffer, (CheckedContinuation<[Item]?, Never>, [Item])?) in
+            var outcome = BatchOffer(next: start)
+            guard !state.finished else {
+                outcome.closed = true
+                return (outcome, nil)
             }
-            state.items.append(item)
-            return (.queued, nil)
+            var index = start
+            while index < items.count {
+                let item = items[index]
+                if item.sheddable {
+                    if state.items.count >= capacity {
+                        outcome.shed.append(item.kind)
+                        index += 1
+                        continue
+                    }
+                } else if state.items.count >= 2 * capacity {
+                    outcome.full = true
+                    break
+                }
+                state.items.append(item)
+                index += 1
+            }
+            outcome.next = index
+            guard let taker = state.taker, !state.items.isEmpty else { return (outcome, nil) }
+            state.taker = nil
+            let batch = state.items
+            state.items = []
+            return (outcome, (taker, batch))
         }
-        taker?.resume(returning: [item])
+        if let (taker, batch) = handover { taker.resume(returning: batch) }
         return outcome
     }
 

@@ -28,6 +28,7 @@ import SwarmJSON
 /// | `payloadTooLarge` | 413 | a body over the limit |
 /// | `invalidReply` | 502 | the device answered a command with something that is not JSON |
 /// | `brokerUnavailable`, `notRunning`, `cluster`, `notReplicated` | 503 | the gateway, its broker or the cluster cannot serve (or could not replicate a write) |
+/// | `storeUnavailable` | 503 | the durable store did not commit the write (disk full, database down) or the node is still recovering its devices from it: the write is not stored |
 /// | `commandTimeout` | 504 | the device did not answer the command in time |
 /// | `internal` | 500 | anything else (a bug) |
 public struct APIError: Error, Sendable, Hashable {
@@ -68,6 +69,7 @@ public struct APIError: Error, Sendable, Hashable {
         case .versionConflict(let current):
             self.init(.preconditionFailed, code: "versionConflict", error.description, details: ["version": .int(current)])
         case .notReplicated: self.init(.serviceUnavailable, code: "notReplicated", error.description)
+        case .storeUnavailable: self.init(.serviceUnavailable, code: "storeUnavailable", error.description)
         case .credentialsNotManaged: self.init(.unprocessableContent, code: "credentialsNotManaged", error.description)
         case .deviceOffline: self.init(.conflict, code: "deviceOffline", error.description)
         case .tooManyCommands: self.init(.tooManyRequests, code: "tooManyCommands", error.description)

@@ -1,5 +1,6 @@
 import Foundation
 import Gateway
+import GatewayStore
 import HTTPTypes
 import Hummingbird
 import Logging
@@ -232,7 +233,7 @@ public final class GatewayAPI: Sendable {
             let view = try? await gateway.clusterView()
             let dump = try? await gateway.node.dump()
             let ready = await gateway.isReady()
-            let bytes = self.metrics.exposition(stats: stats, view: view, dump: dump, ready: ready)
+            let bytes = self.metrics.exposition(stats: stats, view: view, dump: dump, ready: ready, store: gateway.storeStats, recovery: gateway.recoveryStatus) + self.metrics.eventExposition(gateway.events.stats)
             return Response(
                 status: .ok, headers: [.contentType: "text/plain; version=0.0.4; charset=utf-8"],
                 body: ResponseBody(byteBuffer: ByteBuffer(bytes: bytes)))
@@ -242,13 +243,19 @@ public final class GatewayAPI: Sendable {
             .json(["status": "ok", "node": .string(gateway.node.id.name)])
         }
 
+        addEventRoutes(to: router)
         Dashboard.addRoutes(to: router)
 
         router.get("/readyz") { _, _ -> Response in
-            guard await gateway.isReady() else {
-                throw APIError(.serviceUnavailable, code: "notReady", "node \(gateway.node.id.name) is not ready")
+            let readiness = await gateway.readiness()
+            guard readiness.ready else {
+                throw APIError(.serviceUnavailable, code: readiness.code, "node \(gateway.node.id.name) is not ready: \(readiness.reason)")
             }
-            return .json(["status": "ready", "node": .string(gateway.node.id.name)])
+            var body: [String: JSONValue] = ["status": "ready", "node": .string(gateway.node.id.name)]
+            if let store = gateway.storeStats {
+                body["store"] = ["location": .string(store.location), "healthy": .bool(store.healthy), "schemaVersion": .int(Int64(store.schemaVersion))]
+            }
+            return .json(.object(body))
         }
     }
 

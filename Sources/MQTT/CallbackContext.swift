@@ -41,6 +41,9 @@ final class CallbackContext: Sendable {
     let state = Mutex(State())
     let messagesContinuation: AsyncStream<MQTTMessage>.Continuation
     let eventsContinuation: AsyncStream<MQTTConnectionEvent>.Continuation
+    /// With flow control (``MQTTClient/Settings/flowControlLimit``): where inbound messages go
+    /// instead of `messagesContinuation`.
+    let inbound: InboundQueue?
     /// Inbound messages dropped because the `messages` buffer was full.
     let droppedMessages = Atomic<Int>(0)
     /// Connections established (first connect and every reconnect).
@@ -49,11 +52,13 @@ final class CallbackContext: Sendable {
     init(
         logger: Logger,
         messagesContinuation: AsyncStream<MQTTMessage>.Continuation,
-        eventsContinuation: AsyncStream<MQTTConnectionEvent>.Continuation
+        eventsContinuation: AsyncStream<MQTTConnectionEvent>.Continuation,
+        inbound: InboundQueue? = nil
     ) {
         self.logger = logger
         self.messagesContinuation = messagesContinuation
         self.eventsContinuation = eventsContinuation
+        self.inbound = inbound
     }
 
     static func from(_ obj: UnsafeMutableRawPointer?) -> CallbackContext? {
@@ -219,6 +224,11 @@ final class CallbackContext: Sendable {
             retain: raw.retain,
             properties: PropertyList.read(properties)
         )
+        if let inbound {
+            // May wait here (the network thread stops reading) until the consumer takes.
+            inbound.push(message)
+            return
+        }
         if case .dropped = messagesContinuation.yield(message) {
             let before = droppedMessages.add(1, ordering: .relaxed).oldValue
             if before == 0 {
@@ -316,6 +326,7 @@ final class CallbackContext: Sendable {
         }
         for waiter in acks { waiter.resume(throwing: MQTTError.closed("waiting for an acknowledgement")) }
         connack?.resume(throwing: MQTTError.closed("connect"))
+        inbound?.close()
         messagesContinuation.finish()
         eventsContinuation.finish()
     }

@@ -83,6 +83,16 @@ public final class MQTTClient: Sendable {
         /// At most this many undelivered inbound messages are buffered in ``messages``; newer
         /// ones are dropped and counted in ``droppedMessages``. nil (the default) = unbounded.
         public var inboundBufferLimit: Int? = nil
+        /// Flow control instead of loss: when set, inbound messages are not put on ``messages``
+        /// but queued for ``nextBatch()``, and when this many wait, libmosquitto's network thread
+        /// waits until the consumer takes them. It stops reading the socket meanwhile, so TCP
+        /// holds the broker back and the broker queues for this client (its own limits, such as
+        /// `max_queued_messages`, then decide; it counts what it drops). Nothing that reached
+        /// this client is dropped. While the thread waits it sends nothing either (publishes
+        /// and keep-alive pings queue), so the consumer must keep taking: a wait longer than
+        /// 1.5 × ``keepAlive`` lets the broker close the connection. nil (the default): the
+        /// ``messages`` stream, bounded by ``inboundBufferLimit``.
+        public var flowControlLimit: Int? = nil
 
         /// TLS for the broker connection (`mosquitto_tls_set`).
         public struct TLS: Sendable {
@@ -177,7 +187,8 @@ public final class MQTTClient: Sendable {
         let context = CallbackContext(
             logger: logger,
             messagesContinuation: messagesContinuation,
-            eventsContinuation: eventsContinuation
+            eventsContinuation: eventsContinuation,
+            inbound: settings.flowControlLimit.map { InboundQueue(limit: $0) }
         )
 
         let clientID: String? = settings.clientID.isEmpty ? nil : settings.clientID
@@ -237,6 +248,8 @@ public final class MQTTClient: Sendable {
             state.phase = .closed
             return running
         }
+        // A network thread waiting for room in the inbound queue must go on, or the join hangs.
+        handle.context.inbound?.close()
         if mustStop {
             mosquitto_disconnect_v5(handle.raw, 0, nil)
             mosquitto_loop_stop(handle.raw, false)
@@ -309,6 +322,8 @@ public final class MQTTClient: Sendable {
     ///   will anyway (a graceful DISCONNECT with reason 0 discards it). Default false.
     public func close(publishWill: Bool = false) async {
         lifecycle.withLock { $0.phase = .closed }
+        // A network thread waiting for room in the inbound queue must go on, or the join hangs.
+        handle.context.inbound?.close()
         await stopNetworkThread(reasonCode: publishWill ? 0x04 : 0)
         handle.context.finish()
         logger.debug("MQTT client closed", metadata: ["clientID": "\(settings.clientID)"])
@@ -336,6 +351,22 @@ public final class MQTTClient: Sendable {
 
     /// Inbound messages dropped because ``Settings/inboundBufferLimit`` was reached.
     public var droppedMessages: Int { handle.context.droppedMessages.load(ordering: .relaxed) }
+
+    /// With ``Settings/flowControlLimit``: every inbound message queued since the last call, in
+    /// arrival order (at least one), waiting while none is; nil once the client is closed and
+    /// the queue is empty. Single consumer. Without flow control: nil at once (use
+    /// ``messages``).
+    public func nextBatch() async -> [MQTTMessage]? {
+        guard let inbound = handle.context.inbound else { return nil }
+        return await inbound.next()
+    }
+
+    /// With ``Settings/flowControlLimit``: inbound messages queued and not taken yet.
+    public var inboundQueued: Int { handle.context.inbound?.count ?? 0 }
+
+    /// With ``Settings/flowControlLimit``: how many times the network thread waited for room
+    /// (each wait held the broker back instead of dropping).
+    public var flowControlWaits: Int { handle.context.inbound?.waits ?? 0 }
 
     /// The filters renewed on every reconnect.
     public var subscriptions: [String] { handle.context.state.withLock { $0.subscriptions.map(\.filter) } }

@@ -2,7 +2,8 @@ import Synchronization
 import SwarmCore
 
 /// One process's mailbox: every message to the process goes through it, in order, one at a
-/// time (each is awaited before the next).
+/// time (each is awaited before the next); a run of casts queued together is handed over in one
+/// ``SwarmProcess/receive(casts:)`` (one turn of the process's actor for the run).
 ///
 /// ## Runner on demand
 /// An idle mailbox owns no task: it is a lock, an empty queue and two counters. The first
@@ -58,11 +59,14 @@ final class Mailbox: Sendable {
         var running = false
         /// New items are accepted.
         var open = true
+        /// The process was told its pid (before the first item the runner feeds it).
+        var told = false
     }
 
     /// What the runner takes under the lock.
     private enum Take {
-        case batch([Item])
+        /// Items to feed; `first`: the process has not been told its pid yet.
+        case batch([Item], first: Bool)
         /// Empty and open: the runner ends; the next item starts a new one.
         case idle
         /// Empty and closed: the mailbox's life is over.
@@ -70,6 +74,8 @@ final class Mailbox: Sendable {
     }
 
     let capacity: Int
+    /// The process's id, told to it before its first item (``SwarmProcess/started(as:)``).
+    let pid: ProcessID?
     private let process: any SwarmProcess
     private let onEnd: @Sendable (Mailbox, Ending) async -> Void
     private let state = Mutex(State())
@@ -79,10 +85,11 @@ final class Mailbox: Sendable {
     /// - Parameter onEnd: runs once, with this mailbox, after the process ended or the closed
     ///   mailbox emptied.
     init(
-        capacity: Int = Mailbox.defaultCapacity, process: any SwarmProcess,
+        capacity: Int = Mailbox.defaultCapacity, pid: ProcessID? = nil, process: any SwarmProcess,
         onEnd: @escaping @Sendable (Mailbox, Ending) async -> Void
     ) {
         self.capacity = capacity
+        self.pid = pid
         self.process = process
         self.onEnd = onEnd
     }
@@ -147,7 +154,8 @@ final class Mailbox: Sendable {
             if !state.queue.isEmpty {
                 let batch = state.queue
                 state.queue = []
-                return .batch(batch)
+                defer { state.told = true }
+                return .batch(batch, first: !state.told)
             }
             if state.open {
                 state.running = false
@@ -167,9 +175,22 @@ final class Mailbox: Sendable {
             case .closedAndEmpty:
                 await onEnd(self, .closed)
                 return
-            case .batch(let batch):
-                for (index, item) in batch.enumerated() {
-                    guard let ending = await feed(item) else { continue }
+            case .batch(let batch, let first):
+                if first, let pid { await process.started(as: pid) }
+                var index = 0
+                while index < batch.count {
+                    // A run of casts goes to the process in one call (one turn of its actor).
+                    var end = index
+                    while end < batch.count, case .cast = batch[end] { end += 1 }
+                    let ending: Ending?
+                    if end - index > 1 {
+                        ending = await feed(casts: batch[index..<end])
+                    } else {
+                        ending = await feed(batch[index])
+                        end = index + 1
+                    }
+                    index = end
+                    guard let ending else { continue }
                     // The process ended: refuse what comes next, fail what waits, report once.
                     let leftover = state.withLock { state -> [Item] in
                         state.open = false
@@ -177,13 +198,30 @@ final class Mailbox: Sendable {
                         state.queue = []
                         return rest
                     }
-                    for item in batch[(index + 1)...] { await fail(item) }
+                    for item in batch[index...] { await fail(item) }
                     for item in leftover { await fail(item) }
                     await onEnd(self, ending)
                     return
                 }
             }
         }
+    }
+
+    /// Delivers a run of casts in one ``SwarmProcess/receive(casts:)``; how the process ended if
+    /// it did (the casts after the one that threw are not delivered).
+    private func feed(casts run: ArraySlice<Item>) async -> Ending? {
+        var casts: [[UInt8]] = []
+        casts.reserveCapacity(run.count)
+        for item in run {
+            if case .cast(let bytes) = item { casts.append(bytes) }
+        }
+        queuedUserMessages.subtract(casts.count, ordering: .relaxed)
+        do {
+            try await process.receive(casts: casts)
+        } catch {
+            return .crashed("\(error)")
+        }
+        return nil
     }
 
     /// Delivers one item; returns how the process ended if it did.

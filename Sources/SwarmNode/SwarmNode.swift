@@ -97,20 +97,26 @@ public actor SwarmNode {
     /// Casts whose immediate undeliverable outcome an API caller is waiting to see.
     var watchedCasts: Set<UInt64> = []
     var castErrors: [UInt64: SwarmError] = [:]
+    /// The envelope ids of the `send(batch:)` being routed: their undeliverable outcomes are kept.
+    var watchedCastRange: Range<UInt64> = 0..<0
     var drainWaiters: [CheckedContinuation<Void, Never>] = []
     var drainCompleted = false
+    /// Told about every checkpoint this node stores for a peer's process (``observeStandby(_:)``).
+    var standbyObserver: StandbyObserver?
     var lastDrainLog: Instant = 0
 
     /// Counters for logs and tests.
     public private(set) var castsDropped = 0
+    /// Frames to peers dropped because the peer's outbound queue was at its bound.
+    public private(set) var framesOverflowed = 0
     /// Frames from peers that did not decode (logged and dropped).
     public nonisolated var framesUndecodable: Int { undecodableCounter.value }
 
     private var queuedInputs: [(inout Tracker.Instance, Instant) -> [Tracker.Directive]] = []
     private var applying = false
 
-    nonisolated let inputs: AsyncStream<Input>
-    nonisolated let inputContinuation: AsyncStream<Input>.Continuation
+    /// Inputs for the input loop, taken in batches (one actor turn per batch).
+    nonisolated let inputQueue = InputQueue<Input>()
     nonisolated let jobs: AsyncStream<Job>
     nonisolated let jobContinuation: AsyncStream<Job>.Continuation
     private let origin = ContinuousClock.now
@@ -130,7 +136,6 @@ public actor SwarmNode {
         let incarnation = UInt64(Date().timeIntervalSince1970 * 1_000_000)
         let id = NodeID(name: settings.name, incarnation: incarnation)
         self.id = id
-        (self.inputs, self.inputContinuation) = AsyncStream.makeStream(of: Input.self)
         (self.jobs, self.jobContinuation) = AsyncStream.makeStream(of: Job.self)
         var transportSettings = TransportSettings(secret: settings.secret)
         transportSettings.host = settings.host
@@ -139,7 +144,7 @@ public actor SwarmNode {
         // Heartbeats flow every heartbeatInterval: a connection silent for the failure timeout is
         // stalled, and a fresh connection replaces it as soon as the path is back.
         transportSettings.stallTimeout = .nanoseconds(Int64(settings.tracker.failureTimeout))
-        let inputs = self.inputContinuation
+        let inputs = self.inputQueue
         let logger = self.logger
         let counter = UndecodableCounter()
         self.undecodableCounter = counter
@@ -154,20 +159,24 @@ public actor SwarmNode {
             case .peerReconnected(let peer):
                 inputs.yield(.peerReconnected(peer))
             case .frames(let frames, let peer):
+                // Every frame of this read in one hand-over: one wake-up of the input loop.
+                var decoded: [Input] = []
+                decoded.reserveCapacity(frames.count)
                 for frame in frames {
                     var payload = frame.payload
                     do {
                         switch try WireCodec.decodeAny(type: frame.type, payload: &payload) {
                         case .peer(let message):
-                            inputs.yield(.peer(message, from: peer))
+                            decoded.append(.peer(message, from: peer))
                         case .node(.callReply(let callID, let result)):
-                            inputs.yield(.callReply(callID: callID, result))
+                            decoded.append(.callReply(callID: callID, result))
                         }
                     } catch {
                         counter.increment()
                         logger.warning("dropped undecodable frame type \(frame.type) from \(peer): \(error)")
                     }
                 }
+                inputs.yield(contentsOf: decoded)
             case .connectionRefused(let remote, let reason):
                 // The transport already logged the refusal (one warning line with the reason).
                 logger.debug("cluster connection from \(remote) refused: \(reason)")
@@ -217,7 +226,7 @@ public actor SwarmNode {
     /// Graceful shutdown (ServiceLifecycle) drains the node first.
     public func run() async throws {
         try await start()
-        let inputs = self.inputContinuation
+        let inputs = self.inputQueue
         await withGracefulShutdownHandler {
             await withDiscardingTaskGroup { group in
                 group.addTask { await self.inputLoop() }
@@ -257,7 +266,7 @@ public actor SwarmNode {
         for (_, entry) in processes { entry.mailbox.close() }
         processes = [:]
         await transport.shutdown()
-        inputContinuation.finish()
+        inputQueue.finish()
         jobContinuation.finish()
         if wasIdle { lifecycle = .stopped }
     }
@@ -279,8 +288,9 @@ public actor SwarmNode {
     // MARK: - Inputs
 
     func inputLoop() async {
-        for await input in inputs {
-            handle(input)
+        // Everything queued at once, applied in one actor turn.
+        while let batch = await inputQueue.next() {
+            for input in batch { handle(input) }
         }
     }
 
@@ -295,6 +305,22 @@ public actor SwarmNode {
         case .peerReconnected(let peer):
             apply { tracker, now in tracker.onPeerReconnected(peer, now: now) }
         case .peer(let message, let peer):
+            if let observer = standbyObserver {
+                switch message {
+                case .checkpoint(let name, _, _, let state):
+                    observer.stored(name, state)
+                case .checkpointRequest(_, let name, _, _, let state):
+                    // Taken (and acknowledged) once the observer kept it; later messages from the
+                    // peer go on meanwhile (the tracker keeps the newest checkpoint by version).
+                    submit {
+                        await observer.storedDurably(name, state)
+                        await self.applyInput { tracker, now in tracker.onPeerMessage(message, from: peer, now: now) }
+                    }
+                    return
+                default:
+                    break
+                }
+            }
             apply { tracker, now in tracker.onPeerMessage(message, from: peer, now: now) }
         case .callReply(let callID, let result):
             completeCall(callID, result)
@@ -408,7 +434,7 @@ public actor SwarmNode {
                 for envelope in envelopes {
                     if let callID = envelope.callID {
                         failCall(callID, error)
-                    } else if watchedCasts.contains(envelope.id) {
+                    } else if watchedCastRange.contains(envelope.id) || watchedCasts.contains(envelope.id) {
                         castErrors[envelope.id] = error
                     } else {
                         logger.debug("cast \(envelope.id) undeliverable: \(error)")
@@ -424,7 +450,7 @@ public actor SwarmNode {
                 for waiter in drainWaiters { waiter.resume() }
                 drainWaiters = []
             case .scheduleTick(let after):
-                let inputs = inputContinuation
+                let inputs = inputQueue
                 submit {
                     try? await Task.sleep(for: .nanoseconds(Int64(after)))
                     inputs.yield(.tick)
@@ -440,7 +466,9 @@ public actor SwarmNode {
         switch transport.send(to: peer, type: type, payload: payload) {
         case .enqueued: break
         case .notConnected: logger.debug("frame \(type) to \(peer) dropped: not connected")
-        case .overflow: logger.warning("frame \(type) to \(peer) dropped: outbound queue full")
+        case .overflow:
+            framesOverflowed += 1
+            logger.warning("frame \(type) to \(peer) dropped: outbound queue full")
         }
     }
 
@@ -497,7 +525,7 @@ public actor SwarmNode {
     /// Gives `process` a mailbox and the task that feeds it; reports its end to the tracker.
     func install(_ process: any SwarmProcess, pid: ProcessID, kind: String) {
         // The mailbox runs a task only while it has messages (see Mailbox); it reports its end once.
-        let mailbox = Mailbox(capacity: settings.mailboxCapacity, process: process) { [self] mailbox, ending in
+        let mailbox = Mailbox(capacity: settings.mailboxCapacity, pid: pid, process: process) { [self] mailbox, ending in
             await self.processEnded(pid, mailbox: mailbox, ending)
         }
         processes[pid] = ProcessEntry(process: process, mailbox: mailbox, kind: kind)

@@ -10,14 +10,23 @@ import SwarmCore
 /// it receives nothing more) or until ``receive(_:)`` throws (a crash). Either way the node
 /// reports the end to the tracker, which removes the process's names and group memberships.
 ///
+/// The node tells it its ``ProcessID`` (``started(as:)``) before the first message it feeds it.
+///
 /// ## Handoff (SPEC A5)
 /// When the ring moves one of its names to another node, the node asks ``beginHandoff()``
 /// (5 s timeout): `.restart` (the default), `.resume(state)` or `.ignore`. A process started by a
 /// `.resume` handoff, or recovered from a checkpoint, gets ``endHandoff(state:)`` before any other
 /// message. The winner of a name conflict gets ``resolveConflict(state:)`` with the loser's state.
 public protocol SwarmProcess: Actor {
+    /// This process's id, told once, before its first message (so a process never has to look
+    /// itself up). Default: ignored.
+    func started(as pid: ProcessID) async
     /// A cast (fire and forget). Throwing ends the process (a crash): its names go.
     func receive(_ message: [UInt8]) async throws
+    /// Casts that were queued together, in order, in one turn of the process (the mailbox hands
+    /// a run over at once instead of one hop per message). Default: ``receive(_:)`` for each;
+    /// a throw ends the process and the casts after the one that threw are not delivered.
+    func receive(casts: [[UInt8]]) async throws
     /// A call: the returned bytes travel back to the caller. Throwing fails this call only.
     func call(_ message: [UInt8]) async throws -> [UInt8]
     /// The ring gave this process's name to another node: how should it move?
@@ -34,7 +43,11 @@ public protocol SwarmProcess: Actor {
 }
 
 extension SwarmProcess {
+    public func started(as pid: ProcessID) async {}
     public func receive(_ message: [UInt8]) async throws {}
+    public func receive(casts: [[UInt8]]) async throws {
+        for message in casts { try await receive(message) }
+    }
     public func call(_ message: [UInt8]) async throws -> [UInt8] { [] }
     public func beginHandoff() async -> HandoffAnswer { .restart }
     public func endHandoff(state: [UInt8]) async {}

@@ -29,6 +29,8 @@ struct Options {
     var qos = 0
     var json: String?
     var workloads: Set<String> = ["M1", "RTT", "ACL", "M2", "M3", "M5"]
+    /// E2: how long the webhook receiver refuses (s).
+    var outage = 60.0
 
     static func parse() -> Options {
         var options = Options()
@@ -47,8 +49,9 @@ struct Options {
             case "--qos": options.qos = Int(value()) == 1 ? 1 : 0
             case "--json": options.json = value()
             case "--workloads": options.workloads = Set(value().split(separator: ",").map { $0.uppercased() })
+            case "--outage": options.outage = Double(value()) ?? options.outage
             default:
-                say("usage: gateway-bench [--nodes 3] [--devices 1000] [--fleet 10000] [--seconds 10] [--rate 100] [--qos 0|1] [--workloads M1,RTT,ACL,M2,M3,M5] [--json FILE]")
+                say("usage: gateway-bench [--nodes 3] [--devices 1000] [--fleet 10000] [--seconds 10] [--rate 100] [--qos 0|1] [--workloads M1,RTT,ACL,M2,M3,M5,E1,E2] [--outage 60] [--json FILE]")
                 exit(2)
             }
         }
@@ -131,12 +134,34 @@ func memoryMiB() -> (rss: Double, peak: Double) {
     return (field("VmRSS:"), field("VmHWM:"))
 }
 
+/// CPU seconds (user + system) spent so far by this process's threads, leaving out the device
+/// simulator's loop threads (named `swarm-devices-N`): the gateway nodes' share of the process
+/// (the broker is a child process, not counted). Read from `/proc/self/task/*/stat`; a thread
+/// that ended between two readings is missing from the later one.
+func gatewayThreadsCPU() -> Double {
+    let tick = Double(sysconf(Int32(_SC_CLK_TCK)))
+    guard let tasks = try? FileManager.default.contentsOfDirectory(atPath: "/proc/self/task") else { return .nan }
+    var total = 0.0
+    for task in tasks {
+        let comm = (try? String(contentsOfFile: "/proc/self/task/\(task)/comm", encoding: .utf8)) ?? ""
+        if comm.hasPrefix("swarm-devices") { continue }
+        guard let stat = try? String(contentsOfFile: "/proc/self/task/\(task)/stat", encoding: .utf8),
+            let close = stat.lastIndex(of: ")")
+        else { continue }
+        // Fields after the command: state is field 3; utime and stime are fields 14 and 15.
+        let fields = stat[stat.index(after: close)...].split(separator: " ")
+        guard fields.count > 12, let user = Double(fields[11]), let system = Double(fields[12]) else { continue }
+        total += (user + system) / tick
+    }
+    return total
+}
+
 final class GatewayCluster: Sendable {
     let members: [Member]
     let runner: Task<Void, Never>
     let latencies: LatencyRecorder
 
-    init(count: Int, brokerPort: Int, qos: Int = 0, username: String? = nil, password: String? = nil) async throws {
+    init(count: Int, brokerPort: Int, qos: Int = 0, username: String? = nil, password: String? = nil, configure: @Sendable (Int, inout GatewaySettings) -> Void = { _, _ in }) async throws {
         let latencies = LatencyRecorder()
         self.latencies = latencies
         var members: [Member] = []
@@ -158,6 +183,7 @@ final class GatewayCluster: Sendable {
             gatewaySettings.ingressQoS = qos == 1 ? .atLeastOnce : .atMostOnce
             gatewaySettings.ingressObserver = { _, kind, payload in latencies.observe(kind, payload) }
             if let lanes = ProcessInfo.processInfo.environment["GW_LANES"].flatMap(Int.init) { gatewaySettings.ingressLanes = lanes }
+            configure(index, &gatewaySettings)
             members.append(Member(node: node, gateway: try DeviceGateway(node: node, settings: gatewaySettings)))
         }
         let all = members
@@ -207,25 +233,37 @@ final class GatewayCluster: Sendable {
     }
 }
 
-/// The broker's `$SYS` dropped-publish counter (needs `sys_interval`).
+/// The broker's `$SYS` dropped-publish counter (needs `sys_interval`): read by an MQTT client in
+/// this process, waiting at most 5 s (a `mosquitto_sub` child read to EOF on a pool thread hung
+/// the bench when the child never ended).
 func brokerDropped(port: Int) async -> Int? {
-    guard let subscriber = try? PlainSubscriber(broker: try BrokerURL.parse("mqtt://127.0.0.1:\(port)"), filters: []) else { return nil }
-    subscriber.close()
-    let output = try? await runProcess("/usr/bin/mosquitto_sub", ["-p", String(port), "-t", "$SYS/broker/publish/messages/dropped", "-C", "1", "-W", "5"])
-    return output.flatMap { Int($0.trimmingCharacters(in: .whitespacesAndNewlines)) }
-}
-
-func runProcess(_ path: String, _ arguments: [String]) async throws -> String {
-    let process = Process()
-    process.executableURL = URL(fileURLWithPath: path)
-    process.arguments = arguments
-    let pipe = Pipe()
-    process.standardOutput = pipe
-    process.standardError = FileHandle.nullDevice
-    try process.run()
-    let data = pipe.fileHandleForReading.readDataToEndOfFile()
-    process.waitUntilExit()
-    return String(decoding: data, as: UTF8.self)
+    var settings = MQTTClient.Settings(host: "127.0.0.1", port: port)
+    settings.connectTimeout = .seconds(5)
+    settings.operationTimeout = .seconds(5)
+    guard let client = try? MQTTClient(settings: settings, logger: quiet("bench.sys")) else { return nil }
+    do {
+        try await client.connect()
+        try await client.subscribe("$SYS/broker/publish/messages/dropped", qos: .atMostOnce)
+    } catch {
+        await client.close()
+        return nil
+    }
+    return await withTaskGroup(of: Int?.self) { group in
+        group.addTask {
+            for await message in client.messages {
+                if let value = Int(String(decoding: message.payload, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)) { return value }
+            }
+            return nil
+        }
+        group.addTask {
+            try? await Task.sleep(for: .seconds(5))
+            return nil
+        }
+        let first = await group.next() ?? nil
+        group.cancelAll()
+        await client.close()
+        return first
+    }
 }
 
 func fleetSpecs(_ count: Int, rate: Double?) throws -> [DeviceSpec] {
@@ -325,12 +363,15 @@ if options.workloads.contains("M1") {
     var start = (received: 0, routed: 0, rejected: 0, shed: 0)
     var windowStart = ContinuousClock.now
     let droppedBefore = await brokerDropped(port: port) ?? 0
+    var cpuStart = 0.0
     _ = try await runFleet(options.devices, rate: options.rate, seconds: options.seconds) {
         try? await Task.sleep(for: .seconds(1))
         start = await cluster.counters()
+        cpuStart = gatewayThreadsCPU()
         windowStart = ContinuousClock.now
     }
     let end = await cluster.counters()
+    let cpu = gatewayThreadsCPU() - cpuStart
     let window = seconds(ContinuousClock.now - windowStart)
     let routedRate = Double(end.routed - start.routed) / window
     let memory = memoryMiB()
@@ -341,7 +382,13 @@ if options.workloads.contains("M1") {
     report.record("M1.ratio", "gateway / plain subscriber", routedRate / plainRate, "x", setup: setup, target: "≥ 0.9", met: routedRate / plainRate >= 0.9)
     report.record("M1.dropped", "broker drops ($SYS publish/messages/dropped) during the gateway run", Double(droppedAfter - droppedBefore), "msgs", setup: setup, target: "0", met: droppedAfter == droppedBefore)
     report.record("M1.rejected", "messages rejected by the gateway", Double(end.rejected - start.rejected), "msgs", setup: setup)
-    report.record("M1.shed", "telemetry shed by the overload policy (full ingress lanes)", Double(end.shed - start.shed), "msgs", setup: setup)
+    let shed = end.shed - start.shed
+    report.record(
+        "M1.shed", "telemetry shed by the overload policy (full ingress lanes; QoS 0 only)", Double(shed), "msgs", setup: setup,
+        target: options.qos == 1 ? "0 at QoS 1" : nil, met: options.qos == 1 ? shed == 0 : nil)
+    let cpuPerMessage = cpu / Double(max(1, end.routed - start.routed)) * 1e6
+    report.record("M1.cpu.per.msg", "gateway CPU (user + system, every node, simulator threads excluded) per routed message", cpuPerMessage, "µs", setup: setup, target: "≤ 10 µs", met: cpuPerMessage <= 10)
+    report.record("M1.cpu.cores", "gateway CPU during the window, in cores", cpu / window, "cores", setup: setup)
     report.record("M1.rss", "bench process RSS at the end of the flood (gateways, simulator, subscriber)", memory.rss, "MiB", setup: setup)
     report.record("M1.rss.peak", "bench process peak RSS so far", memory.peak, "MiB", setup: setup)
 
@@ -406,6 +453,12 @@ if options.workloads.contains("ACL") {
     report.record("RTT.acl.p99", "command round trip p99 behind the strict ACL", percentile(latencies, 0.99), "ms", setup: setup)
     report.record("RTT.acl.ratio", "p50 behind the ACL / p50 open", percentile(latencies, 0.5) / percentile(openLatencies, 0.5), "x", setup: setup)
     report.record("RTT.acl.failed", "commands failed (open + ACL)", Double(failures + openFailures), "cmds", setup: setup, target: "0", met: failures + openFailures == 0)
+}
+
+if !options.workloads.intersection(["E1", "E2"]).isEmpty {
+    let bench = EventBench(options: options, report: report, brokerPort: port, base: base)
+    if options.workloads.contains("E1") { try await bench.e1() }
+    if options.workloads.contains("E2") { try await bench.e2() }
 }
 
 // M2, M3, M5: a fleet of `--fleet` devices from swarm-devices child processes.

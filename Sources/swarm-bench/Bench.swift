@@ -148,6 +148,7 @@ func format(_ value: Double, _ unit: String) -> String {
         if value >= 1e3 { return String(format: "%.1f k/s", value / 1e3) }
         return String(format: "%.0f /s", value)
     case "µs": return String(format: "%.2f µs", value)
+    case "µs/op": return String(format: "%.2f µs/op", value)
     case "ms": return String(format: "%.1f ms", value)
     case "x": return String(format: "%.2f×", value)
     case "B": return String(format: "%.0f B", value)
@@ -560,6 +561,22 @@ func joinUnderCasts(_ options: Options, report: Report) async throws {
     await cluster.shutdown()
 }
 
+/// CPU seconds (user + system) this process has used so far: all 3 nodes together, the figure
+/// beside each rate that does not depend on what else runs on the machine.
+func processCPU() -> Double {
+    var usage = rusage()
+    getrusage(RUSAGE_SELF.rawValue, &usage)
+    return Double(usage.ru_utime.tv_sec) + Double(usage.ru_utime.tv_usec) / 1e6 + Double(usage.ru_stime.tv_sec) + Double(usage.ru_stime.tv_usec) / 1e6
+}
+
+extension Report {
+    /// Records `<id>.cpu`: process CPU since `start` (a ``processCPU()`` reading) per operation.
+    func recordCPU(_ id: String, since start: Double, operations: Int, setup: String) {
+        record("\(id).cpu", "CPU per operation (user + system, all 3 nodes) beside \(id)", setup: setup, unit: "µs/op",
+            (processCPU() - start) / Double(max(1, operations)) * 1e6)
+    }
+}
+
 func scenario(
     _ options: Options, base: String, nodes: [SwarmNode], cluster: Cluster, report: Report, w: Set<String>, n: Int
 ) async throws {
@@ -581,28 +598,34 @@ func scenario(
         return elapsed
     }
     do {
+        let cpu = processCPU()
         let start = ContinuousClock.now
         for name in sequential {
             let result = try await nodes[0].register(name, kind: "worker")
             guard result.pid != nil else { throw BenchFailure(description: "register \(name): \(result)") }
         }
         let wall = ContinuousClock.now - start
+        let cpuUsed = processCPU() - cpu
         let converged = try await converge(sequential, from: start)
         if w.contains("W1") {
             report.record("W1.seq.rate", "registrations/s, sequential", setup: "\(base), from node 1, 1 in flight", unit: "/s", Double(n) / seconds(wall))
+            report.recordCPU("W1.seq.rate", since: processCPU() - cpuUsed, operations: n, setup: "\(base), from node 1, 1 in flight")
             report.record("W1.seq.converge", "time until all 3 nodes resolve all N (from first register), sequential", setup: "\(base), 1 in flight", unit: "ms", nanoseconds(converged) / 1e6)
         }
     }
     do {
+        let cpu = processCPU()
         let start = ContinuousClock.now
         let node = nodes[0]
         let wall = try await concurrently(n, inFlight: 64) { index in
             let result = try await node.register(parallel[index], kind: "worker")
             guard result.pid != nil else { throw BenchFailure(description: "register \(parallel[index]): \(result)") }
         }
+        let cpuUsed = processCPU() - cpu
         let converged = try await converge(parallel, from: start)
         if w.contains("W1") {
             report.record("W1.par.rate", "registrations/s, 64 in flight", setup: "\(base), from node 1, 64 in flight", unit: "/s", Double(n) / seconds(wall), goal: .atLeast(200_000), goalText: "≥ 200k/s")
+            report.recordCPU("W1.par.rate", since: processCPU() - cpuUsed, operations: n, setup: "\(base), from node 1, 64 in flight")
             report.record("W1.par.converge", "time until all 3 nodes resolve all N (from first register), 64 in flight", setup: "\(base), 64 in flight", unit: "ms", nanoseconds(converged) / 1e6)
         }
     }
@@ -626,6 +649,7 @@ func scenario(
         let setup = "\(base), on node 2, \(count) lookups of random names, 1 caller"
         // (a) through the public API from a task outside the node: a nonisolated read under the tracker lock.
         var hits = 0
+        let cpu = processCPU()
         let start = ContinuousClock.now
         for index in order {
             if node.whereis(parallel[index]) != nil { hits += 1 }
@@ -633,6 +657,7 @@ func scenario(
         let wall = ContinuousClock.now - start
         guard hits == count else { throw BenchFailure(description: "W2: \(count - hits) lookups missed") }
         report.record("W2.api.rate", "lookups/s via the public API (nonisolated read, no actor hop)", setup: setup, unit: "/s", Double(count) / seconds(wall), goal: .atLeast(10_000_000), goalText: "≥ 10M/s")
+        report.recordCPU("W2.api.rate", since: cpu, operations: count, setup: setup)
         var latencies: [Double] = []
         latencies.reserveCapacity(count)
         let clock = ContinuousClock()
@@ -666,6 +691,7 @@ func scenario(
         var latencies: [Double] = []
         latencies.reserveCapacity(singleCalls)
         let clock = ContinuousClock()
+        let cpu1 = processCPU()
         let start = clock.now
         for _ in 0..<singleCalls {
             let name = parallel[Int.random(in: 0..<n, using: &generator)]
@@ -675,6 +701,7 @@ func scenario(
             guard reply == pong else { throw BenchFailure(description: "W3: bad reply") }
         }
         let wall = clock.now - start
+        report.recordCPU("W3.call1.rate", since: cpu1, operations: singleCalls, setup: setup1)
         latencies.sort()
         let callP50 = percentile(latencies, 0.5)
         report.record("W3.call1.rate", "calls/s, 1 caller", setup: setup1, unit: "/s", Double(singleCalls) / seconds(wall))
@@ -691,17 +718,20 @@ func scenario(
         let manyCalls = max(64_000, 4 * n)
         let setup64 = "\(base), from node 1 to random names (\(Int(remoteShare * 100))% remote), payload 4 B, 64 callers"
         let failed = Ticket()
+        let cpu64 = processCPU()
         let wall64 = try await concurrently(manyCalls, inFlight: 64) { index in
             let name = parallel[(index &* 7919) % n]
             do { _ = try await node.call(name, ping) } catch { _ = failed.take() }
         }
         let failedCalls = failed.value.load(ordering: .relaxed)
         report.record("W3.call64.rate", "calls/s answered, 64 concurrent callers", setup: setup64, unit: "/s", Double(manyCalls - failedCalls) / seconds(wall64), goal: .atLeast(150_000), goalText: "≥ 150k/s")
+        report.recordCPU("W3.call64.rate", since: cpu64, operations: manyCalls, setup: setup64)
         report.record("W3.call64.failed", "calls failed (5 s timeout), 64 concurrent callers, of \(manyCalls)", setup: setup64, unit: "calls", Double(failedCalls))
 
         let casts = max(200_000, 20 * n)
         let setupCast = "\(base), from node 1 to random names (\(Int(remoteShare * 100))% remote), payload 4 B, 1 sender, \(casts) casts"
         let before = castsReceived.current
+        let cpuCast = processCPU()
         let castStart = clock.now
         var sendErrors = 0
         for index in 0..<casts {
@@ -715,7 +745,11 @@ func scenario(
         report.record("W3.cast.sent", "casts/s sent (API returns)", setup: setupCast, unit: "/s", Double(casts) / seconds(sent))
         report.record("W3.cast.rate", "casts/s received at the workers", setup: setupCast, unit: "/s",
             Double(got) / seconds(received ?? (clock.now - castStart)), goal: .atLeast(1_000_000), goalText: "≥ 1M/s")
+        report.recordCPU("W3.cast.rate", since: cpuCast, operations: casts, setup: setupCast)
         report.record("W3.cast.lost", "casts lost (sent − received)", setup: setupCast, unit: "msgs", Double(casts - got))
+        var overflowed = 0
+        for node in nodes { overflowed += await node.framesOverflowed }
+        report.record("W3.cast.overflowed", "frames dropped at a full peer queue (all nodes, whole run so far)", setup: setupCast, unit: "frames", Double(overflowed))
     }
 
     // W4: groups, over every registered name (both W1 sets: 2N members, 20k for N = 10k, the
@@ -732,6 +766,7 @@ func scenario(
         }
         let members = pids
         let setup = "3 nodes in 1 process, loopback TCP, group \"all\" of \(size) members (2N), from node 1"
+        let cpuJoin = processCPU()
         let joinStart = ContinuousClock.now
         let joinWall = try await concurrently(size, inFlight: 64) { index in try await node.join("all", members[index]) }
         let joined = await waitUntil(from: joinStart, timeout: .seconds(120), interval: .milliseconds(10)) {
@@ -742,9 +777,11 @@ func scenario(
         }
         guard let joined else { throw BenchFailure(description: "W4: group did not converge") }
         report.record("W4.join.rate", "joins/s, 64 in flight", setup: setup, unit: "/s", Double(size) / seconds(joinWall))
+        report.recordCPU("W4.join.rate", since: cpuJoin, operations: size, setup: setup)
         report.record("W4.join.converge", "time until all 3 nodes list N members", setup: setup, unit: "ms", nanoseconds(joined) / 1e6)
 
         let before = castsReceived.current
+        let cpuPublish = processCPU()
         let start = ContinuousClock.now
         try await node.publish("all", ping)
         let published = await waitUntil(from: start, timeout: .seconds(30), interval: .microseconds(100)) {
@@ -752,13 +789,16 @@ func scenario(
         }
         report.record("W4.publish", "publish: time until every member received it", setup: "\(setup), payload 4 B", unit: "ms",
             published.map { nanoseconds($0) / 1e6 } ?? .nan, goal: .atMost(20), goalText: "≤ 20 ms (stated for 20k members)")
+        report.recordCPU("W4.publish", since: cpuPublish, operations: size, setup: "\(setup), per member")
         report.record("W4.publish.lost", "publish: members that did not receive it", setup: setup, unit: "msgs", Double(size - (castsReceived.current - before)))
 
+        let cpuMulti = processCPU()
         let multiStart = ContinuousClock.now
         let result = await node.multiCall("all", ping, timeout: .seconds(30))
         let multiWall = ContinuousClock.now - multiStart
         report.record("W4.multicall", "multiCall(all, ping) time", setup: "\(setup), payload 4 B", unit: "ms", nanoseconds(multiWall) / 1e6,
             goal: .atMost(100), goalText: "≤ 100 ms (stated for 20k members)")
+        report.recordCPU("W4.multicall", since: cpuMulti, operations: size, setup: "\(setup), per member")
         report.record("W4.multicall.replies", "multiCall replies", setup: setup, unit: "replies", Double(result.replies.count))
         report.record("W4.multicall.failures", "multiCall failures", setup: setup, unit: "failures", Double(result.failures))
     }

@@ -1,4 +1,5 @@
 import Foundation
+import MQTT
 import SwarmJSON
 import Testing
 
@@ -74,6 +75,33 @@ struct JSONReaderTests {
         #expect(decoded == state)
         // The same state as JSONEncoder wrote it (what older nodes send) decodes to the same value.
         #expect(try JSONDecoder().decode(DeviceState.self, from: JSONEncoder().encode(state)) == decoded)
+    }
+
+    @Test("ingress lane: QoS 1 telemetry is never shed (full instead); a batch offer queues in order, sheds QoS 0 telemetry and stops at the first full item")
+    func laneQoS1Policy() async {
+        let lane = IngressLane(capacity: 2)
+        func item(_ kind: DeviceTopics.Kind, _ n: UInt8, _ qos: MQTTQoS) -> IngressLane.Item {
+            IngressLane.Item(id: "d", kind: kind, message: [n], qos: qos)
+        }
+        let batch = [
+            item(.telemetry, 1, .atLeastOnce), item(.telemetry, 2, .atMostOnce), item(.telemetry, 3, .atMostOnce),
+            item(.telemetry, 4, .atLeastOnce), item(.status, 5, .atMostOnce), item(.telemetry, 6, .atLeastOnce),
+        ]
+        var outcome = lane.offer(batch, from: 0)
+        // 1, 2 queued; 3 (QoS 0) shed at the bound; 4 (QoS 1) and 5 (status) queued up to twice
+        // the bound; 6 (QoS 1) finds the lane full: the offer stops there.
+        #expect(outcome == IngressLane.BatchOffer(next: 5, shed: [.telemetry], full: true, closed: false))
+        #expect(lane.count == 4)
+        #expect(await lane.take()?.map(\.message) == [[1], [2], [4], [5]])
+        outcome = lane.offer(batch, from: outcome.next)
+        #expect(outcome == IngressLane.BatchOffer(next: 6))
+        #expect(await lane.take()?.map(\.message) == [[6]])
+        #expect(lane.offer(item(.telemetry, 7, .atLeastOnce)) == .queued)
+        #expect(lane.offer(item(.telemetry, 8, .atLeastOnce)) == .queued)
+        #expect(lane.offer(item(.telemetry, 9, .atLeastOnce)) == .queued)
+        #expect(lane.offer(item(.telemetry, 10, .atLeastOnce)) == .queued)
+        #expect(lane.offer(item(.telemetry, 11, .atLeastOnce)) == .full, "QoS 1 telemetry waits, it is not shed")
+        lane.finish()
     }
 
     @Test("ingress lane: telemetry shed at the bound, status and reported kept up to twice the bound, then full; a take makes room")

@@ -53,10 +53,6 @@ func withGatewayProcesses(
     try await body(bases, processes)
 }
 
-func jsonObject(_ text: String) -> [String: Any]? {
-    try? JSONSerialization.jsonObject(with: Data(text.utf8)) as? [String: Any]
-}
-
 @Suite(
     "Queued commands across node processes", .serialized, .timeLimit(.minutes(5)),
     .enabled(if: swarmGatewayBinary != nil, "swarm-gateway is not built: run `swift build --build-tests` first"))
