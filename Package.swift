@@ -357,6 +357,8 @@ let package = Package(
             name: "gateway-bench",
             dependencies: [
                 "Gateway",
+                "GatewayStore",
+                "GatewayStoreEngines",
                 "SwarmJSON",
                 "DeviceSimulator",
                 "SwarmNode",

@@ -10,6 +10,7 @@
 import DeviceSimulator
 import Foundation
 import Gateway
+import GatewayStore
 import Logging
 import MQTT
 import SwarmCore
@@ -29,6 +30,16 @@ struct Options {
     var qos = 0
     var json: String?
     var workloads: Set<String> = ["M1", "RTT", "M2", "M3", "M5"]
+    /// The store of S1–S3: `sqlite` (per-node files in temporary directories) or a PostgreSQL
+    /// server URL (`postgresql://USER:PASS@HOST:PORT/DB`; each workload creates a database of
+    /// its own there with psql and drops it afterwards).
+    var store = "sqlite"
+    /// S2: twins to recover.
+    var twins = 100_000
+    /// S2 and S3: API calls in flight.
+    var inFlight = 64
+    /// S1: runs of each (store off, store on), alternating.
+    var runs = 3
 
     static func parse() -> Options {
         var options = Options()
@@ -47,8 +58,12 @@ struct Options {
             case "--qos": options.qos = Int(value()) == 1 ? 1 : 0
             case "--json": options.json = value()
             case "--workloads": options.workloads = Set(value().split(separator: ",").map { $0.uppercased() })
+            case "--store": options.store = value()
+            case "--twins": options.twins = Int(value()) ?? options.twins
+            case "--in-flight": options.inFlight = Int(value()) ?? options.inFlight
+            case "--runs": options.runs = Int(value()) ?? options.runs
             default:
-                say("usage: gateway-bench [--nodes 3] [--devices 1000] [--fleet 10000] [--seconds 10] [--rate 100] [--qos 0|1] [--workloads M1,RTT,M2,M3,M5] [--json FILE]")
+                say("usage: gateway-bench [--nodes 3] [--devices 1000] [--fleet 10000] [--seconds 10] [--rate 100] [--qos 0|1] [--workloads M1,RTT,M2,M3,M5,S1,S2,S3] [--store sqlite|postgresql://USER:PASS@HOST:PORT/DB] [--twins 100000] [--in-flight 64] [--runs 3] [--json FILE]")
                 exit(2)
             }
         }
@@ -88,9 +103,12 @@ func percentile(_ sorted: [Double], _ p: Double) -> Double {
     return sorted[min(sorted.count - 1, Int((Double(sorted.count) * p).rounded(.up)) - 1)]
 }
 
+/// Bench loggers: errors only, or `BENCH_LOG` (trace, debug, info, notice, warning…).
+let benchLogLevel = ProcessInfo.processInfo.environment["BENCH_LOG"].flatMap(Logger.Level.init(rawValue:)) ?? .error
+
 func quiet(_ label: String) -> Logger {
     var logger = Logger(label: label)
-    logger.logLevel = .error
+    logger.logLevel = benchLogLevel
     return logger
 }
 
@@ -158,7 +176,7 @@ final class GatewayCluster: Sendable {
     let runner: Task<Void, Never>
     let latencies: LatencyRecorder
 
-    init(count: Int, brokerPort: Int, qos: Int = 0) async throws {
+    init(count: Int, brokerPort: Int, qos: Int = 0, store: (@Sendable (Int) async throws -> StoreWriter)? = nil) async throws {
         let latencies = LatencyRecorder()
         self.latencies = latencies
         var members: [Member] = []
@@ -178,6 +196,7 @@ final class GatewayCluster: Sendable {
             gatewaySettings.ingressQoS = qos == 1 ? .atLeastOnce : .atMostOnce
             gatewaySettings.ingressObserver = { _, kind, payload in latencies.observe(kind, payload) }
             if let lanes = ProcessInfo.processInfo.environment["GW_LANES"].flatMap(Int.init) { gatewaySettings.ingressLanes = lanes }
+            if let store { gatewaySettings.store = try await store(index) }
             members.append(Member(node: node, gateway: try DeviceGateway(node: node, settings: gatewaySettings)))
         }
         let all = members
@@ -259,7 +278,7 @@ let options = Options.parse()
 let report = Report()
 LoggingSystem.bootstrap { label in
     var handler = StreamLogHandler.standardError(label: label)
-    handler.logLevel = .error
+    handler.logLevel = benchLogLevel
     return handler
 }
 var brokerSettings = EmbeddedBroker.Settings()
@@ -400,6 +419,8 @@ if options.workloads.contains("M1") {
     report.record("M1.half.p99", "publish-to-handled latency p99 at 50 % of the limit", percentile(samples, 0.99), "ms", setup: halfSetup)
     report.record("M1.half.samples", "telemetry messages timed", Double(samples.count), "msgs", setup: halfSetup)
 }
+
+try await runStoreWorkloads(StoreBench(options: options, report: report, port: port, brokerURL: brokerURL, base: base))
 
 // M2, M3, M5: a fleet of `--fleet` devices from swarm-devices child processes.
 if !options.workloads.intersection(["M2", "M3", "M5"]).isEmpty {
