@@ -358,6 +358,7 @@ let package = Package(
             dependencies: [
                 "Gateway",
                 "GatewayStore",
+                "GatewayHTTP",
                 "GatewayStoreEngines",
                 "SwarmJSON",
                 "DeviceSimulator",
@@ -366,6 +367,11 @@ let package = Package(
                 "SwarmTransport",
                 "MQTT",
                 logging,
+                hummingbird,
+                httpTypes,
+                nioCore,
+                asyncHTTPClient,
+                .product(name: "NIOHTTP1", package: "swift-nio"),
             ],
             swiftSettings: swiftSettings
         ),
@@ -422,7 +428,8 @@ let package = Package(
             swiftSettings: swiftSettings
         ),
         // Benchmark M4 (release builds only): a broker, 3 in-process nodes, simulated devices and
-        // the HTTP API of one node, for an external load tool (wrk). See docs/benchmarks.md.
+        // the HTTP API of one node, for an external load tool (wrk); and Q1/Q2 (fleet search,
+        // provisioning) with its own HTTP clients. See docs/benchmarks.md.
         .executableTarget(
             name: "gateway-http-bench",
             dependencies: [
@@ -431,8 +438,11 @@ let package = Package(
                 "SwarmNode",
                 "SwarmCore",
                 "SwarmTransport",
+                "SwarmJSON",
                 "MQTT",
+                "DeviceSimulator",
                 hummingbird,
+                hummingbirdTesting,
                 logging,
             ],
             swiftSettings: swiftSettings

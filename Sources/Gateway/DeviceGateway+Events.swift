@@ -65,7 +65,15 @@ extension DeviceGateway {
             try? await Task.sleep(for: settings.flushInterval)
             let now = ContinuousClock.now
             if now - lastView >= .milliseconds(50) {
-                peers = node.members(GatewaySettings.eventHubGroup).filter { $0.node != node.id }
+                let seen = node.members(GatewaySettings.eventHubGroup).filter { $0.node != node.id }
+                // A hub seen for the first time first gets what this node emitted before (still in
+                // memory), then the live batches: its log misses none of this node's events.
+                let known = Set(peers)
+                for pid in seen where !known.contains(pid) {
+                    let backlog = hub.backlog()
+                    await send(backlog.events, from: backlog.from, stable: backlog.stable, to: [pid])
+                }
+                peers = seen
                 hub.updateView(Set(peers.map(\.node)))
                 lastView = now
             }
@@ -81,9 +89,22 @@ extension DeviceGateway {
         await sendEvents(to: node.members(GatewaySettings.eventHubGroup).filter { $0.node != node.id })
     }
 
-    /// One round of sending: the batch (in chunks of at most 2,000 events) to every peer hub.
+    /// One round of sending: the batch to every peer hub, then into this node's own log.
     private func sendEvents(to peers: [ProcessID]) async {
         let (events, from, stable) = runtime.events.takeOutbound()
+        await send(events, from: from, stable: stable, to: peers)
+        runtime.events.releaseLocal(events, stable: stable)
+        if settings.events.toBroker {
+            let prefix = settings.events.brokerTopicPrefix
+            for event in events {
+                let message = MQTTMessage(topic: "\(prefix)/\(event.type.rawValue)/\(event.device)", payload: event.json, qos: .atLeastOnce)
+                if !runtime.brokers.publishWithoutWaiting(message, broker: nil) { counters.publishFailures.add(1, ordering: .relaxed) }
+            }
+        }
+    }
+
+    /// Sends `events` (in chunks of at most 2,000) with their stable time to `peers`.
+    private func send(_ events: [DeviceEvent], from: Int64, stable: Int64, to peers: [ProcessID]) async {
         if !peers.isEmpty {
             var previous = from
             var start = 0
@@ -98,14 +119,6 @@ extension DeviceGateway {
                 previous = chunkStable
                 start = end
             } while start < events.count
-        }
-        runtime.events.releaseLocal(events, stable: stable)
-        if settings.events.toBroker {
-            let prefix = settings.events.brokerTopicPrefix
-            for event in events {
-                let message = MQTTMessage(topic: "\(prefix)/\(event.type.rawValue)/\(event.device)", payload: event.json, qos: .atLeastOnce)
-                if !runtime.brokers.publishWithoutWaiting(message, broker: nil) { counters.publishFailures.add(1, ordering: .relaxed) }
-            }
         }
     }
 
@@ -142,13 +155,13 @@ extension DeviceGateway {
     /// Registers a sink (`POST /v1/webhooks`): stored on this node (durable before the answer:
     /// ``GatewayError/notReplicated(_:)`` if the store fails) and on every other node, then its
     /// process is started on its owner. It delivers what follows the stream's head now.
-    public func createWebhook(url: String, types: [String]? = nil, group: String? = nil, secret: String) async throws -> WebhookStatus {
+    public func createWebhook(url: String, types: [String]? = nil, group: String? = nil, where query: String? = nil, secret: String) async throws -> WebhookStatus {
         guard isRunning else { throw GatewayError.notRunning }
         guard settings.events.webhookTransport != nil else { throw GatewayError.notRunning }
-        try WebhookDefinition.validate(url: url, types: types, group: group, secret: secret)
+        try WebhookDefinition.validate(url: url, types: types, group: group, where: query, secret: secret)
         let id = "wh-" + (0..<8).map { _ in String(format: "%02x", UInt8.random(in: 0...255)) }.joined()
         let definition = WebhookDefinition(
-            id: id, url: url, types: types.map { Array(Set($0)).sorted() }, group: group, secret: secret, createdAt: Timestamp.nowMillis())
+            id: id, url: url, types: types.map { Array(Set($0)).sorted() }, group: group, where: query, secret: secret, createdAt: Timestamp.nowMillis())
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.sortedKeys]
         let start = runtime.events.head
@@ -205,7 +218,7 @@ extension DeviceGateway {
     private func idleStatus(_ record: WebhookRegistry.Record) -> WebhookStatus {
         let definition = record.definition!
         return WebhookStatus(
-            id: definition.id, url: definition.url, types: definition.types, group: definition.group, node: nil,
+            id: definition.id, url: definition.url, types: definition.types, group: definition.group, where: definition.where, node: nil,
             cursor: EventKey(record.row.cursor).description, lag: nil, failures: 0, consecutiveFailures: 0, lastError: nil, dropped: 0,
             delivered: 0, createdAt: Timestamp.iso(definition.createdAt))
     }

@@ -198,9 +198,14 @@ actor DeviceProcess: SwarmProcess {
             }
             let before = state
             state.patchDesired(patch, at: Timestamp.nowMillis())
-            emit(.desired, JSONValue.object(["patch": patch, "version": .int(state.version)]).serialized())
+            let patched = state.version
+            emit(.desired, JSONValue.object(["patch": patch, "version": .int(patched)]).serialized())
             // Stored and replicated before the device sees the version, so it can never see it twice.
-            if let refusal = await persistAPIWrite(undo: before) { return refusal }
+            if let refusal = await persistAPIWrite(undo: before) {
+                // Not stored: the patch was undone; consumers learn it from the next event.
+                if state.version != patched { emit(.desired, JSONValue.object(["undone": true, "version": .int(state.version)]).serialized()) }
+                return refusal
+            }
             await publishDesired()
             return try twinReply()
         case .patchTags(let patch):
@@ -335,16 +340,24 @@ actor DeviceProcess: SwarmProcess {
         if let refusal = await recovered() { return refusal }
         let before = state
         let now = Timestamp.nowMillis()
-        _ = state.expireCommands(at: now)
+        _ = expireCommands(at: now)
         let commandID = QueuedCommand.newID()
-        guard state.enqueueCommand(id: commandID, name: name, body: body, ttl: ttl, replyWindow: replyWindow, at: now) != nil else {
+        guard let queued = state.enqueueCommand(id: commandID, name: name, body: body, ttl: ttl, replyWindow: replyWindow, at: now) else {
             scheduleCommandDeadline()
             return DeviceReply.refused(
                 code: "tooManyCommands", version: state.version,
                 message: "device \(id) has \(DeviceState.maxPendingCommands) pending commands; wait for some to be answered or expire"
             ).encoded()
         }
+        emitCommand(queued)
         if let refusal = await persistAPIWrite(undo: before) {
+            if !state.commands.contains(where: { $0.id == commandID }) {
+                // Not stored: undone, so it is never delivered.
+                var failed = queued
+                failed.status = .failed
+                failed.error = "not stored"
+                emitCommand(failed)
+            }
             scheduleCommandDeadline()
             return refusal
         }
@@ -356,7 +369,7 @@ actor DeviceProcess: SwarmProcess {
 
     /// One queued command (`commandID`) or the list, with what expired meanwhile applied first.
     private func commands(_ commandID: String?) async -> [UInt8] {
-        if !state.expireCommands(at: Timestamp.nowMillis()).isEmpty {
+        if !expireCommands(at: Timestamp.nowMillis()).isEmpty {
             scheduleCommandDeadline()
             await changed(urgent: true)
         }
@@ -392,6 +405,7 @@ actor DeviceProcess: SwarmProcess {
                 break
             }
             state.markCommandSent(command.id, at: now)
+            if let sent = state.commands.first(where: { $0.id == command.id }) { emitCommand(sent) }
             state.counters.commandsSent += 1
             runtime.counters.commandsSent.add(1, ordering: .relaxed)
             sent += 1
@@ -407,6 +421,7 @@ actor DeviceProcess: SwarmProcess {
             runtime.counters.repliesUnmatched.add(1, ordering: .relaxed)
             return
         }
+        emitCommand(command)
         if command.status == .answered {
             state.counters.commandsAnswered += 1
             runtime.counters.commandsAnswered.add(1, ordering: .relaxed)
@@ -420,7 +435,7 @@ actor DeviceProcess: SwarmProcess {
     func commandDeadlinePassed() async {
         guard !stopped, !deleted else { return }
         let now = Timestamp.nowMillis()
-        let expired = state.expireCommands(at: now)
+        let expired = expireCommands(at: now)
         for command in expired where command.status == .failed {
             state.counters.commandsTimedOut += 1
             runtime.counters.commandsTimedOut.add(1, ordering: .relaxed)
@@ -428,6 +443,21 @@ actor DeviceProcess: SwarmProcess {
         if let retry = commandRetryAt, retry <= now { await deliverQueuedCommands() }
         scheduleCommandDeadline()
         if !expired.isEmpty { await changed(urgent: true) }
+    }
+
+    /// ``DeviceState/expireCommands(at:)`` with a `command` event for each command it changed.
+    private func expireCommands(at now: Int64) -> [QueuedCommand] {
+        let changed = state.expireCommands(at: now)
+        for command in changed { emitCommand(command) }
+        return changed
+    }
+
+    /// A queued command's `command` event: `{"id", "name", "status", "reply"?, "error"?}`.
+    private func emitCommand(_ command: QueuedCommand) {
+        var data: [String: JSONValue] = ["id": .string(command.id), "name": .string(command.name), "status": .string(command.status.rawValue)]
+        if let reply = command.reply { data["reply"] = reply }
+        if let error = command.error { data["error"] = .string(error) }
+        emit(.command, JSONValue.object(data).serialized())
     }
 
     /// Tells the sweep when this process's commands next need it (or that they do not).

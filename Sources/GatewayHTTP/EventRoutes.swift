@@ -50,8 +50,8 @@ extension GatewayAPI {
 
         router.post("/v1/webhooks") { request, _ -> Response in
             guard let body = try await self.jsonBody(request) else { throw APIError.invalidJSON("a webhook body {\"url\", \"secret\", \"types\"?, \"group\"?} is required") }
-            let (url, types, group, secret) = try Self.webhookBody(body)
-            let status = try await gateway.createWebhook(url: url, types: types, group: group, secret: secret)
+            let (url, types, group, query, secret) = try Self.webhookBody(body)
+            let status = try await gateway.createWebhook(url: url, types: types, group: group, where: query, secret: secret)
             return try .json(encoding: status, status: .created)
         }
 
@@ -133,7 +133,7 @@ extension GatewayAPI {
         }
     }
 
-    /// `types=a,b`, `group=g`, `device=id[,id…]` (`where=` comes with the fleet-search language).
+    /// `types=a,b`, `group=g`, `device=id[,id…]`, `where=EXPR` (the fleet-search language on the event).
     static func eventFilter(_ request: Request) throws -> EventFilter {
         let query = request.uri.queryParameters
         var filter = EventFilter()
@@ -154,14 +154,21 @@ extension GatewayAPI {
             guard !ids.isEmpty else { throw APIError(GatewayError.invalidName("")) }
             filter.devices = Set(ids)
         }
+        if let text = query["where"] {
+            do {
+                filter.query = try FleetQuery.parse(String(text))
+            } catch {
+                throw APIError(GatewayError.invalidQuery(error))
+            }
+        }
         return filter
     }
 
-    /// `{"url", "secret", "types"?, "group"?}`.
-    static func webhookBody(_ body: JSONValue) throws -> (url: String, types: [String]?, group: String?, secret: String) {
+    /// `{"url", "secret", "types"?, "group"?, "where"?}`.
+    static func webhookBody(_ body: JSONValue) throws -> (url: String, types: [String]?, group: String?, where: String?, secret: String) {
         guard case .object(let members) = body else { throw APIError.invalidBody("a webhook body must be a JSON object") }
-        if let unknown = members.keys.sorted().first(where: { !["url", "secret", "types", "group"].contains($0) }) {
-            throw APIError.invalidBody("unknown member '\(unknown)' in a webhook body (url, secret, types, group)")
+        if let unknown = members.keys.sorted().first(where: { !["url", "secret", "types", "group", "where"].contains($0) }) {
+            throw APIError.invalidBody("unknown member '\(unknown)' in a webhook body (url, secret, types, group, where)")
         }
         guard let url = members["url"]?.stringValue else { throw APIError.invalidBody("'url' (a string) is required") }
         guard let secret = members["secret"]?.stringValue else { throw APIError.invalidBody("'secret' (a string) is required") }
@@ -178,6 +185,11 @@ extension GatewayAPI {
             guard let name = value.stringValue else { throw APIError.invalidBody("'group' must be a string") }
             group = name
         }
-        return (url, types, group, secret)
+        var query: String?
+        if let value = members["where"], value != .null {
+            guard let text = value.stringValue else { throw APIError.invalidBody("'where' must be a string") }
+            query = text
+        }
+        return (url, types, group, query, secret)
     }
 }

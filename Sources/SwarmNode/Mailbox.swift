@@ -2,7 +2,8 @@ import Synchronization
 import SwarmCore
 
 /// One process's mailbox: every message to the process goes through it, in order, one at a
-/// time (each is awaited before the next).
+/// time (each is awaited before the next); a run of casts queued together is handed over in one
+/// ``SwarmProcess/receive(casts:)`` (one turn of the process's actor for the run).
 ///
 /// ## Runner on demand
 /// An idle mailbox owns no task: it is a lock, an empty queue and two counters. The first
@@ -176,8 +177,20 @@ final class Mailbox: Sendable {
                 return
             case .batch(let batch, let first):
                 if first, let pid { await process.started(as: pid) }
-                for (index, item) in batch.enumerated() {
-                    guard let ending = await feed(item) else { continue }
+                var index = 0
+                while index < batch.count {
+                    // A run of casts goes to the process in one call (one turn of its actor).
+                    var end = index
+                    while end < batch.count, case .cast = batch[end] { end += 1 }
+                    let ending: Ending?
+                    if end - index > 1 {
+                        ending = await feed(casts: batch[index..<end])
+                    } else {
+                        ending = await feed(batch[index])
+                        end = index + 1
+                    }
+                    index = end
+                    guard let ending else { continue }
                     // The process ended: refuse what comes next, fail what waits, report once.
                     let leftover = state.withLock { state -> [Item] in
                         state.open = false
@@ -185,13 +198,30 @@ final class Mailbox: Sendable {
                         state.queue = []
                         return rest
                     }
-                    for item in batch[(index + 1)...] { await fail(item) }
+                    for item in batch[index...] { await fail(item) }
                     for item in leftover { await fail(item) }
                     await onEnd(self, ending)
                     return
                 }
             }
         }
+    }
+
+    /// Delivers a run of casts in one ``SwarmProcess/receive(casts:)``; how the process ended if
+    /// it did (the casts after the one that threw are not delivered).
+    private func feed(casts run: ArraySlice<Item>) async -> Ending? {
+        var casts: [[UInt8]] = []
+        casts.reserveCapacity(run.count)
+        for item in run {
+            if case .cast(let bytes) = item { casts.append(bytes) }
+        }
+        queuedUserMessages.subtract(casts.count, ordering: .relaxed)
+        do {
+            try await process.receive(casts: casts)
+        } catch {
+            return .crashed("\(error)")
+        }
+        return nil
     }
 
     /// Delivers one item; returns how the process ended if it did.

@@ -1,5 +1,6 @@
 import Logging
 import SwarmCore
+import SwarmTransport
 
 /// The public Swarm API (SPEC A2), one method per row. Reads (`whereis`, `registered`,
 /// `members`, `dump`) answer from the local replica at once; writes go through the tracker and
@@ -114,7 +115,8 @@ extension SwarmNode {
 
     /// Swarm's `send(name, msg)` (a cast). Throws when the name is unknown here (Swarm dropped
     /// such messages silently); a failure found later on another node is logged.
-    public func send(_ name: String, _ message: [UInt8]) throws {
+    public func send(_ name: String, _ message: [UInt8]) async throws {
+        await waitForOutboundRoom()
         try cast(message) { tracker, envelope, now in tracker.onSend(to: name, envelope, now: now) }
     }
 
@@ -123,25 +125,42 @@ extension SwarmNode {
     /// message). Each is routed exactly as ``send(_:_:)-(String,_)`` would, in order. Returns the
     /// positions that failed on this node with their errors (the others are on their way); throws
     /// only when the node is not running.
-    public func send(batch: [(name: String, message: [UInt8])]) throws -> [(index: Int, error: SwarmError)] {
+    public func send(batch: [(name: String, message: [UInt8])]) async throws -> [(index: Int, error: SwarmError)] {
+        await waitForOutboundRoom()
         try ensureRunning()
-        var failures: [(index: Int, error: SwarmError)] = []
-        for (index, item) in batch.enumerated() {
-            let name = item.name
-            if let error = castOne(item.message, { tracker, envelope, now in tracker.onSend(to: name, envelope, now: now) }) {
-                failures.append((index, error))
+        guard !batch.isEmpty else { return [] }
+        // One tracker input for the whole batch (one lock, one directive run): the casts are
+        // routed one by one inside it, in order, exactly as `send(name, msg)` would route them.
+        let first = nextEnvelope
+        nextEnvelope += UInt64(batch.count)
+        let sender = id
+        watchedCastRange = first..<nextEnvelope
+        defer { watchedCastRange = 0..<0 }
+        apply { tracker, now in
+            var directives: [Tracker.Directive] = []
+            for (offset, item) in batch.enumerated() {
+                let envelope = Envelope(id: first + UInt64(offset), sender: sender, payload: item.message)
+                directives += tracker.onSend(to: item.name, envelope, now: now)
             }
+            return directives
+        }
+        guard !castErrors.isEmpty else { return [] }
+        var failures: [(index: Int, error: SwarmError)] = []
+        for offset in batch.indices {
+            if let error = castErrors.removeValue(forKey: first + UInt64(offset)) { failures.append((offset, error)) }
         }
         return failures
     }
 
     /// A cast to one process by id, local or remote.
-    public func send(_ pid: ProcessID, _ message: [UInt8]) throws {
+    public func send(_ pid: ProcessID, _ message: [UInt8]) async throws {
+        await waitForOutboundRoom()
         try cast(message) { tracker, envelope, now in tracker.onSend(toProcesses: [pid], envelope, now: now) }
     }
 
     /// Swarm's `publish(group, msg)`: a cast to every member, one batch per destination node.
-    public func publish(_ group: String, _ message: [UInt8]) throws {
+    public func publish(_ group: String, _ message: [UInt8]) async throws {
+        await waitForOutboundRoom()
         try cast(message) { tracker, envelope, now in tracker.onPublish(group: group, envelope, now: now) }
     }
 
@@ -289,6 +308,17 @@ extension SwarmNode {
         case .done(let error?): throw error
         case .registration(.failed(let error)): throw error
         case .registration: return
+        }
+    }
+
+    /// Backpressure for casts: while the outbound queue to some peer holds more than a quarter of
+    /// its bound, the caller waits (1 ms steps) until the transport has written it down, so a fast
+    /// sender slows to what the network carries instead of its casts being dropped at the bound
+    /// (``framesOverflowed``). Calls need no such wait: each caller has one in flight.
+    func waitForOutboundRoom() async {
+        let soft = transport.maximumPendingBytesPerPeer / 4
+        while transport.largestPendingBytes > soft, lifecycle == .running || lifecycle == .draining {
+            try? await Task.sleep(for: .milliseconds(1))
         }
     }
 

@@ -97,6 +97,8 @@ public actor SwarmNode {
     /// Casts whose immediate undeliverable outcome an API caller is waiting to see.
     var watchedCasts: Set<UInt64> = []
     var castErrors: [UInt64: SwarmError] = [:]
+    /// The envelope ids of the `send(batch:)` being routed: their undeliverable outcomes are kept.
+    var watchedCastRange: Range<UInt64> = 0..<0
     var drainWaiters: [CheckedContinuation<Void, Never>] = []
     var drainCompleted = false
     /// Told about every checkpoint this node stores for a peer's process (``observeStandby(_:)``).
@@ -105,6 +107,8 @@ public actor SwarmNode {
 
     /// Counters for logs and tests.
     public private(set) var castsDropped = 0
+    /// Frames to peers dropped because the peer's outbound queue was at its bound.
+    public private(set) var framesOverflowed = 0
     /// Frames from peers that did not decode (logged and dropped).
     public nonisolated var framesUndecodable: Int { undecodableCounter.value }
 
@@ -430,7 +434,7 @@ public actor SwarmNode {
                 for envelope in envelopes {
                     if let callID = envelope.callID {
                         failCall(callID, error)
-                    } else if watchedCasts.contains(envelope.id) {
+                    } else if watchedCastRange.contains(envelope.id) || watchedCasts.contains(envelope.id) {
                         castErrors[envelope.id] = error
                     } else {
                         logger.debug("cast \(envelope.id) undeliverable: \(error)")
@@ -462,7 +466,9 @@ public actor SwarmNode {
         switch transport.send(to: peer, type: type, payload: payload) {
         case .enqueued: break
         case .notConnected: logger.debug("frame \(type) to \(peer) dropped: not connected")
-        case .overflow: logger.warning("frame \(type) to \(peer) dropped: outbound queue full")
+        case .overflow:
+            framesOverflowed += 1
+            logger.warning("frame \(type) to \(peer) dropped: outbound queue full")
         }
     }
 

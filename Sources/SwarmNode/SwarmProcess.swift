@@ -23,6 +23,10 @@ public protocol SwarmProcess: Actor {
     func started(as pid: ProcessID) async
     /// A cast (fire and forget). Throwing ends the process (a crash): its names go.
     func receive(_ message: [UInt8]) async throws
+    /// Casts that were queued together, in order, in one turn of the process (the mailbox hands
+    /// a run over at once instead of one hop per message). Default: ``receive(_:)`` for each;
+    /// a throw ends the process and the casts after the one that threw are not delivered.
+    func receive(casts: [[UInt8]]) async throws
     /// A call: the returned bytes travel back to the caller. Throwing fails this call only.
     func call(_ message: [UInt8]) async throws -> [UInt8]
     /// The ring gave this process's name to another node: how should it move?
@@ -41,6 +45,9 @@ public protocol SwarmProcess: Actor {
 extension SwarmProcess {
     public func started(as pid: ProcessID) async {}
     public func receive(_ message: [UInt8]) async throws {}
+    public func receive(casts: [[UInt8]]) async throws {
+        for message in casts { try await receive(message) }
+    }
     public func call(_ message: [UInt8]) async throws -> [UInt8] { [] }
     public func beginHandoff() async -> HandoffAnswer { .restart }
     public func endHandoff(state: [UInt8]) async {}

@@ -204,6 +204,15 @@ public final class ClusterTransport: Sendable {
     /// Channels open now, handshaking or authenticated (for tests and metrics).
     var openChannels: Int { self.state.withLockedValue { $0.channels.count } }
 
+    /// The most bytes queued for any one peer now (not yet handed to NIO): what a sender that
+    /// must not overflow a peer's queue waits on.
+    public var largestPendingBytes: Int {
+        self.state.withLockedValue { state in state.peers.values.reduce(0) { max($0, $1.pendingBytes) } }
+    }
+
+    /// The bound of each peer's queue (``TransportSettings/maximumPendingBytesPerPeer``).
+    public var maximumPendingBytesPerPeer: Int { self.settings.maximumPendingBytesPerPeer }
+
     /// The current connection to the peer named `name`, if any. Cache it for the fast path; it
     /// answers ``SendResult/notConnected`` once closed or replaced.
     public func connection(to name: String) -> PeerConnection? {

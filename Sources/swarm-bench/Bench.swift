@@ -747,6 +747,9 @@ func scenario(
             Double(got) / seconds(received ?? (clock.now - castStart)), goal: .atLeast(1_000_000), goalText: "≥ 1M/s")
         report.recordCPU("W3.cast.rate", since: cpuCast, operations: casts, setup: setupCast)
         report.record("W3.cast.lost", "casts lost (sent − received)", setup: setupCast, unit: "msgs", Double(casts - got))
+        var overflowed = 0
+        for node in nodes { overflowed += await node.framesOverflowed }
+        report.record("W3.cast.overflowed", "frames dropped at a full peer queue (all nodes, whole run so far)", setup: setupCast, unit: "frames", Double(overflowed))
     }
 
     // W4: groups, over every registered name (both W1 sets: 2N members, 20k for N = 10k, the

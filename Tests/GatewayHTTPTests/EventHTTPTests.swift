@@ -54,7 +54,14 @@ struct EventHTTPTests {
                         // device= and types= filters.
                         let one = try await readEvents(port: api[1].port, "/v1/events?after=0&device=sse-2&types=telemetry,presence") { $0.count >= 21 }
                         #expect(one.messages.count == 21 && one.messages.allSatisfy { $0.json?["device"] == "sse-2" })
+                        // where= on the events.
+                        let query = "telemetry.n > 15 and id = 'sse-1'".addingPercentEncoding(withAllowedCharacters: .alphanumerics)!
+                        let hot = try await readEvents(port: api[0].port, "/v1/events?after=0&where=\(query)") { $0.count >= 5 }
+                        #expect(hot.messages.compactMap { $0.json?["data"]?["n"]?.intValue }.sorted() == [16, 17, 18, 19, 20])
+                        #expect(hot.messages.allSatisfy { $0.json?["device"] == "sse-1" })
                         // Bad input.
+                        let bad = try await api[0].request(.get, "/v1/events?where=telemetry.n%20%3E")
+                        #expect(bad.code == "invalidQuery" && bad.json?["position"] != nil, "\(bad)")
                         #expect(try await api[0].request(.get, "/v1/events?after=nope").code == "invalidCursor")
                         #expect(try await api[0].request(.get, "/v1/events?types=weather").code == "invalidBody")
                         #expect(try await api[0].request(.get, "/v1/events?device=a/b").code == "invalidName")

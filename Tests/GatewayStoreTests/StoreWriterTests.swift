@@ -11,7 +11,11 @@ struct StoreWriterTests {
         try await withStore(engine) { store, reopen in
             let reader = reopen()
             try await reader.open()
-            try await withWriter(store) { writer in
+            // A loaded machine may take seconds for one commit; the default 3 s bound is not what
+            // this test is about.
+            var settings = StoreSettings()
+            settings.commitTimeout = .seconds(60)
+            try await withWriter(store, settings: settings) { writer in
                 let missing = Box(0)
                 await withTaskGroup(of: Void.self) { group in
                     for index in 0..<200 {
@@ -90,7 +94,7 @@ struct StoreWriterTests {
         settings.countsInterval = .milliseconds(200)
         try await withBrokenStore(engine) { store, breakStore, repairStore, reader in
             try await withWriter(store, settings: settings) { writer in
-                try await writer.commit(.put(device("before", revision: 1)))
+                try await commitRetrying(writer, device("before", revision: 1))
                 try await breakStore()
                 for index in 0..<20 { writer.writeBehind(.put(device("behind-\(index)", revision: 1))) }
                 let started = ContinuousClock.now
@@ -112,7 +116,7 @@ struct StoreWriterTests {
 
                 try await repairStore()
                 #expect(await eventually(timeout: .seconds(15)) { writer.isHealthy && writer.stats.queued == 0 })
-                try await writer.commit(.put(device("after", revision: 1)))
+                try await commitRetrying(writer, device("after", revision: 1))
                 let ids = Set(try await reader().devices(after: nil, limit: 1000).map(\.id))
                 #expect(ids.isSuperset(of: ["before", "after"] + (0..<20).map { "behind-\($0)" }))
                 #expect(!ids.contains("refused"), "the refused write was not adopted")
@@ -282,4 +286,17 @@ func run(_ executable: String, _ arguments: [String]) -> Int32 {
     do { try process.run() } catch { return -1 }
     process.waitUntilExit()
     return process.terminationStatus
+}
+
+/// A durable write that succeeds while the store is healthy: retried when a loaded machine made
+/// one commit exceed the short ``StoreSettings/commitTimeout`` of a test about store failures.
+private func commitRetrying(_ writer: StoreWriter, _ row: StoredDevice) async throws {
+    for attempt in 1...10 {
+        do {
+            try await writer.commit(.put(row))
+            return
+        } catch StoreError.unavailable where attempt < 10 {
+            continue
+        }
+    }
 }

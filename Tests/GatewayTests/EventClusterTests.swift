@@ -136,6 +136,32 @@ struct EventClusterTests {
     }
 }
 
+extension EventClusterTests {
+    @Test("a queued command's life as command events: queued while the device is offline, sent at its birth, answered")
+    func queuedCommandEvents() async throws {
+        try await withBroker { broker in
+            try await withGatewayCluster(2, broker: broker) { members in
+                _ = try await members[0].gateway.provision("qc-1")
+                let receipt = try await members[0].gateway.queueCommand("qc-1", name: "reboot", body: ["at": 1], ttl: .seconds(60))
+                try await withDevices(["qc-1"], broker: broker) { _ in
+                    let statuses = await eventually {
+                        let log = (try? await Self.log(members[1], filter: EventFilter(types: [.command], devices: ["qc-1"]))) ?? []
+                        return log.compactMap { try? JSONValue.parse($0.json)["data"]?["status"]?.stringValue } == ["queued", "sent", "answered"]
+                    }
+                    #expect(statuses)
+                    let log = try await Self.log(members[1], filter: EventFilter(devices: ["qc-1"]))
+                    #expect(log.first?.type == .lifecycle, "created when provisioned: \(log.map(\.type))")
+                    let answered = try #require(log.last { $0.type == .command })
+                    let data = try JSONValue.parse(answered.json)["data"]
+                    #expect(data?["id"]?.stringValue == receipt.id && data?["name"] == "reboot" && data?["reply"]?["ok"] == true)
+                    let seqs = log.map(\.seq)
+                    #expect(seqs == Array(1...Int64(seqs.count)), "\(seqs)")
+                }
+            }
+        }
+    }
+}
+
 extension Array where Element: Sendable {
     func asyncMap<T>(_ transform: (Element) async throws -> T) async rethrows -> [T] {
         var result: [T] = []

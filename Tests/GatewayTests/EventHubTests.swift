@@ -89,6 +89,21 @@ struct EventHubTests {
         #expect(taken.events.map(\.seq) == [1, 2] && taken.stable >= t2)
     }
 
+    @Test("a hub seen for the first time gets the backlog: what the origin emitted before it knew that hub")
+    func backlog() async throws {
+        let origin = hub(Self.a)
+        for seq in 1...3 { origin.emit(device: "d1", seq: Int64(seq), type: .telemetry, groups: ["all"], data: Array("{}".utf8), after: 0) }
+        let taken = origin.takeOutbound()
+        origin.releaseLocal(taken.events, stable: taken.stable)
+        // Nobody got that batch. A new hub appears:
+        let late = hub(Self.b)
+        late.updateView([Self.a])
+        let backlog = origin.backlog()
+        #expect(backlog.from == 0 && backlog.events.map(\.seq) == [1, 2, 3])
+        late.ingest(origin: Self.a, from: backlog.from, stable: backlog.stable, events: backlog.events)
+        #expect(try await all(late).map(\.seq) == [1, 2, 3])
+    }
+
     @Test("the event JSON: id, type, device, seq, RFC 3339 time with microseconds, data as given")
     func json() throws {
         let event = DeviceEvent(
@@ -184,6 +199,25 @@ struct EventHubTests {
         #expect(restarted.lastSequence(of: "d3")?.seq == 200)
         #expect(try await all(restarted, after: events[1990].key).count == 10)
         await again.close()
+    }
+
+    @Test("where= on events: telemetry and patch paths, versions, presence, id and groups; other paths are missing")
+    func whereOnEvents() throws {
+        func make(_ type: EventType, _ data: String, groups: [String] = ["all", "eu"]) -> DeviceEvent {
+            DeviceEvent(key: EventKey(time: 1, device: "d-1"), seq: 1, type: type, groups: groups, origin: "gw", data: Array(data.utf8))
+        }
+        let telemetry = make(.telemetry, #"{"temp":31.5,"room":{"name":"lab"}}"#)
+        let reported = make(.reported, #"{"patch":{"fw":"2.1"},"reportedVersion":4}"#)
+        let online = make(.presence, #"{"status":"online"}"#, groups: ["all"])
+        func matches(_ text: String, _ event: DeviceEvent) throws -> Bool { try FleetQuery.parse(text).matches(event: event) }
+        #expect(try matches("telemetry.temp > 30", telemetry) && !matches("telemetry.temp > 30", reported))
+        #expect(try matches("telemetry.room.name = 'lab' and id = 'd-1'", telemetry))
+        #expect(try matches("reported.fw = '2.1' and reportedVersion >= 4", reported) && !matches("exists(reported.fw)", telemetry))
+        #expect(try matches("'eu' in groups", telemetry) && !matches("'eu' in groups", online))
+        #expect(try matches("online", online) && !matches("online", telemetry))
+        #expect(try matches("tags.site = null", telemetry), "a path an event does not carry is missing")
+        let filter = EventFilter(types: [.telemetry], query: try FleetQuery.parse("telemetry.temp > 30"))
+        #expect(filter.matches(telemetry) && !filter.matches(reported))
     }
 
     @Test("webhook signatures: HMAC-SHA256 of the body, hex")

@@ -97,7 +97,9 @@ struct IngressOverloadTests {
             #expect(await eventually { await gateway.stats().ingressWaits == 1 })
             stats = await gateway.stats()
             #expect(stats.ingressQueued == 32)
-            #expect(stats.received.values.reduce(0, +) == 218, "the consumer went on while the lane was full")
+            // The consumer takes the client's queue in batches: the two after the waiting one may
+            // have come in its batch (admitted, held by the waiting consumer), or not yet.
+            #expect((218...220).contains(stats.received.values.reduce(0, +)), "the consumer went on while the lane was full")
             #expect(stats.shed["status"] == 0)
 
             // The lane task starts: everything queued is routed, in order; nothing else is lost.

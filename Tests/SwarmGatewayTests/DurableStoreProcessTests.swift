@@ -234,11 +234,8 @@ struct DurableStoreProcessTests {
                 let seen = try await eventuallyTrue {
                     try await check(nodes[0], expected).isEmpty
                 }
-                if !seen {
-                    let problems = try await check(nodes[0], expected)
-                    Issue.record("the twins never showed every device's data: \(problems.prefix(10))")
-                    return
-                }
+                let missing = seen ? [] : Array(try await check(nodes[0], expected).prefix(10))
+                try #require(seen, "the twins never showed every device's data: \(missing)")
 
                 let started = ContinuousClock.now
                 for node in nodes { node.terminate() }

@@ -190,7 +190,7 @@ struct EventProcessTests {
             }
             // Every device on a survivor, and the last round seen by the steady consumer.
             for id in onVictim {
-                #expect(await eventuallyTrue { ((try? await curl(["\(survivor.base)/v1/devices/\(id)"]))?.body ?? "").contains(#""online":true"#) })
+                #expect(await eventuallyTrue(timeout: .seconds(30)) { ((try? await curl(["\(survivor.base)/v1/devices/\(id)"]))?.body ?? "").contains(#""online":true"#) })
             }
             try await fleet.round()
             let lastN = fleet.total / ids.count
@@ -244,7 +244,7 @@ struct EventProcessTests {
                     try await fleet.round()
                     try await Task.sleep(for: .milliseconds(20))
                 }
-                #expect(await eventuallyTrue { receiver.events.count >= 30 * ids.count })
+                #expect(await eventuallyTrue(timeout: .seconds(30)) { receiver.events.count >= 30 * ids.count })
                 let victim = cluster.nodes.first { $0.name == first }!
                 let survivors = cluster.nodes.filter { $0.name != first }
                 cluster.kill(victim)

@@ -93,6 +93,8 @@ public final class EventHub: Sendable {
         var removed: Int64 = 0
         /// Sinks' acknowledged cursors to store with the next transaction.
         var cursors: [String: StoredEventKey] = [:]
+        /// The newest event found in the store at start-up (this node's log reaches back to there).
+        var restored = EventKey.zero
         var closed = false
         var stats = EventStats()
     }
@@ -154,6 +156,21 @@ public final class EventHub: Sendable {
         }
     }
 
+    /// What a hub seen for the first time gets before the live batches: every event this node
+    /// emitted and sent that is still in memory (in its log or waiting for the watermark), the
+    /// stable time of the last batch, and `from` (0 when that is every event this node ever
+    /// emitted, else the time before the oldest of them).
+    func backlog() -> (events: [DeviceEvent], from: Int64, stable: Int64) {
+        state.withLock { state in
+            var events: [DeviceEvent] = []
+            for index in 0..<state.ring.count where state.ring[index].origin == node.name { events.append(state.ring[index]) }
+            if let own = state.origins[node] { events += own.queue[own.head...] }
+            let complete = state.firstEmitted.map { first in events.first.map { $0.key.time <= first } ?? false } ?? true
+            let from = complete ? 0 : (events.first.map { $0.key.time - 1 } ?? state.lastStable)
+            return (events, from, state.lastStable)
+        }
+    }
+
     /// This node's own events (from ``takeOutbound()``, sent) into its log.
     func releaseLocal(_ events: [DeviceEvent], stable: Int64) {
         let wake = state.withLock { state -> [CheckedContinuation<Void, Never>] in
@@ -205,15 +222,17 @@ public final class EventHub: Sendable {
         for waiter in wake { waiter.resume() }
     }
 
-    /// Starts releasing (after ``EventSettings/startHold``). When other nodes were already
-    /// running, this node has their events only from the moment it first heard from them: older
-    /// cursors are expired here (the other nodes still serve them).
+    /// Starts releasing (after ``EventSettings/startHold``). Every other node sends a node it
+    /// sees for the first time the events it still has in memory (``backlog()``); when those do
+    /// not reach back to what this node's store holds, the events between are missing here, and
+    /// older cursors are expired on this node (the nodes that were running still serve them).
     func openGate() {
         let wake = state.withLock { state -> [CheckedContinuation<Void, Never>] in
             guard !state.gateOpen else { return [] }
             state.gateOpen = true
             let covered = state.origins.filter { $0.key != node && $0.value.inView }.compactMap(\.value.coveredFrom).max()
-            if let covered, covered > state.horizon.time {
+            // The store reaches back to `restored`, the other nodes' backlogs from `covered` on.
+            if let covered, covered > state.horizon.time, covered > state.restored.time {
                 state.horizon = max(state.horizon, EventKey(time: covered, device: "~"))
                 logger.info("event stream of \(node.name) starts at \(covered) µs: earlier cursors are served by the nodes that were running")
             }
@@ -474,6 +493,7 @@ public final class EventHub: Sendable {
                 state.floor = max(state.floor, newest)
                 state.storedThrough = max(state.storedThrough, newest)
                 state.lastTime = max(state.lastTime, newest.time)
+                state.restored = newest
             }
             state.removed = summary.purged
             state.removalMarks = [(EventKey(summary.horizon), summary.purged)]

@@ -24,28 +24,31 @@ public struct WebhookDefinition: Sendable, Hashable, Codable {
     public var types: [String]?
     /// Only events of devices in this group (nil: all).
     public var group: String?
+    /// Only events matching this `where` expression (nil: all).
+    public var `where`: String?
     /// The HMAC-SHA256 key of `X-Swarm-Signature` (never shown by the API).
     public var secret: String
     /// Milliseconds since the epoch.
     public var createdAt: Int64
 
-    public init(id: String, url: String, types: [String]?, group: String?, secret: String, createdAt: Int64) {
+    public init(id: String, url: String, types: [String]?, group: String?, where query: String? = nil, secret: String, createdAt: Int64) {
         self.id = id
         self.url = url
         self.types = types
         self.group = group
+        self.where = query
         self.secret = secret
         self.createdAt = createdAt
     }
 
     /// The events this sink takes.
     var filter: EventFilter {
-        EventFilter(types: types.map { Set($0.compactMap(EventType.init(rawValue:))) }, group: group)
+        EventFilter(types: types.map { Set($0.compactMap(EventType.init(rawValue:))) }, group: group, query: self.where.flatMap { try? FleetQuery.parse($0) })
     }
 
     /// Checks a definition from the API: an `http`/`https` URL with a host, a secret of 1–1024
     /// bytes, known types, a valid group name.
-    static func validate(url: String, types: [String]?, group: String?, secret: String) throws(GatewayError) {
+    static func validate(url: String, types: [String]?, group: String?, where query: String?, secret: String) throws(GatewayError) {
         guard let parsed = URL(string: url), let scheme = parsed.scheme?.lowercased(), scheme == "http" || scheme == "https",
             let host = parsed.host, !host.isEmpty
         else {
@@ -56,6 +59,7 @@ public struct WebhookDefinition: Sendable, Hashable, Codable {
             _ = try EventFilter.types(types.joined(separator: ","))
         }
         if let group, !DeviceID.isValid(group) { throw GatewayError.invalidName(group) }
+        if let query { _ = try DeviceGateway.parseQuery(query) }
     }
 }
 
@@ -65,6 +69,7 @@ public struct WebhookStatus: Sendable, Hashable, Codable {
     public var url: String
     public var types: [String]?
     public var group: String?
+    public var `where`: String?
     /// The node driving it now (nil: not running anywhere at the moment).
     public var node: String?
     /// The last cursor its receiver acknowledged.
@@ -383,7 +388,7 @@ actor WebhookProcess: SwarmProcess {
         let definition = state.definition
         let pending = runtime.events.count(after: state.cursor, filter: definition.filter)
         return WebhookStatus(
-            id: definition.id, url: definition.url, types: definition.types, group: definition.group, node: runtime.nodeName,
+            id: definition.id, url: definition.url, types: definition.types, group: definition.group, where: definition.where, node: runtime.nodeName,
             cursor: state.cursor.description, lag: pending, failures: state.failures, consecutiveFailures: consecutiveFailures,
             lastError: state.lastError, dropped: state.dropped, delivered: state.delivered, createdAt: Timestamp.iso(definition.createdAt))
     }

@@ -430,8 +430,12 @@
     const id = state.device;
     if (!id) return;
     let twin;
+    let commands = [];
     try {
-      twin = await call("GET", "/v1/devices/" + encodeURIComponent(id));
+      const path = "/v1/devices/" + encodeURIComponent(id);
+      const [answer, queued] = await Promise.all([call("GET", path), call("GET", path + "/commands").catch(() => ({ commands: [] }))]);
+      twin = answer;
+      commands = (queued && queued.commands) || [];
     } catch (error) {
       if (state.device !== id) return;
       const text = error.status === 404 ? `No device ${id} (${error.code}).`
@@ -449,7 +453,8 @@
         el("span", { class: "badge " + (twin.online ? "online" : "offline"), "data-testid": "twin-online", "data-value": String(twin.online), text: twin.online ? "online" : "offline" }),
         el("span", { class: "muted" }, "on ", el("strong", { "data-testid": "twin-node", text: twin.node || "?" })),
         el("span", { class: "muted", text: "broker " + (twin.broker || "–") }),
-        el("span", { class: "muted", text: "desired v" + twin.version })),
+        el("span", { class: "muted", "data-testid": "twin-version", "data-value": String(twin.version), text: "desired v" + twin.version }),
+        el("span", { class: "muted", "data-testid": "twin-reported-version", "data-value": String(twin.reportedVersion ?? 0), text: "reported v" + (twin.reportedVersion ?? 0) })),
       el("dl", { class: "kv" },
         el("dt", { text: "last seen" }), el("dd", { text: ago(twin.lastSeen) + (twin.lastSeen ? " (" + twin.lastSeen + ")" : "") }),
         el("dt", { text: "connected" }), el("dd", { text: twin.connectedAt ? ago(twin.connectedAt) : "–" }),
@@ -460,8 +465,29 @@
         el("div", {}, el("h3", { text: "Reported" }), kv(twin.reported, "twin-reported")),
         el("div", {}, el("h3", { text: "Desired" }), kv(twin.desired, "twin-desired")),
         el("div", {}, el("h3", { text: "Delta (desired ≠ reported)" }), kv(twin.delta, "twin-delta")),
+        el("div", {}, el("h3", { text: "Tags (backend only)" }), kv(twin.tags, "twin-tags")),
         el("div", {}, el("h3", { text: "Counters" }), kv(twin.counters, "twin-counters"))),
+      renderCommands(commands),
       raw);
+  }
+
+  /** Queued commands (`?ttl=`): the pending ones first, then the recent finished ones. */
+  function renderCommands(commands) {
+    const pending = commands.filter((c) => c.status === "queued" || c.status === "sent");
+    const finished = commands.filter((c) => !(c.status === "queued" || c.status === "sent")).reverse();
+    const head = el("h3", {}, "Queued commands ",
+      el("span", { class: "muted", "data-testid": "twin-pending-commands", "data-value": String(pending.length), text: pending.length + " pending" }));
+    if (commands.length === 0) return el("div", { class: "commands" }, head, el("p", { class: "muted", text: "none (POST …/commands/{name}?ttl=SECONDS queues one)" }));
+    const rows = pending.concat(finished).map((c) => el("tr", { "data-testid": "command-row", "data-status": c.status },
+      el("td", { text: c.name }),
+      el("td", {}, badge(c.status, c.status === "answered" ? "yes" : c.status === "expired" || c.status === "failed" ? "no" : "draining")),
+      el("td", { text: ago(c.createdAt) }),
+      el("td", { text: c.status === "queued" ? "expires " + c.expiresAt : ago(c.updatedAt) }),
+      el("td", { class: "mono", text: c.reply !== undefined ? compact(c.reply) : (c.error || "") })));
+    return el("div", { class: "commands" }, head,
+      el("table", { class: "grid", "data-testid": "twin-commands" },
+        el("thead", {}, el("tr", {}, ["name", "status", "queued", "since", "reply / error"].map((h) => el("th", { text: h })))),
+        el("tbody", {}, rows)));
   }
 
   // ---------------------------------------------------------------- group query
