@@ -357,6 +357,7 @@ let package = Package(
             name: "gateway-bench",
             dependencies: [
                 "Gateway",
+                "GatewayStore",
                 "GatewayHTTP",
                 "GatewayStoreEngines",
                 "SwarmJSON",

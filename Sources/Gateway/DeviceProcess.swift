@@ -270,7 +270,7 @@ actor DeviceProcess: SwarmProcess {
         // here is ingested first, so the numbering continues after the last one (``emit``).
         await runtime.eventBarrier()
         eventsSynced = false
-        guard let restored = try? JSONDecoder().decode(DeviceState.self, from: Data(bytes)), restored.id == id else {
+        guard let restored = try? DeviceState.decode(checkpoint: bytes), restored.id == id else {
             runtime.logger.warning("device \(id): handoff state not decodable (\(bytes.count) bytes); starting empty")
             return
         }
@@ -287,7 +287,7 @@ actor DeviceProcess: SwarmProcess {
     }
 
     func resolveConflict(state bytes: [UInt8]) async {
-        guard let other = try? JSONDecoder().decode(DeviceState.self, from: Data(bytes)), other.id == id else { return }
+        guard let other = try? DeviceState.decode(checkpoint: bytes), other.id == id else { return }
         state.merge(other)
         await changed(urgent: true)
         scheduleCommandDeadline()

@@ -88,7 +88,7 @@ final class DeviceRecovery: Sendable {
     /// The state held for `id` (decoded), removed; nil when none is held or it does not decode.
     func take(_ id: String) -> DeviceState? {
         guard let row = takeRow(id) else { return nil }
-        guard let state = try? JSONDecoder().decode(DeviceState.self, from: Data(row.state)), state.id == id else { return nil }
+        guard let state = try? DeviceState.decode(checkpoint: row.state), state.id == id else { return nil }
         return state
     }
 

@@ -1,3 +1,4 @@
+import Foundation
 import SwarmJSON
 /// Telemetry sequence tracking over a window of ``SequenceTracker/windowSize`` numbers below the
 /// highest one seen.
@@ -100,8 +101,37 @@ struct SequenceTracker: Codable, Sendable, Hashable {
 }
 
 /// A fixed window of ``SequenceTracker/windowSize`` bits; bit 0 is the newest position.
+///
+/// Coded as `{"words": [Int64…]}`, each word's bit pattern as a signed integer: JSON readers keep
+/// integers exactly only up to `Int64.max` (``JSONValueDecoder``). Words written by earlier
+/// builds as unsigned integers are still read.
 struct BitWindow: Codable, Sendable, Hashable {
     var words = [UInt64](repeating: 0, count: SequenceTracker.windowSize / 64)
+
+    init() {}
+
+    enum CodingKeys: String, CodingKey {
+        case words
+    }
+
+    init(from decoder: any Decoder) throws {
+        let container = try decoder.container(keyedBy: CodingKeys.self)
+        let decoded: [UInt64]
+        if let signed = try? container.decode([Int64].self, forKey: .words) {
+            decoded = signed.map { UInt64(bitPattern: $0) }
+        } else {
+            decoded = try container.decode([UInt64].self, forKey: .words)
+        }
+        guard decoded.count == SequenceTracker.windowSize / 64 else {
+            throw DecodingError.dataCorruptedError(forKey: .words, in: container, debugDescription: "a window has \(SequenceTracker.windowSize / 64) words, not \(decoded.count)")
+        }
+        words = decoded
+    }
+
+    func encode(to encoder: any Encoder) throws {
+        var container = encoder.container(keyedBy: CodingKeys.self)
+        try container.encode(words.map { Int64(bitPattern: $0) }, forKey: .words)
+    }
 
     subscript(index: Int) -> Bool {
         get { words[index / 64] & (1 << UInt64(index % 64)) != 0 }
@@ -457,6 +487,17 @@ extension DeviceCounters {
 // MARK: - Checkpoint encoding
 
 extension DeviceState {
+    /// A state from its checkpoint JSON (``checkpointJSON()``): read by ``JSONValueDecoder``
+    /// (about a third of `JSONDecoder`'s cost: recovery decodes one per device), falling back to
+    /// `JSONDecoder` for what it refuses (an earlier build's unsigned window words).
+    static func decode(checkpoint bytes: [UInt8]) throws -> DeviceState {
+        do {
+            return try JSONValueDecoder().decode(DeviceState.self, from: bytes)
+        } catch {
+            return try JSONDecoder().decode(DeviceState.self, from: Data(bytes))
+        }
+    }
+
     /// The state as JSON in the layout of its `Codable` conformance (the keys of the synthesized
     /// `encode(to:)`, absent optionals left out), which `JSONDecoder` reads back as the same
     /// state: what checkpoints, handoffs and conflict yields carry. Written directly, because
@@ -600,7 +641,7 @@ extension BitWindow {
         out.append(contentsOf: #"{"words":["#.utf8)
         for (index, word) in words.enumerated() {
             if index > 0 { out.append(UInt8(ascii: ",")) }
-            out.append(contentsOf: String(word).utf8)
+            out.append(contentsOf: String(Int64(bitPattern: word)).utf8)
         }
         out.append(contentsOf: "]}".utf8)
     }

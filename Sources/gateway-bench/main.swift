@@ -10,6 +10,7 @@
 import DeviceSimulator
 import Foundation
 import Gateway
+import GatewayStore
 import Logging
 import MQTT
 import SwarmCore
@@ -31,6 +32,16 @@ struct Options {
     var workloads: Set<String> = ["M1", "RTT", "ACL", "M2", "M3", "M5"]
     /// E2: how long the webhook receiver refuses (s).
     var outage = 60.0
+    /// The store of S1–S3: `sqlite` (per-node files in temporary directories) or a PostgreSQL
+    /// server URL (`postgresql://USER:PASS@HOST:PORT/DB`; each workload creates a database of
+    /// its own there with psql and drops it afterwards).
+    var store = "sqlite"
+    /// S2: twins to recover.
+    var twins = 100_000
+    /// S2 and S3: API calls in flight.
+    var inFlight = 64
+    /// S1: runs of each (store off, store on), alternating.
+    var runs = 3
 
     static func parse() -> Options {
         var options = Options()
@@ -49,9 +60,13 @@ struct Options {
             case "--qos": options.qos = Int(value()) == 1 ? 1 : 0
             case "--json": options.json = value()
             case "--workloads": options.workloads = Set(value().split(separator: ",").map { $0.uppercased() })
+            case "--store": options.store = value()
+            case "--twins": options.twins = Int(value()) ?? options.twins
+            case "--in-flight": options.inFlight = Int(value()) ?? options.inFlight
+            case "--runs": options.runs = Int(value()) ?? options.runs
             case "--outage": options.outage = Double(value()) ?? options.outage
             default:
-                say("usage: gateway-bench [--nodes 3] [--devices 1000] [--fleet 10000] [--seconds 10] [--rate 100] [--qos 0|1] [--workloads M1,RTT,ACL,M2,M3,M5,E1,E2] [--outage 60] [--json FILE]")
+                say("usage: gateway-bench [--nodes 3] [--devices 1000] [--fleet 10000] [--seconds 10] [--rate 100] [--qos 0|1] [--workloads M1,RTT,ACL,M2,M3,M5,E1,E2,S1,S2,S3] [--outage 60] [--store sqlite|postgresql://USER:PASS@HOST:PORT/DB] [--twins 100000] [--in-flight 64] [--runs 3] [--json FILE]")
                 exit(2)
             }
         }
@@ -91,9 +106,12 @@ func percentile(_ sorted: [Double], _ p: Double) -> Double {
     return sorted[min(sorted.count - 1, Int((Double(sorted.count) * p).rounded(.up)) - 1)]
 }
 
+/// Bench loggers: errors only, or `BENCH_LOG` (trace, debug, info, notice, warning…).
+let benchLogLevel = ProcessInfo.processInfo.environment["BENCH_LOG"].flatMap(Logger.Level.init(rawValue:)) ?? .error
+
 func quiet(_ label: String) -> Logger {
     var logger = Logger(label: label)
-    logger.logLevel = .error
+    logger.logLevel = benchLogLevel
     return logger
 }
 
@@ -161,7 +179,10 @@ final class GatewayCluster: Sendable {
     let runner: Task<Void, Never>
     let latencies: LatencyRecorder
 
-    init(count: Int, brokerPort: Int, qos: Int = 0, username: String? = nil, password: String? = nil, configure: @Sendable (Int, inout GatewaySettings) -> Void = { _, _ in }) async throws {
+    init(
+        count: Int, brokerPort: Int, qos: Int = 0, username: String? = nil, password: String? = nil,
+        configure: @Sendable (Int, inout GatewaySettings) -> Void = { _, _ in }, store: (@Sendable (Int) async throws -> StoreWriter)? = nil
+    ) async throws {
         let latencies = LatencyRecorder()
         self.latencies = latencies
         var members: [Member] = []
@@ -184,6 +205,7 @@ final class GatewayCluster: Sendable {
             gatewaySettings.ingressObserver = { _, kind, payload in latencies.observe(kind, payload) }
             if let lanes = ProcessInfo.processInfo.environment["GW_LANES"].flatMap(Int.init) { gatewaySettings.ingressLanes = lanes }
             configure(index, &gatewaySettings)
+            if let store { gatewaySettings.store = try await store(index) }
             members.append(Member(node: node, gateway: try DeviceGateway(node: node, settings: gatewaySettings)))
         }
         let all = members
@@ -277,7 +299,7 @@ let options = Options.parse()
 let report = Report()
 LoggingSystem.bootstrap { label in
     var handler = StreamLogHandler.standardError(label: label)
-    handler.logLevel = .error
+    handler.logLevel = benchLogLevel
     return handler
 }
 var brokerSettings = EmbeddedBroker.Settings()
@@ -426,6 +448,8 @@ if options.workloads.contains("M1") {
     report.record("M1.half.p99", "publish-to-handled latency p99 at 50 % of the limit", percentile(samples, 0.99), "ms", setup: halfSetup)
     report.record("M1.half.samples", "telemetry messages timed", Double(samples.count), "msgs", setup: halfSetup)
 }
+
+try await runStoreWorkloads(StoreBench(options: options, report: report, port: port, brokerURL: brokerURL, base: base))
 
 // ACL: the command round trip behind the strict ACL of SPEC D1 (config/mosquitto.acl.example's
 // rules, a password file with the gateway login and one per device), beside the same round trip on

@@ -25,6 +25,37 @@ struct StoreUnitTests {
         #expect(StoredHeader(Array(#"{"id":"n","revision":99999999999999999999,"born":0,"version":3,"#.utf8)) == nil, "overflow")
     }
 
+    @Test("checkpoint decoding: the JSONValue decoder reads what JSONDecoder reads (high window bits, commands, JSON members); earlier builds' unsigned window words fall back")
+    func checkpointDecoding() throws {
+        var state = DeviceState(id: "dec-1")
+        _ = state.applyIngress(.status, ["status": "online", "model": "x", "groups": ["g"]], broker: "b", receivedAt: 10, retained: false)
+        for seq in [1, 5, 64, 63, 1000, 999, 2000] as [Int64] {
+            _ = state.applyIngress(.telemetry, ["seq": .int(seq), "t": 21.5, "s": "ok"], broker: "b", receivedAt: 20 + seq, retained: false)
+        }
+        _ = state.applyIngress(.reported, ["fw": ["v": 2], "on": true, "n": .null], broker: "b", receivedAt: 3000, retained: false)
+        state.patchDesired(["mode": "eco", "level": 3], at: 4000)
+        state.patchTags(["site": "lab"], at: 4001)
+        state.revision = 1_800_000_000_000_001
+        state.born = 1_700_000_000_000_000
+        state.sequence.seen.words[3] = .max
+        state.sequence.missing.words[0] = 1 << 63
+        let json = state.checkpointJSON()
+        let fast = try JSONValueDecoder().decode(DeviceState.self, from: json)
+        let foundation = try JSONDecoder().decode(DeviceState.self, from: Data(json))
+        #expect(fast == state && foundation == state)
+        #expect(try DeviceState.decode(checkpoint: json) == state)
+        // An earlier build wrote window words unsigned: JSONDecoder reads them, the fast path refuses.
+        var legacy = String(decoding: json, as: UTF8.self)
+        for window in [state.sequence.seen, state.sequence.missing] {
+            let signed = window.words.map { String(Int64(bitPattern: $0)) }.joined(separator: ",")
+            let unsigned = window.words.map { String($0) }.joined(separator: ",")
+            legacy = legacy.replacingOccurrences(of: "[\(signed)]", with: "[\(unsigned)]")
+        }
+        #expect(legacy != String(decoding: json, as: UTF8.self))
+        #expect(throws: (any Error).self) { try JSONValueDecoder().decode(DeviceState.self, from: Array(legacy.utf8)) }
+        #expect(try DeviceState.decode(checkpoint: Array(legacy.utf8)) == state)
+    }
+
     @Test("absorb: an older copy of the same history is ignored; a newer one, or another history, is merged")
     func absorb() {
         var live = DeviceState(id: "d")
