@@ -28,6 +28,7 @@ let nioSSL: Target.Dependency = .product(name: "NIOSSL", package: "swift-nio-ssl
 let nioTLS: Target.Dependency = .product(name: "NIOTLS", package: "swift-nio")
 let sqliteNIO: Target.Dependency = .product(name: "SQLiteNIO", package: "sqlite-nio")
 let postgresNIO: Target.Dependency = .product(name: "PostgresNIO", package: "postgres-nio")
+let asyncHTTPClient: Target.Dependency = .product(name: "AsyncHTTPClient", package: "async-http-client")
 
 let package = Package(
     name: "swarm-gateway",
@@ -66,6 +67,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-nio-ssl.git", from: "2.37.6"),
         .package(url: "https://github.com/vapor/sqlite-nio.git", from: "1.13.2"),
         .package(url: "https://github.com/vapor/postgres-nio.git", from: "1.33.2"),
+        .package(url: "https://github.com/swift-server/async-http-client.git", from: "1.37.0"),
     ],
     targets: [
         // Pure protocol logic: ring, registry replica, tracker, handoff, groups, membership.
@@ -256,7 +258,9 @@ let package = Package(
                 "SwarmNode",
                 "SwarmCore",
                 "MQTT",
+                "GatewayStore",
                 logging,
+                crypto,
             ],
             swiftSettings: swiftSettings
         ),
@@ -264,12 +268,15 @@ let package = Package(
             name: "GatewayTests",
             dependencies: [
                 "Gateway",
+                "GatewayStore",
+                "GatewayStoreEngines",
                 "SwarmJSON",
                 "SwarmNode",
                 "SwarmCore",
                 "SwarmTransport",
                 "MQTT",
                 logging,
+                crypto,
             ],
             swiftSettings: swiftSettings
         ),
@@ -350,6 +357,8 @@ let package = Package(
             name: "gateway-bench",
             dependencies: [
                 "Gateway",
+                "GatewayHTTP",
+                "GatewayStoreEngines",
                 "SwarmJSON",
                 "DeviceSimulator",
                 "SwarmNode",
@@ -357,6 +366,11 @@ let package = Package(
                 "SwarmTransport",
                 "MQTT",
                 logging,
+                hummingbird,
+                httpTypes,
+                nioCore,
+                asyncHTTPClient,
+                .product(name: "NIOHTTP1", package: "swift-nio"),
             ],
             swiftSettings: swiftSettings
         ),
@@ -367,6 +381,7 @@ let package = Package(
             name: "GatewayHTTP",
             dependencies: [
                 "Gateway",
+                "GatewayStore",
                 "SwarmJSON",
                 "SwarmNode",
                 "SwarmCore",
@@ -376,6 +391,9 @@ let package = Package(
                 logging,
                 prometheus,
                 serviceLifecycle,
+                asyncHTTPClient,
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+                crypto,
             ],
             // The dashboard's static files, compiled into the module as byte arrays
             // (`PackageResources`): no resource bundle to find at run time.
@@ -402,11 +420,15 @@ let package = Package(
                 nioCore,
                 serviceLifecycle,
                 logging,
+                asyncHTTPClient,
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+                crypto,
             ],
             swiftSettings: swiftSettings
         ),
         // Benchmark M4 (release builds only): a broker, 3 in-process nodes, simulated devices and
-        // the HTTP API of one node, for an external load tool (wrk). See docs/benchmarks.md.
+        // the HTTP API of one node, for an external load tool (wrk); and Q1/Q2 (fleet search,
+        // provisioning) with its own HTTP clients. See docs/benchmarks.md.
         .executableTarget(
             name: "gateway-http-bench",
             dependencies: [
@@ -415,8 +437,11 @@ let package = Package(
                 "SwarmNode",
                 "SwarmCore",
                 "SwarmTransport",
+                "SwarmJSON",
                 "MQTT",
+                "DeviceSimulator",
                 hummingbird,
+                hummingbirdTesting,
                 logging,
             ],
             swiftSettings: swiftSettings
@@ -425,7 +450,7 @@ let package = Package(
         // embedded broker answering over HTTP, SIGTERM.
         .testTarget(
             name: "SwarmGatewayTests",
-            dependencies: ["MQTT", "TestCertificates"],
+            dependencies: ["MQTT", "TestCertificates", "SwarmJSON", "GatewayStore", "GatewayStoreEngines", sqliteNIO, hummingbird, asyncHTTPClient, crypto, nioCore, nioPosix, httpTypes, logging, .product(name: "NIOHTTP1", package: "swift-nio")],
             swiftSettings: swiftSettings
         ),
         // The fault harness (issue 5, docs/reliability.md): gateway nodes in network namespaces,

@@ -2,7 +2,8 @@
 /// `config/mosquitto.acl.example` for a given topic prefix (the embedded broker runs with these;
 /// a test checks that the default matches the shipped file line for line).
 ///
-/// - the gateway user reads and writes `{prefix}/#` and reads `$SYS/#`;
+/// - the gateway user reads and writes `{prefix}/#` and `{eventsPrefix}/#` (the event stream on
+///   the broker, ``EventSettings/toBroker``: nobody else may write there) and reads `$SYS/#`;
 /// - the dynamic security admin user (when named) reads and writes `$CONTROL/dynamic-security/#`;
 /// - every device, logged in with its id as the user name (`%u`), may **write** only its `status`,
 ///   `telemetry`, `state/reported` and `replies/#`, and **read** only its `state/desired`,
@@ -16,12 +17,14 @@ public enum DeviceACL {
     /// The rule lines (no comments) for `topics`, the gateway user and, when not nil, the
     /// dynamic-security admin user.
     public static func rules(
-        topics: DeviceTopics = DeviceTopics(), gatewayUser: String = defaultGatewayUser, adminUser: String? = defaultAdminUser
+        topics: DeviceTopics = DeviceTopics(), gatewayUser: String = defaultGatewayUser, adminUser: String? = defaultAdminUser,
+        eventsPrefix: String = "events"
     ) -> [String] {
         let prefix = topics.prefix
         var lines = [
             "user \(gatewayUser)",
             "topic readwrite \(prefix)/#",
+            "topic readwrite \(eventsPrefix)/#",
             "topic read $SYS/#",
         ]
         if let adminUser {

@@ -59,7 +59,7 @@ extension DeviceGateway {
             (id, kind) = parsed
         case .failure(.badTopic):
             if let reply = topics.parseReply(message.topic) {
-                await handleReply(message, node: reply.node)
+                await handleReply(message, device: reply.id, node: reply.node)
                 return nil
             }
             counters.count(.badTopic)
@@ -120,11 +120,21 @@ extension DeviceGateway {
     }
 
     /// A command reply on `{prefix}/{id}/replies/{node}`: handed to the command waiting here, or
-    /// forwarded to node `node`'s ``GatewayNodeProcess`` (one cast). Replies without correlation
-    /// data, for no waiting command, or for a node that is gone count as `repliesUnmatched`.
-    func handleReply(_ message: MQTTMessage, node token: String) async {
+    /// forwarded to node `node`'s ``GatewayNodeProcess`` (one cast). The reply to a queued
+    /// command (``QueuedCommand/commandID(correlation:)``) goes to the device process by name,
+    /// wherever it runs now. Replies without correlation data, for no waiting command, or for a
+    /// node that is gone count as `repliesUnmatched`.
+    func handleReply(_ message: MQTTMessage, device: String, node token: String) async {
         guard let key = message.properties.correlationData else {
             counters.repliesUnmatched.add(1, ordering: .relaxed)
+            return
+        }
+        if let commandID = QueuedCommand.commandID(correlation: key) {
+            do {
+                try await node.send(device, DeviceMessage.commandReply(id: commandID, payload: message.payload).encoded())
+            } catch {
+                counters.repliesUnmatched.add(1, ordering: .relaxed)
+            }
             return
         }
         if token == nodeToken {
@@ -271,13 +281,15 @@ extension DeviceGateway {
         rejectLog.warning("routeFailed", "could not route \(items.count) message(s) of device '\(id)': \(lastError)")
     }
 
-    /// Writes the coalesced checkpoints every ``GatewaySettings/checkpointInterval``.
+    /// Writes the coalesced checkpoints every ``GatewaySettings/checkpointInterval``, and hands
+    /// queued commands whose TTL or reply deadline passed to their processes (every step).
     /// Sleeps in steps of at most 100 ms so that ``shutdown()`` ends it promptly.
     func sweep() async {
         let step = min(settings.checkpointInterval, .milliseconds(100))
         var next = ContinuousClock.now + settings.checkpointInterval
         while isRunning {
             try? await Task.sleep(for: step)
+            for process in runtime.commandTimers.takeDue(Timestamp.nowMillis()) { await process.commandDeadlinePassed() }
             guard ContinuousClock.now >= next else { continue }
             next = ContinuousClock.now + settings.checkpointInterval
             for process in runtime.takeDirty() { await process.flush() }

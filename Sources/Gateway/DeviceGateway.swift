@@ -1,4 +1,5 @@
 import Foundation
+import GatewayStore
 import Logging
 import MQTT
 import SwarmCore
@@ -36,9 +37,16 @@ import Synchronization
 /// reply reaches one gateway node through the shared subscription; when that is not the waiting
 /// node, it is forwarded to the waiting node's `gateway-node:{node}` process (one cluster hop).
 ///
+/// ## Durable state
+/// With ``GatewaySettings/store`` the device processes write their state through it
+/// (``DeviceStorage``), the node writes the successor replicas it holds (per-node stores), and
+/// ``run()`` recovers every stored device at start (``DeviceRecovery``): API writes wait until
+/// the cluster's stored rows reached their owners, and ``isReady()`` is false until then.
+///
 /// ## Lifecycle
-/// ``start()`` (register the kind, connect, subscribe), ``run()`` (until ``shutdown()``),
-/// ``shutdown()``. The node's own lifecycle is separate: start the node first, stop it after.
+/// ``start()`` (register the kind, run the store writer, connect, subscribe), ``run()`` (until
+/// ``shutdown()``), ``shutdown()`` (flushes the store). The node's own lifecycle is separate:
+/// start the node first, stop it after.
 public final class DeviceGateway: Sendable {
     /// The node this gateway serves.
     public let node: SwarmNode
@@ -61,6 +69,8 @@ public final class DeviceGateway: Sendable {
     let inLanes = Atomic<Int>(0)
     /// Set by ``drain(timeout:)``: the shared subscriptions are gone.
     let ingressStopped = Atomic<Bool>(false)
+    /// The store writer's loop (``GatewaySettings/store``), from ``start()`` to ``shutdown()``.
+    let writerTask = Mutex<Task<Void, Never>?>(nil)
 
     enum Phase: Equatable {
         case idle, starting, running, stopped
@@ -121,8 +131,19 @@ public final class DeviceGateway: Sendable {
         }
         let context = NodeContext(replies: replies, counters: counters, runtime: runtime)
         await node.register(kind: GatewaySettings.nodeProcessKind) { _, _ in GatewayNodeProcess(context: context) }
+        if let storage = runtime.storage {
+            let writer = storage.writer
+            // Nothing is written before recovery has read the whole store (``recover()``): a
+            // process created by a device message meanwhile must not replace a row not read yet.
+            writer.hold()
+            writerTask.withLock { $0 = Task { await writer.run() } }
+            // Per-node stores keep the successor replicas this node holds, so a cluster that
+            // comes back without one node's disk still has every twin.
+            if !storage.isShared { await node.observeStandby(storage.standbyObserver()) }
+        }
         do {
             try await registerNodeProcess()
+            try await startEvents()
             try await settings.logins?.start()
             for entry in runtime.brokers.entries {
                 try await entry.client.connect()
@@ -160,10 +181,13 @@ public final class DeviceGateway: Sendable {
         try await node.join(GatewaySettings.nodeGroup, pid)
     }
 
-    /// Runs ingress, lanes and the checkpoint sweep until ``shutdown()``; starts first if needed.
+    /// Runs ingress, lanes, the checkpoint sweep and the recovery from the store until
+    /// ``shutdown()``; starts first if needed.
     public func run() async throws {
         try await start()
         await withDiscardingTaskGroup { group in
+            group.addTask { await self.recover() }
+            group.addTask { await self.registerRecovered() }
             for (index, entry) in runtime.brokers.entries.enumerated() {
                 group.addTask { await self.consumeMessages(entry, index: index) }
                 group.addTask { await self.consumeEvents(entry) }
@@ -173,11 +197,15 @@ public final class DeviceGateway: Sendable {
                 group.addTask { await self.consumeLane(lane, slowPath: slowPath) }
             }
             group.addTask { await self.sweep() }
+            group.addTask { await self.runEventPump() }
+            group.addTask { await self.runEventStore() }
+            group.addTask { await self.runWebhookKeeper() }
         }
     }
 
     /// Stops: closes every MQTT client (no will, no DISCONNECT reason), fails waiting commands,
-    /// ends ``run()``. Device processes live on with the node. Idempotent.
+    /// writes every device's last change to the store and closes it, ends ``run()``. Device
+    /// processes live on with the node. Idempotent.
     public func shutdown() async {
         let wasStopped = phase.withLock { phase -> Bool in
             defer { phase = .stopped }
@@ -185,9 +213,19 @@ public final class DeviceGateway: Sendable {
         }
         guard !wasStopped else { return }
         for lane in lanes { lane.finish() }
+        runtime.recovery.finish()
         replies.failAll(GatewayError.notRunning)
+        await stopEvents()
         for entry in runtime.brokers.entries { await entry.client.close() }
         await settings.logins?.shutdown()
+        if let storage = runtime.storage {
+            // Changes not checkpointed yet go to the store's queue, and the queue to disk.
+            for process in runtime.takeDirty() { await process.flush() }
+            let started = ContinuousClock.now
+            await storage.writer.close()
+            await writerTask.withLock { $0 }?.value
+            logger.info("store \(storage.writer.store.location) flushed and closed in \(ContinuousClock.now - started)")
+        }
     }
 
     /// Graceful leave of this node (SIGTERM, `POST /v1/cluster/drain`): stops taking device
@@ -196,6 +234,12 @@ public final class DeviceGateway: Sendable {
     /// node, which hands every device process over with its whole state. Returns the node's drain
     /// result. Facade calls (and command replies) keep working until ``shutdown()``; call that,
     /// then stop the node.
+    ///
+    /// With a store, a drain that has nobody to hand the devices to — every peer is draining or
+    /// gone, as when the whole cluster is stopped at once — does not wait out the drain timeout:
+    /// as soon as the ring has no other node (checked every 100 ms, twice in a row) it returns
+    /// false, and ``shutdown()`` writes every device's state to the store, from which the cluster
+    /// recovers when it starts again.
     @discardableResult
     public func drain(timeout: Duration? = nil) async -> Bool {
         if !ingressStopped.exchange(true, ordering: .relaxed) {
@@ -218,17 +262,62 @@ public final class DeviceGateway: Sendable {
                 try? await Task.sleep(for: .milliseconds(10))
             }
         }
-        return await node.drain(timeout: timeout)
+        guard runtime.storage != nil else { return await node.drain(timeout: timeout) }
+        let node = self.node
+        let result = Mutex<Bool?>(nil)
+        Task { let drained = await node.drain(timeout: timeout); result.withLock { $0 = drained } }
+        var alone = 0
+        while true {
+            if let drained = result.withLock({ $0 }) { return drained }
+            try? await Task.sleep(for: .milliseconds(100))
+            if let dump = try? await node.dump(), dump.draining, dump.ringNodes.allSatisfy({ $0 == node.id.name }) {
+                alone += 1
+                if alone >= 2 {
+                    let left = dump.localNames
+                    logger.notice("drain: no peer can take the \(left) local name(s) (every other node is draining or gone); stopping with their state in \(runtime.storage!.writer.store.location)")
+                    return false
+                }
+            } else {
+                alone = 0
+            }
+        }
     }
 
     /// True while running.
     public var isRunning: Bool { phase.withLock { $0 == .running } }
 
-    /// Readiness: the gateway runs and takes ingress (not drained), its node is `running`, and
-    /// every broker connection is up.
+    /// Readiness: the gateway runs and takes ingress (not drained), its node is `running`, every
+    /// broker connection is up, recovery from the store is complete and the store commits.
     public func isReady() async -> Bool {
-        guard isRunning, !ingressStopped.load(ordering: .relaxed), await node.lifecycle == .running else { return false }
-        return runtime.brokers.entries.allSatisfy { $0.client.isConnected }
+        await readiness().ready
+    }
+
+    /// ``isReady()`` with the reason when not ready (`/readyz`).
+    public func readiness() async -> Readiness {
+        guard isRunning, !ingressStopped.load(ordering: .relaxed), await node.lifecycle == .running else {
+            return Readiness(ready: false, code: "notReady", reason: "node \(node.id.name) is not running (starting, draining or stopped)")
+        }
+        if let broker = runtime.brokers.entries.first(where: { !$0.client.isConnected }) {
+            return Readiness(ready: false, code: "notReady", reason: "broker \(broker.id) is not connected")
+        }
+        if !runtime.recovery.isReady {
+            return Readiness(ready: false, code: "notReady", reason: "recovering device state from the store")
+        }
+        if let storage = runtime.storage, !storage.writer.isHealthy {
+            return Readiness(
+                ready: false, code: "storeUnavailable",
+                reason: "\(storage.writer.store.location) does not commit: \(storage.writer.lastError ?? "unknown error"); API writes answer 503, ingress is kept in memory")
+        }
+        return Readiness(ready: true, code: "ready", reason: "ready")
+    }
+
+    /// The store writer's figures (`/metrics`), nil without a store.
+    public var storeStats: StoreStats? { runtime.storage?.writer.stats }
+
+    /// Recovery from the store: whether it is complete, and how long it took.
+    public var recoveryStatus: (complete: Bool, duration: Duration?) {
+        let summary = runtime.recovery.summary
+        return (summary.ready, summary.readyAfter)
     }
 
     // MARK: - Facade: devices
@@ -325,16 +414,17 @@ public final class DeviceGateway: Sendable {
         guard isRunning else { throw GatewayError.notRunning }
         guard node.whereis(id) != nil else { throw GatewayError.unknownDevice(id) }
         try await broadcastTombstone(id, set: true)
-        let broker: String?
+        let deletion: DeletedReply
         do {
-            let answer = try await node.call(id, DeviceMessage.delete.encoded(), timeout: settings.queryTimeout)
-            broker = answer.isEmpty ? nil : String(decoding: answer, as: UTF8.self)
+            deletion = try DeletedReply(decoding: try await node.call(id, DeviceMessage.delete.encoded(), timeout: settings.queryTimeout))
             try await node.unregister(id)
         } catch SwarmError.unknownName {
             throw GatewayError.unknownDevice(id)
         } catch {
             throw mapped(error, device: id)
         }
+        let broker = deletion.broker
+        let forgotten = await forget(id, revision: deletion.revision)
         if let logins = settings.logins { try await logins.removeLogin(id) }
         for topic in [topics.status(id), topics.desired(id)] {
             // An empty retained message clears the retained one.
@@ -344,6 +434,28 @@ public final class DeviceGateway: Sendable {
                 counters.publishFailures.add(1, ordering: .relaxed)
                 throw GatewayError.brokerUnavailable("device \(id) deleted, but its retained \(topic) was not cleared: \(error)")
             }
+        }
+        if let forgotten { throw forgotten }
+    }
+
+    /// Deletes `id`'s rows from the store and records its tombstone (durably): on every gateway
+    /// node's store with per-node stores (each may hold a row or a replica), once with a shared
+    /// store. The error to answer when this node's store did not commit it.
+    private func forget(_ id: String, revision: Int64) async -> GatewayError? {
+        guard let storage = runtime.storage else { return nil }
+        storage.recordTombstone(id, revision: revision)
+        if !storage.isShared {
+            let result = await node.multiCall(GatewaySettings.nodeGroup, NodeMessage.forget(id: id, revision: revision).encoded(), timeout: settings.queryTimeout)
+            if !result.failed.isEmpty {
+                logger.warning("device \(id): \(result.failed.count) gateway node(s) did not confirm its deletion from their stores in time")
+            }
+        }
+        do {
+            // Here (again, with per-node stores: idempotent) — the answer depends on it.
+            try await storage.writer.commit(.delete(id: id, revision: revision, tombstone: true))
+            return nil
+        } catch {
+            return GatewayError.storeUnavailable("device \(id) is deleted, but the store did not record it (\(error)); it may come back when every node restarts")
         }
     }
 
@@ -358,24 +470,29 @@ public final class DeviceGateway: Sendable {
 
     /// Sends command `name` with `body` to device `id` on `{prefix}/{id}/commands/{name}` (QoS 1,
     /// response topic `{prefix}/{id}/replies/{nodeToken}`, random correlation data, message
-    /// expiry = the timeout) and
-    /// waits for the device's reply. Throws `unknownDevice`, `commandTimeout` (HTTP 504),
-    /// `invalidReply` (not JSON), `brokerUnavailable`.
+    /// expiry = the timeout) and waits for the device's reply. The device process is asked first
+    /// whether the device is online (and on which broker): an offline device is
+    /// ``GatewayError/deviceOffline(_:)`` at once (HTTP 409; queue it with
+    /// ``queueCommand(_:name:body:ttl:timeout:)`` instead). Throws `unknownDevice`,
+    /// `commandTimeout` (HTTP 504), `invalidReply` (not JSON), `brokerUnavailable`.
     public func command(_ id: String, name: String, body: JSONValue, timeout: Duration? = nil) async throws -> JSONValue {
         try validate(id)
         try validate(name)
         guard isRunning else { throw GatewayError.notRunning }
         guard node.whereis(id) != nil else { throw GatewayError.unknownDevice(id) }
         let timeout = timeout ?? settings.commandTimeout
-        var broker: String?
-        if runtime.brokers.entries.count > 1 {
-            do {
-                let answer = try await node.call(id, DeviceMessage.route(command: name).encoded(), timeout: timeout)
-                broker = answer.isEmpty ? nil : String(decoding: answer, as: UTF8.self)
-            } catch {
-                throw mapped(error, device: id)
-            }
+        let answer: [UInt8]
+        do {
+            answer = try await node.call(id, DeviceMessage.route(command: name).encoded(), timeout: timeout)
+        } catch {
+            throw mapped(error, device: id)
         }
+        guard let route = try? RouteReply(decoding: answer) else {
+            _ = try deviceReply(answer, device: id)  // a refusal: the device is being deleted
+            throw GatewayError.cluster("undecodable route reply")
+        }
+        guard route.online else { throw GatewayError.deviceOffline(id) }
+        let broker = route.broker
         let key = (0..<16).map { _ in UInt8.random(in: 0...255) }
         let seconds = UInt32(clamping: max(1, Int((Double(timeout.components.seconds) + Double(timeout.components.attoseconds) / 1e18).rounded(.up))))
         let message = MQTTMessage(
@@ -426,6 +543,71 @@ public final class DeviceGateway: Sendable {
             if case GatewayError.commandTimeout = error { counters.commandsTimedOut.add(1, ordering: .relaxed) }
             throw error
         }
+    }
+
+    // MARK: - Facade: queued commands
+
+    /// The longest TTL of a queued command: 30 days.
+    public static let maxCommandTTL: Duration = .seconds(30 * 24 * 3600)
+
+    /// Queues command `name` with `body` for device `id` (`POST …/commands/{name}?ttl=`, SPEC D3):
+    /// kept in the device's state (replicated before this answers, like every API write), sent
+    /// at once when the device is online, else at its next birth, in the order queued; never sent
+    /// once `ttl` has passed (it becomes `expired`). Once sent, the device has until the later of
+    /// the TTL and `timeout` (default ``GatewaySettings/commandTimeout``) to answer, else the
+    /// command is `failed`. Answers the receipt (`queued` or `sent`). Throws `unknownDevice`,
+    /// `invalidBody` (TTL outside 1 s…30 days, body over ``GatewaySettings/maxPayloadBytes``),
+    /// ``GatewayError/tooManyCommands(_:)`` (100 pending, HTTP 429), `notReplicated`.
+    public func queueCommand(_ id: String, name: String, body: JSONValue, ttl: Duration, timeout: Duration? = nil) async throws -> CommandReceipt {
+        try validate(id)
+        try validate(name)
+        guard ttl >= .seconds(1), ttl <= Self.maxCommandTTL else { throw GatewayError.invalidBody("a command's ttl must be 1 s to 30 days") }
+        guard body.serialized().count <= settings.maxPayloadBytes else {
+            throw GatewayError.invalidBody("a queued command's body must be at most \(settings.maxPayloadBytes) bytes")
+        }
+        guard isRunning else { throw GatewayError.notRunning }
+        let window = timeout ?? settings.commandTimeout
+        let message = DeviceMessage.queueCommand(name: name, body: body, ttl: Self.millis(ttl), replyWindow: Self.millis(window))
+        let bytes = try await callJSON(id, message)
+        do {
+            return try JSONDecoder().decode(CommandReceipt.self, from: Data(bytes))
+        } catch {
+            throw GatewayError.cluster("undecodable command receipt: \(error)")
+        }
+    }
+
+    /// Queued command `commandID` of device `id` (`GET …/commands/{cid}`). Throws
+    /// `unknownDevice`, ``GatewayError/unknownCommand(device:id:)``.
+    public func queuedCommand(_ id: String, commandID: String) async throws -> DeviceCommand {
+        try validate(id)
+        guard DeviceID.isValid(commandID) else { throw GatewayError.unknownCommand(device: id, id: commandID) }
+        let bytes = try await callJSON(id, .commands(id: commandID))
+        return try decodeCommand(bytes)
+    }
+
+    /// Device `id`'s queued commands, oldest first: the pending ones and the last finished ones
+    /// (`GET …/commands`).
+    public func queuedCommands(_ id: String) async throws -> [DeviceCommand] {
+        try validate(id)
+        let bytes = try await callJSON(id, .commands(id: nil))
+        do {
+            return try JSONDecoder().decode([String: [DeviceCommand]].self, from: Data(bytes))["commands"] ?? []
+        } catch {
+            throw GatewayError.cluster("undecodable command list: \(error)")
+        }
+    }
+
+    private func decodeCommand(_ bytes: [UInt8]) throws -> DeviceCommand {
+        do {
+            return try JSONDecoder().decode(DeviceCommand.self, from: Data(bytes))
+        } catch {
+            throw GatewayError.cluster("undecodable command: \(error)")
+        }
+    }
+
+    static func millis(_ duration: Duration) -> Int64 {
+        let (seconds, attoseconds) = duration.components
+        return seconds * 1000 + attoseconds / 1_000_000_000_000_000
     }
 
     // MARK: - Facade: groups
@@ -485,15 +667,23 @@ public final class DeviceGateway: Sendable {
 
     /// Asks every member of `group` for its twin, or only the dotted `fields`
     /// (`["reported.x", "online"]`), with Swarm `multiCall`; members that do not answer within
-    /// `timeout` are listed in `missing`. Never throws for a member.
-    public func query(group: String, fields: [String]? = nil, timeout: Duration? = nil) async throws -> GroupQueryResult {
+    /// `timeout` are listed in `missing`. With `where` (a ``FleetQuery``), only members that
+    /// match reply (each evaluates it on its own state); ``GroupQueryResult/matched`` counts
+    /// them. Throws `invalidQuery` for a bad expression; never throws for a member.
+    public func query(group: String, fields: [String]? = nil, where condition: String? = nil, timeout: Duration? = nil) async throws -> GroupQueryResult {
         try validate(group)
+        if let condition { _ = try Self.parseQuery(condition) }
         let swarmGroup = runtime.swarmGroup(group)
         let members = node.members(swarmGroup)
-        let result = await node.multiCall(swarmGroup, DeviceMessage.query(fields: fields).encoded(), timeout: timeout ?? settings.queryTimeout)
+        let message = DeviceMessage.query(fields: fields, where: condition).encoded()
+        let result = await node.multiCall(swarmGroup, message, timeout: timeout ?? settings.queryTimeout)
         var replies: [String: JSONValue] = [:]
         var answered: Set<ProcessID> = []
         for (pid, bytes) in result.replies {
+            if bytes.isEmpty {
+                answered.insert(pid)  // did not match
+                continue
+            }
             guard let value = try? JSONValue.parse(bytes), let id = value["id"]?.stringValue, let data = value["data"] else { continue }
             replies[id] = data
             answered.insert(pid)
@@ -501,6 +691,52 @@ public final class DeviceGateway: Sendable {
         let names = await namesByProcess()
         let missing = members.filter { !answered.contains($0) }.map { names[$0] ?? $0.description }
         return GroupQueryResult(replies: replies, missing: missing.sorted())
+    }
+
+    // MARK: - Facade: fleet search
+
+    /// The largest page of ``search(where:limit:cursor:timeout:)``.
+    public static let maxSearchLimit = 1000
+
+    /// Fleet search (`GET /v1/devices?where=…`, SPEC D2): the ids of the devices matching
+    /// `where` (every device when nil), in id order, at most `limit` (1…``maxSearchLimit``),
+    /// starting after `cursor` (the ``DeviceSearchResult/next`` of the previous page). Each
+    /// gateway node evaluates the query over the devices it hosts (``DeviceIndex``, one
+    /// multi-call to ``GatewaySettings/nodeGroup``) and answers its first `limit + 1` ids; this
+    /// node merges them. Walking the pages returns each matching device once (ids only grow);
+    /// a device created or changed meanwhile may or may not be seen. Throws `invalidQuery`
+    /// (with the position of the error), `invalidBody` for a bad limit or cursor, and `cluster`
+    /// when a gateway node did not answer (a partial answer would silently miss its devices).
+    public func search(where condition: String? = nil, limit: Int = 100, cursor: String? = nil, timeout: Duration? = nil) async throws -> DeviceSearchResult {
+        if let condition { _ = try Self.parseQuery(condition) }
+        guard (1...Self.maxSearchLimit).contains(limit) else { throw GatewayError.invalidBody("limit must be in 1...\(Self.maxSearchLimit)") }
+        if let cursor, !DeviceID.isValid(cursor) { throw GatewayError.invalidBody("cursor must be the 'next' of a previous page") }
+        guard isRunning else { throw GatewayError.notRunning }
+        let message = NodeMessage.search(where: condition, after: cursor, limit: limit + 1).encoded()
+        let result = await node.multiCall(GatewaySettings.nodeGroup, message, timeout: timeout ?? settings.queryTimeout)
+        guard result.failed.isEmpty else {
+            let names = result.failed.map(\.node.name).sorted().joined(separator: ", ")
+            throw GatewayError.cluster("fleet search: gateway node(s) \(names) did not answer; their devices would be missing")
+        }
+        var pages: [DeviceIndex.Page] = []
+        for (_, bytes) in result.replies {
+            do {
+                pages.append(try NodeMessage.decodePage(bytes))
+            } catch {
+                throw GatewayError.cluster("fleet search: undecodable answer: \(error)")
+            }
+        }
+        let merged = DeviceIndex.merge(pages, limit: limit)
+        return DeviceSearchResult(devices: merged.ids, next: merged.more ? merged.ids.last : nil, matched: merged.matched)
+    }
+
+    /// Parses a fleet-search expression, as ``GatewayError/invalidQuery(_:)`` when bad.
+    static func parseQuery(_ text: String) throws(GatewayError) -> FleetQuery {
+        do {
+            return try FleetQuery.parse(text)
+        } catch {
+            throw GatewayError.invalidQuery(error)
+        }
     }
 
     // MARK: - Facade: cluster and stats
@@ -564,8 +800,33 @@ public final class DeviceGateway: Sendable {
         }
     }
 
+    /// A device call answered with ``DeviceReply/json(_:)``: the JSON bytes.
+    private func callJSON(_ id: String, _ message: DeviceMessage) async throws -> [UInt8] {
+        guard node.whereis(id) != nil else { throw GatewayError.unknownDevice(id) }
+        let bytes: [UInt8]
+        do {
+            bytes = try await node.call(id, message.encoded(), timeout: settings.queryTimeout)
+        } catch {
+            throw mapped(error, device: id)
+        }
+        var commandID: String?
+        if case .commands(let asked) = message { commandID = asked }
+        guard case .json(let json) = try deviceReply(bytes, device: id, commandID: commandID) else {
+            throw GatewayError.cluster("unexpected device reply")
+        }
+        return json
+    }
+
     /// A device's ``DeviceReply`` as the twin or the error it stands for.
     private func twinBytes(_ bytes: [UInt8], device id: String) throws -> TwinBytes {
+        guard case .twin(let version, let json) = try deviceReply(bytes, device: id) else {
+            throw GatewayError.cluster("unexpected device reply")
+        }
+        return TwinBytes(json: json, version: version)
+    }
+
+    /// A device's ``DeviceReply``, refusals thrown as the errors they stand for.
+    private func deviceReply(_ bytes: [UInt8], device id: String, commandID: String? = nil) throws -> DeviceReply {
         let reply: DeviceReply
         do {
             reply = try DeviceReply(decoding: bytes)
@@ -573,14 +834,20 @@ public final class DeviceGateway: Sendable {
             throw GatewayError.cluster("undecodable device reply: \(error)")
         }
         switch reply {
-        case .twin(let version, let json):
-            return TwinBytes(json: json, version: version)
+        case .twin, .json:
+            return reply
+        case .refused("tooManyCommands", _, _):
+            throw GatewayError.tooManyCommands(id)
+        case .refused("unknownCommand", _, _):
+            throw GatewayError.unknownCommand(device: id, id: commandID ?? "")
         case .refused("versionConflict", let version, _):
             throw GatewayError.versionConflict(current: version)
         case .refused("gone", _, _):
             throw GatewayError.unknownDevice(id)
         case .refused("notReplicated", _, let message):
             throw GatewayError.notReplicated(message)
+        case .refused("storeUnavailable", _, let message):
+            throw GatewayError.storeUnavailable(message)
         case .refused(_, _, let message):
             throw GatewayError.cluster(message)
         }

@@ -1,7 +1,8 @@
 import SwarmJSON
-/// The messages a ``DeviceProcess`` understands: casts (`ingress`, `down`, `commandOutcome`) and
-/// calls (`twin`, `patchDesired`, `group`, `query`, `route`, `patchTags`, `provision`, `delete`).
-/// Calls that answer with the twin answer a ``DeviceReply``.
+/// The messages a ``DeviceProcess`` understands: casts (`ingress`, `down`, `commandOutcome`,
+/// `commandReply`) and calls (`twin`, `patchDesired`, `group`, `query`, `route`, `patchTags`,
+/// `provision`, `delete`, `queueCommand`, `commands`). Calls that answer with the twin (or other
+/// JSON) answer a ``DeviceReply``.
 ///
 /// Encoding: one tag byte, then the fields in order; strings and byte strings are a 4-byte
 /// big-endian length plus the bytes, integers 8 bytes big endian, optionals a 0/1 byte first.
@@ -16,9 +17,11 @@ enum DeviceMessage: Sendable, Hashable {
     case patchDesired(JSONValue, ifVersions: [Int64]?)
     /// Call: join (`true`) or leave a device group (reply: the twin's JSON).
     case group(String, join: Bool)
-    /// Call: the twin or selected dotted paths (reply: ``QueryReply`` JSON `{"id":…, "data":…}`).
-    case query(fields: [String]?)
-    /// Call: which broker to publish a command on, and count it (reply: the broker id, or empty).
+    /// Call: the twin or selected dotted paths (reply: JSON `{"id":…, "data":…}`); with `where`
+    /// (a ``FleetQuery`` text), an empty reply when the device does not match.
+    case query(fields: [String]?, where: String?)
+    /// Call: whether the device is online and which broker to publish a command on (reply:
+    /// ``RouteReply``).
     case route(command: String)
     /// Cast: the result of a command (`answered` or timed out).
     case commandOutcome(command: String, answered: Bool)
@@ -29,12 +32,25 @@ enum DeviceMessage: Sendable, Hashable {
     /// Call: provisioning of an existing or new device: replace the tags when given, join the
     /// groups (reply: ``DeviceReply``).
     case provision(tags: JSONValue?, groups: [String])
-    /// Call: the device is being deleted: leave every group, accept nothing more (reply: the
-    /// broker the device last used, or empty).
+    /// Call: the device is being deleted: leave every group, accept nothing more (reply:
+    /// ``DeletedReply``, the broker it last used and the revision of its deletion).
     case delete
+    /// Call: queue command `name` for `ttl` milliseconds, with `replyWindow` milliseconds for the
+    /// answer once sent (reply: ``DeviceReply/json(_:)`` `{"id", "status"}`, or refused
+    /// `tooManyCommands`).
+    case queueCommand(name: String, body: JSONValue, ttl: Int64, replyWindow: Int64)
+    /// Call: one queued command by id, or the list when nil (reply: ``DeviceReply/json(_:)``, or
+    /// refused `unknownCommand`).
+    case commands(id: String?)
+    /// Cast: the device's reply to queued command `id`, its payload as it came.
+    case commandReply(id: String, payload: [UInt8])
+    /// Cast: take in the stored copy recovery holds for this device, if any, and join the groups
+    /// of the state (``DeviceRecovery``).
+    case restore
 
     enum Tag: UInt8 {
-        case ingress = 1, twin, patchDesired, group, query, route, commandOutcome, down, patchTags, provision, delete
+        case ingress = 1, twin, patchDesired, group, query, route, commandOutcome, down, patchTags, provision, delete, restore
+        case queueCommand, commands, commandReply
     }
 
     struct DecodeError: Error, CustomStringConvertible {
@@ -61,7 +77,7 @@ enum DeviceMessage: Sendable, Hashable {
             writer.byte(Tag.group.rawValue)
             writer.string(group)
             writer.byte(join ? 1 : 0)
-        case .query(let fields):
+        case .query(let fields, let condition):
             writer.byte(Tag.query.rawValue)
             if let fields {
                 writer.byte(1)
@@ -70,6 +86,7 @@ enum DeviceMessage: Sendable, Hashable {
             } else {
                 writer.byte(0)
             }
+            writer.optionalString(condition)
         case .route(let command):
             writer.byte(Tag.route.rawValue)
             writer.string(command)
@@ -95,6 +112,21 @@ enum DeviceMessage: Sendable, Hashable {
             for group in groups { writer.string(group) }
         case .delete:
             writer.byte(Tag.delete.rawValue)
+        case .queueCommand(let name, let body, let ttl, let replyWindow):
+            writer.byte(Tag.queueCommand.rawValue)
+            writer.string(name)
+            writer.bytes(body.serialized())
+            writer.int(ttl)
+            writer.int(replyWindow)
+        case .commands(let id):
+            writer.byte(Tag.commands.rawValue)
+            writer.optionalString(id)
+        case .commandReply(let id, let payload):
+            writer.byte(Tag.commandReply.rawValue)
+            writer.string(id)
+            writer.bytes(payload)
+        case .restore:
+            writer.byte(Tag.restore.rawValue)
         }
         return writer.buffer
     }
@@ -115,15 +147,14 @@ enum DeviceMessage: Sendable, Hashable {
         case .group:
             self = .group(try reader.string(), join: try reader.byte() == 1)
         case .query:
+            var fields: [String]?
             if try reader.byte() == 1 {
                 let count = try reader.int()
                 guard count >= 0, count <= 10_000 else { throw DecodeError(description: "bad field count") }
-                var fields: [String] = []
-                for _ in 0..<count { fields.append(try reader.string()) }
-                self = .query(fields: fields)
-            } else {
-                self = .query(fields: nil)
+                fields = []
+                for _ in 0..<count { fields?.append(try reader.string()) }
             }
+            self = .query(fields: fields, where: try reader.optionalString())
         case .route:
             self = .route(command: try reader.string())
         case .commandOutcome:
@@ -142,6 +173,15 @@ enum DeviceMessage: Sendable, Hashable {
             self = .provision(tags: tags, groups: groups)
         case .delete:
             self = .delete
+        case .queueCommand:
+            self = .queueCommand(
+                name: try reader.string(), body: try JSONValue.parse(try reader.bytes()), ttl: try reader.int(), replyWindow: try reader.int())
+        case .commands:
+            self = .commands(id: try reader.optionalString())
+        case .commandReply:
+            self = .commandReply(id: try reader.string(), payload: try reader.bytes())
+        case .restore:
+            self = .restore
         }
         guard reader.atEnd else { throw DecodeError(description: "trailing bytes") }
     }
@@ -165,6 +205,13 @@ struct ByteWriter {
 
     mutating func string(_ value: String) { bytes(Array(value.utf8)) }
 
+    /// An optional string: a 0/1 byte, then the string.
+    mutating func optionalString(_ value: String?) {
+        guard let value else { return byte(0) }
+        byte(1)
+        string(value)
+    }
+
     /// An optional list of integers: a 0/1 byte, then the count and the values.
     mutating func int64s(_ values: [Int64]?) {
         guard let values else { return byte(0) }
@@ -174,10 +221,39 @@ struct ByteWriter {
     }
 }
 
+/// The answer of ``DeviceMessage/delete``: the broker the device last used (empty: unknown) and
+/// the revision its deletion gets (above every stored copy of it).
+struct DeletedReply: Sendable, Hashable {
+    var broker: String?
+    var revision: Int64
+
+    func encoded() -> [UInt8] {
+        var writer = ByteWriter()
+        writer.string(broker ?? "")
+        writer.int(revision)
+        return writer.buffer
+    }
+
+    init(broker: String?, revision: Int64) {
+        self.broker = broker
+        self.revision = revision
+    }
+
+    init(decoding bytes: [UInt8]) throws {
+        var reader = ByteReader(bytes)
+        let broker = try reader.string()
+        self.broker = broker.isEmpty ? nil : broker
+        self.revision = try reader.int()
+        guard reader.atEnd else { throw DeviceMessage.DecodeError(description: "trailing bytes") }
+    }
+}
+
 /// The answer of a device call that returns the twin: the twin (with its desired version, the
 /// ETag) or a refusal (a code the facade turns into a ``GatewayError``).
 enum DeviceReply: Sendable, Hashable {
     case twin(version: Int64, json: [UInt8])
+    /// Another JSON answer (queued commands).
+    case json([UInt8])
     /// `versionConflict` (with the current version), `gone` (the device is being deleted),
     /// `failed` (the message says why).
     case refused(code: String, version: Int64, message: String)
@@ -194,6 +270,9 @@ enum DeviceReply: Sendable, Hashable {
             writer.string(code)
             writer.int(version)
             writer.string(message)
+        case .json(let json):
+            writer.byte(2)
+            writer.bytes(json)
         }
         return writer.buffer
     }
@@ -203,9 +282,34 @@ enum DeviceReply: Sendable, Hashable {
         switch try reader.byte() {
         case 0: self = .twin(version: try reader.int(), json: try reader.bytes())
         case 1: self = .refused(code: try reader.string(), version: try reader.int(), message: try reader.string())
+        case 2: self = .json(try reader.bytes())
         default: throw DeviceMessage.DecodeError(description: "unknown reply tag")
         }
         guard reader.atEnd else { throw DeviceMessage.DecodeError(description: "trailing bytes") }
+    }
+}
+
+/// The answer of a ``DeviceMessage/route(command:)`` call: presence and the broker to publish on.
+struct RouteReply: Sendable, Hashable {
+    var online: Bool
+    var broker: String?
+
+    /// First byte: `R` (a refusal, a ``DeviceReply``, starts with 1).
+    static let tag = UInt8(ascii: "R")
+
+    func encoded() -> [UInt8] {
+        [Self.tag, online ? 1 : 0] + Array((broker ?? "").utf8)
+    }
+
+    init(online: Bool, broker: String?) {
+        self.online = online
+        self.broker = broker
+    }
+
+    init(decoding bytes: [UInt8]) throws {
+        guard bytes.count >= 2, bytes[0] == Self.tag, bytes[1] <= 1 else { throw DeviceMessage.DecodeError(description: "bad route reply") }
+        online = bytes[1] == 1
+        broker = bytes.count > 2 ? String(decoding: bytes.dropFirst(2), as: UTF8.self) : nil
     }
 }
 
@@ -240,6 +344,10 @@ struct ByteReader {
     }
 
     mutating func string() throws -> String { String(decoding: try bytes(), as: UTF8.self) }
+
+    mutating func optionalString() throws -> String? {
+        try byte() == 1 ? try string() : nil
+    }
 
     mutating func int64s() throws -> [Int64]? {
         guard try byte() == 1 else { return nil }

@@ -173,12 +173,32 @@ struct DeviceState: Codable, Sendable, Hashable {
     /// higher ``version`` publishes it again (the host may have died between its acknowledged
     /// checkpoint and the publish).
     var publishedVersion: Int64 = 0
+    /// Commands queued with a TTL (``QueuedCommand``), oldest first: the pending ones and the
+    /// last finished ones.
+    var commands: [QueuedCommand] = []
+    /// The revision of the last stored write of this state (``Revision``, a hybrid logical clock
+    /// in microseconds): strictly increasing along the device's history, which handoffs,
+    /// checkpoints and the store carry from node to node. 0 before the first write.
+    var revision: Int64 = 0
+    /// The revision of the first stored write of this device's history: two copies with the same
+    /// `born` are one history (the higher ``revision`` is the newer copy), two with different
+    /// ones are histories that started apart (a process created before its stored row reached it
+    /// after a full restart) and are merged. 0 before the first write.
+    var born: Int64 = 0
+    /// The `seq` of the last event this device emitted (SPEC D5): the next is one more, so the
+    /// numbering continues across handoff, crash and restart.
+    var eventSeq: Int64 = 0
+    /// The time of that event (µs): the next event's time is later (``EventHub``).
+    var eventTime: Int64 = 0
 
     init(id: String) { self.id = id }
 
     enum CodingKeys: String, CodingKey {
         case id, online, statusAt, connectedAt, lastSeen, metadata, groups, telemetry, sequence, reported, desired, version, broker
         case counters, tags, tagsAt, reportedVersion, reportedTimes, desiredTimes, publishedVersion
+        case commands
+        case revision, born
+        case eventSeq, eventTime
     }
 
     init(from decoder: any Decoder) throws {
@@ -203,6 +223,11 @@ struct DeviceState: Codable, Sendable, Hashable {
         reportedTimes = try c.decodeIfPresent(JSONValue.self, forKey: .reportedTimes) ?? .emptyObject
         desiredTimes = try c.decodeIfPresent(JSONValue.self, forKey: .desiredTimes) ?? .emptyObject
         publishedVersion = try c.decodeIfPresent(Int64.self, forKey: .publishedVersion) ?? version
+        commands = try c.decodeIfPresent([QueuedCommand].self, forKey: .commands) ?? []
+        revision = try c.decodeIfPresent(Int64.self, forKey: .revision) ?? 0
+        born = try c.decodeIfPresent(Int64.self, forKey: .born) ?? 0
+        eventSeq = try c.decodeIfPresent(Int64.self, forKey: .eventSeq) ?? 0
+        eventTime = try c.decodeIfPresent(Int64.self, forKey: .eventTime) ?? 0
     }
 
     // MARK: Backend writes
@@ -337,6 +362,75 @@ struct DeviceState: Codable, Sendable, Hashable {
         }
         groups.formUnion(other.groups)
         counters = DeviceCounters.maximum(counters, other.counters)
+        eventSeq = max(eventSeq, other.eventSeq)
+        eventTime = max(eventTime, other.eventTime)
+        commands = Self.mergeCommands(commands, other.commands)
+        trimCommandHistory()
+        revision = max(revision, other.revision)
+        if born == 0 || (other.born != 0 && other.born < born) { born = other.born }
+    }
+
+    /// Takes in a stored copy of this device found at recovery (a row of some node's store, or a
+    /// successor replica): ignored when it is an older copy of this very history (same ``born``,
+    /// revision not higher: a stale row of a node that hosted the device before); merged
+    /// (``merge(_:)``) when it is a newer copy of it; taken in under what this state saw when it
+    /// is another history (``mergeHistory(_:)``: this process started without its row — created
+    /// by a device message before the row reached it). Returns whether anything was taken.
+    @discardableResult
+    mutating func absorb(_ stored: DeviceState) -> Bool {
+        guard stored.id == id else { return false }
+        if born != 0 && stored.born == born {
+            guard stored.revision > revision else { return false }
+            merge(stored)
+        } else {
+            mergeHistory(stored)
+        }
+        return true
+    }
+
+    /// This state (a history that started without the stored one) on top of `stored`: the
+    /// stored desired state unless this one's version is higher, the stored reported state and
+    /// telemetry with what this one received since laid over them (the reported version adds
+    /// up, so it still only goes up), the newer presence and tags, both histories' groups.
+    mutating func mergeHistory(_ stored: DeviceState) {
+        var result = stored
+        if statusAt >= stored.statusAt {
+            result.online = online
+            result.statusAt = statusAt
+            result.connectedAt = connectedAt
+            result.metadata = metadata
+        }
+        if let seen = lastSeen, seen > (stored.lastSeen ?? .min) { result.lastSeen = seen }
+        for (key, value) in telemetry { result.telemetry[key] = value }
+        if sequence.highest != nil { result.sequence = sequence }
+        if reportedVersion > 0 {
+            result.reported = stored.reported.mergePatched(with: reported)
+            result.reportedTimes = stored.reportedTimes.mergePatched(with: reportedTimes)
+            let (sum, overflow) = stored.reportedVersion.addingReportingOverflow(reportedVersion)
+            result.reportedVersion = overflow ? .max : sum
+        }
+        if version > stored.version {
+            result.version = version
+            result.desired = desired
+            result.desiredTimes = desiredTimes
+        }
+        result.publishedVersion = max(publishedVersion, stored.publishedVersion)
+        if tagsAt > stored.tagsAt {
+            result.tags = tags
+            result.tagsAt = tagsAt
+        }
+        result.broker = broker ?? stored.broker
+        result.groups.formUnion(groups)
+        result.counters = DeviceCounters.maximum(counters, stored.counters)
+        result.commands = Self.mergeCommands(stored.commands, commands)
+        result.trimCommandHistory()
+        result.eventSeq = max(eventSeq, stored.eventSeq)
+        result.eventTime = max(eventTime, stored.eventTime)
+        result.revision = max(revision, stored.revision)
+        result.born = [born, stored.born].filter { $0 != 0 }.min() ?? 0
+        result.commands = Self.mergeCommands(commands, stored.commands)
+        result.trimCommandHistory()
+        self = result
     }
 }
 
@@ -372,8 +466,16 @@ extension DeviceState {
         var out: [UInt8] = [UInt8(ascii: "{")]
         out.reserveCapacity(1024)
         var first = true
+        // id, revision, born and version first, in this order: ``StoredHeader`` reads them
+        // without decoding the rest (successor replicas written to the store).
         writeKey("id", &first, &out)
         JSONValue.writeString(id, to: &out)
+        writeKey("revision", &first, &out)
+        out.append(contentsOf: String(revision).utf8)
+        writeKey("born", &first, &out)
+        out.append(contentsOf: String(born).utf8)
+        writeKey("version", &first, &out)
+        out.append(contentsOf: String(version).utf8)
         writeKey("online", &first, &out)
         out.append(contentsOf: (online ? "true" : "false").utf8)
         writeKey("statusAt", &first, &out)
@@ -398,8 +500,6 @@ extension DeviceState {
         reported.write(to: &out)
         writeKey("desired", &first, &out)
         desired.write(to: &out)
-        writeKey("version", &first, &out)
-        out.append(contentsOf: String(version).utf8)
         if let broker {
             writeKey("broker", &first, &out)
             JSONValue.writeString(broker, to: &out)
@@ -418,8 +518,54 @@ extension DeviceState {
         desiredTimes.write(to: &out)
         writeKey("publishedVersion", &first, &out)
         out.append(contentsOf: String(publishedVersion).utf8)
+        if !commands.isEmpty {
+            writeKey("commands", &first, &out)
+            out.append(UInt8(ascii: "["))
+            for (index, command) in commands.enumerated() {
+                if index > 0 { out.append(UInt8(ascii: ",")) }
+                command.writeJSON(to: &out)
+            }
+            out.append(UInt8(ascii: "]"))
+        }
+        writeKey("eventSeq", &first, &out)
+        out.append(contentsOf: String(eventSeq).utf8)
+        writeKey("eventTime", &first, &out)
+        out.append(contentsOf: String(eventTime).utf8)
         out.append(UInt8(ascii: "}"))
         return out
+    }
+}
+
+extension QueuedCommand {
+    /// The `Codable` layout (absent optionals left out).
+    fileprivate func writeJSON(to out: inout [UInt8]) {
+        out.append(UInt8(ascii: "{"))
+        var first = true
+        writeKey("id", &first, &out)
+        JSONValue.writeString(id, to: &out)
+        writeKey("name", &first, &out)
+        JSONValue.writeString(name, to: &out)
+        writeKey("body", &first, &out)
+        body.write(to: &out)
+        writeKey("status", &first, &out)
+        JSONValue.writeString(status.rawValue, to: &out)
+        if let reply {
+            writeKey("reply", &first, &out)
+            reply.write(to: &out)
+        }
+        if let error {
+            writeKey("error", &first, &out)
+            JSONValue.writeString(error, to: &out)
+        }
+        for (key, value) in [("createdAt", createdAt), ("updatedAt", updatedAt), ("expiresAt", expiresAt), ("replyWindow", replyWindow)] {
+            writeKey(key, &first, &out)
+            out.append(contentsOf: String(value).utf8)
+        }
+        if let sentAt {
+            writeKey("sentAt", &first, &out)
+            out.append(contentsOf: String(sentAt).utf8)
+        }
+        out.append(UInt8(ascii: "}"))
     }
 }
 

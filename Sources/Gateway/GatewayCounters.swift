@@ -24,6 +24,8 @@ final class GatewayCounters: Sendable {
     let desiredPublished = Atomic<Int>(0)
     let downlinksPublished = Atomic<Int>(0)
     let publishFailures = Atomic<Int>(0)
+    /// Event batches that could not be sent to another node (it left meanwhile).
+    let eventSendFailures = Atomic<Int>(0)
     let checkpoints = Atomic<Int>(0)
     let processesStarted = Atomic<Int>(0)
 

@@ -1,3 +1,4 @@
+import GatewayStore
 import Logging
 import MQTT
 import SwarmJSON
@@ -72,6 +73,23 @@ public struct GatewaySettings: Sendable {
     /// device logins are not managed here; provisioning with a password is refused
     /// (``GatewayError/credentialsNotManaged``). Several nodes may share one manager. Default nil.
     public var logins: (any DeviceLoginManager)?
+    /// The durable store's writer (SPEC D4; engines in `GatewayStoreEngines`, opened by the
+    /// caller): device state is written through it (``DeviceStorage``) and recovered from it at
+    /// start (``DeviceRecovery``). The gateway runs it from ``DeviceGateway/start()`` and closes it
+    /// (after a last flush) in ``DeviceGateway/shutdown()``. nil: state lives in memory and in
+    /// successor replicas only, and a restart of every node loses it. Default nil.
+    public var store: StoreWriter?
+    /// Recovery waits until the ring has not changed for this long (at most ten times it) before
+    /// it sends stored rows to their owners. Default 1 s.
+    public var recoverySettle: Duration = .seconds(1)
+    /// Longest recovery keeps API writes waiting for peers still reading their stores; after it
+    /// they are taken anyway (logged). Default 30 s.
+    public var recoveryTimeout: Duration = .seconds(30)
+    /// Rows read from the store per page at recovery. Default 1,000.
+    public var recoveryPage = 1_000
+    /// The event stream, its store, webhooks and the broker sink (SPEC D5, ``EventHub``).
+    /// Default: in memory only (``EventSettings/store`` nil), no broker sink.
+    public var events = EventSettings()
     /// Logger for the gateway.
     public var logger = Logger(label: "swarm.gateway")
 
@@ -84,6 +102,15 @@ public struct GatewaySettings: Sendable {
     static let nodeProcessKind = "gateway-node"
     /// The Swarm group every gateway node's process joins: one message per node.
     public static let nodeGroup = "gateway-nodes"
+
+    /// The Swarm kind of the event hub's per-node process (``EventHubProcess``).
+    static let eventHubProcessKind = "gateway-events"
+    /// The Swarm group of every node's event hub process.
+    public static let eventHubGroup = "gateway-event-hubs"
+    /// The registered name of the event hub process on node `token`: `gateway-events:{token}`.
+    public static func eventHubProcessName(_ token: String) -> String { "gateway-events:" + token }
+    /// The Swarm kind of webhook sink processes (``WebhookProcess``, named `webhook:{id}`).
+    static let webhookProcessKind = "webhook"
 
     /// The registered name of the gateway process on node `token` (a topic-safe node name, the
     /// last level of a reply topic): `gateway-node:{token}`.

@@ -121,7 +121,7 @@ public struct ProvisionResult: Sendable, Hashable {
     public var created: Bool
 }
 
-/// The answer of ``DeviceGateway/query(group:fields:timeout:)``.
+/// The answer of ``DeviceGateway/query(group:fields:where:timeout:)``.
 public struct GroupQueryResult: Sendable, Hashable, Codable {
     /// Device id → its twin (as JSON), or the selected fields (`{"reported.x": …}`; a path that
     /// does not exist maps to `null`).
@@ -131,6 +131,47 @@ public struct GroupQueryResult: Sendable, Hashable, Codable {
     public var missing: [String]
     /// `replies.count`.
     public var count: Int { replies.count }
+    /// Members that matched the query's `where` (all that answered without one): `replies.count`.
+    public var matched: Int { replies.count }
+}
+
+/// The answer of ``DeviceGateway/queueCommand(_:name:body:ttl:timeout:)`` (HTTP 202).
+public struct CommandReceipt: Sendable, Hashable, Codable {
+    /// The command id (`GET /v1/devices/{id}/commands/{cid}`).
+    public var id: String
+    /// `queued` (the device is offline) or `sent` (published at once).
+    public var status: String
+}
+
+/// A queued command as `GET /v1/devices/{id}/commands/{cid}` shows it.
+public struct DeviceCommand: Sendable, Hashable, Codable {
+    public var id: String
+    /// The command name (`…/commands/{name}`).
+    public var name: String
+    /// `queued`, `sent`, `answered`, `expired` (the TTL passed before it could be sent; never
+    /// sent) or `failed` (no reply in time, or a reply that is not JSON: see `error`).
+    public var status: String
+    /// The device's reply once `answered`.
+    public var reply: JSONValue?
+    /// Why it `failed`.
+    public var error: String?
+    /// The body sent to the device.
+    public var body: JSONValue
+    /// RFC 3339 UTC times: queued, last change, end of the TTL, published to the device.
+    public var createdAt: String
+    public var updatedAt: String
+    public var expiresAt: String
+    public var sentAt: String?
+}
+
+/// The answer of ``DeviceGateway/search(where:limit:cursor:timeout:)``: one page.
+public struct DeviceSearchResult: Sendable, Hashable, Codable {
+    /// The ids of matching devices, in id order.
+    public var devices: [String]
+    /// The cursor of the next page, nil on the last one.
+    public var next: String?
+    /// How many devices match in all (every page).
+    public var matched: Int
 }
 
 /// The cluster as one node sees it (`GET /v1/cluster`).
@@ -154,6 +195,14 @@ public struct ClusterView: Sendable, Hashable, Codable {
     public var devices: Int
     /// Names in the registry (devices and anything else).
     public var registrySize: Int
+}
+
+/// Whether a node is ready (`/readyz`), and why not.
+public struct Readiness: Sendable, Hashable {
+    public var ready: Bool
+    /// `ready`, `notReady` (starting, draining, a broker down, recovering) or `storeUnavailable`.
+    public var code: String
+    public var reason: String
 }
 
 /// Per-broker connection state.
@@ -226,8 +275,19 @@ public enum GatewayError: Error, Sendable, Hashable, CustomStringConvertible {
     /// The write was applied on the device's host, but its ring successor did not confirm the
     /// replica in time (HTTP 503): a crash of the host now could lose it.
     case notReplicated(String)
+    /// The durable store did not commit the change (HTTP 503 `storeUnavailable`): disk full,
+    /// database down, or the node still recovering its devices from the store.
+    case storeUnavailable(String)
     /// A password was given but this gateway does not manage device logins (HTTP 422).
     case credentialsNotManaged
+    /// A fleet-search expression that does not parse (HTTP 400), with the position of the error.
+    case invalidQuery(FleetQueryError)
+    /// A synchronous command to a device that is offline (HTTP 409): queue it with a TTL instead.
+    case deviceOffline(String)
+    /// The device has the maximum of pending queued commands (HTTP 429).
+    case tooManyCommands(String)
+    /// No queued command with this id on the device (HTTP 404).
+    case unknownCommand(device: String, id: String)
 
     public var description: String {
         switch self {
@@ -241,8 +301,13 @@ public enum GatewayError: Error, Sendable, Hashable, CustomStringConvertible {
         case .cluster(let why): return "cluster error: \(why)"
         case .versionConflict(let current): return "the desired version is \(current); nothing changed"
         case .notReplicated(let why): return "not replicated: \(why)"
+        case .storeUnavailable(let why): return "store unavailable: \(why)"
         case .credentialsNotManaged:
             return "this gateway does not manage device logins (embedded broker: always; external Mosquitto: configure brokerAdminUsername and brokerAdminPassword)"
+        case .invalidQuery(let error): return error.description
+        case .deviceOffline(let id): return "device '\(id)' is offline; send the command with ?ttl=SECONDS to queue it until the device is back"
+        case .tooManyCommands(let id): return "device '\(id)' has 100 pending commands; wait for some to be answered or to expire"
+        case .unknownCommand(let device, let id): return "device '\(device)' has no queued command '\(id)'"
         }
     }
 }
@@ -250,6 +315,9 @@ public enum GatewayError: Error, Sendable, Hashable, CustomStringConvertible {
 enum Timestamp {
     /// Milliseconds since the Unix epoch.
     static func nowMillis() -> Int64 { Int64((Date().timeIntervalSince1970 * 1000).rounded()) }
+
+    /// Microseconds since the Unix epoch (store revisions).
+    static func nowMicros() -> Int64 { Int64((Date().timeIntervalSince1970 * 1_000_000).rounded()) }
 
     /// ISO 8601 UTC with milliseconds.
     static func iso(_ millis: Int64) -> String {

@@ -236,6 +236,21 @@ extension GatewayConfiguration {
                 throw ValueError("\(Self.format(interval)) is out of range 10ms-1s")
             }
             writeBehindInterval = interval
+        case "eventRetention":
+            let retention = try Self.duration(value)
+            guard retention >= .seconds(1) else {
+                throw ValueError("\(Self.format(retention)) is shorter than 1s")
+            }
+            eventRetention = retention
+        case "eventMaxStored":
+            let count = try Self.integer(value)
+            guard (1_000...1_000_000_000).contains(count) else { throw ValueError("\(count) is out of range 1000-1000000000") }
+            eventMaxStored = count
+        case "eventBufferSize":
+            let count = try Self.integer(value)
+            guard (1_000...10_000_000).contains(count) else { throw ValueError("\(count) is out of range 1000-10000000") }
+            eventBufferSize = count
+        case "eventsToBroker": eventsToBroker = try Self.boolean(value)
         default:
             preconditionFailure("key \(key.name) is in the table but has no parser")
         }

@@ -89,6 +89,15 @@ public struct GatewayConfiguration: Sendable, Hashable, CustomStringConvertible 
     /// Write-behind window of device-reported state: changes are committed at most this long
     /// after they happened (coalesced per device). 10 ms to 1 s. Default 500 ms.
     public var writeBehindInterval: Duration = .milliseconds(500)
+    /// How long events are kept for `GET /v1/events` cursors and webhooks (SPEC D5). Default 1 h.
+    public var eventRetention: Duration = .seconds(3600)
+    /// At most this many events are kept in the store (the size bound of the retention window).
+    /// Default 2,000,000.
+    public var eventMaxStored = 2_000_000
+    /// Events kept in memory per node for live consumers and recent cursors. Default 100,000.
+    public var eventBufferSize = 100_000
+    /// Also publish every event on the broker (`events/{type}/{device}`, QoS 1). Default false.
+    public var eventsToBroker = false
 
     /// All defaults (the node name is the host name).
     public init() {}
@@ -136,6 +145,10 @@ public struct GatewayConfiguration: Sendable, Hashable, CustomStringConvertible 
             "dataDirectory: \(effectiveDataDirectory)",
             "store: \(store)",
             "writeBehindInterval: \(duration(writeBehindInterval))",
+            "eventRetention: \(duration(eventRetention))",
+            "eventMaxStored: \(eventMaxStored)",
+            "eventBufferSize: \(eventBufferSize)",
+            "eventsToBroker: \(eventsToBroker)",
         ].joined(separator: "\n")
     }
 
@@ -224,6 +237,10 @@ extension GatewayConfiguration {
         Key(name: "dataDirectory", kind: .path, defaultText: "./data/<node name>", summary: "Directory of this node's files: the SQLite store `gateway.sqlite`, the embedded broker's persistence, a lock file. Created when missing; one node per directory.", flagName: "data-dir"),
         Key(name: "store", kind: .string, defaultText: "sqlite", summary: "The durable store: `sqlite` (one database per node in `dataDirectory`) or `postgresql://USER:PASS@HOST:PORT/DATABASE[?sslmode=disable|prefer|require]`, one database shared by every node. See docs/deployment.md."),
         Key(name: "writeBehindInterval", kind: .duration, defaultText: "500ms", summary: "Device-reported state (reported, telemetry values, presence, counters) is committed at most this long after it changed, coalesced per device (10ms-1s); API changes are committed before the API answers."),
+        Key(name: "eventRetention", kind: .duration, defaultText: "1h", summary: "How long events are kept (in `events.sqlite` of the data directory, or the PostgreSQL store) for `GET /v1/events` cursors and webhooks; an older cursor is answered 410 `cursorExpired` (1s-24h)."),
+        Key(name: "eventMaxStored", kind: .integer, defaultText: "2000000", summary: "Size bound of the retention window: at most this many events are kept, the oldest go first (1000-1000000000)."),
+        Key(name: "eventBufferSize", kind: .integer, defaultText: "100000", summary: "Events each node keeps in memory for live consumers and recent cursors; older cursors are read from the store (1000-10000000)."),
+        Key(name: "eventsToBroker", kind: .boolean, defaultText: "false", summary: "Also publish every event on the broker, QoS 1, on `events/{type}/{device}` (by the node hosting the device), for MQTT consumers such as Telegraf or Node-RED."),
     ]
 
     /// The key named `name` in any spelling (file key, `--flag`, flag without dashes, or

@@ -17,11 +17,18 @@ import SwarmJSON
 /// | `invalidBody` | 400 | JSON of the wrong shape (for example a desired patch that is not an object) |
 /// | `invalidTimeout` | 400 | `timeout` not an integer in 1…max milliseconds |
 /// | `invalidIfMatch` | 400 | an `If-Match` that is not `"<version>"` (or `*`) |
+/// | `invalidTTL` | 400 | `ttl` not an integer number of seconds in 1…2,592,000 (30 days) |
+/// | `unknownCommand` | 404 | no queued command with that id on the device |
+/// | `deviceOffline` | 409 | a synchronous command (no `ttl`) to an offline device |
+/// | `tooManyCommands` | 429 | the device has 100 pending queued commands |
+/// | `invalidQuery` | 400 | a fleet-search `where` that does not parse; the body adds `"position"` (1-based character) |
+/// | `invalidLimit`, `invalidCursor` | 400 | a search `limit` outside 1…1000, a `cursor` that is no page's `next` |
 /// | `versionConflict` | 412 | ``GatewayError/versionConflict(current:)``; the body adds `"version": current` |
 /// | `credentialsNotManaged` | 422 | a provisioning `password` where the gateway does not manage logins |
 /// | `payloadTooLarge` | 413 | a body over the limit |
 /// | `invalidReply` | 502 | the device answered a command with something that is not JSON |
 /// | `brokerUnavailable`, `notRunning`, `cluster`, `notReplicated` | 503 | the gateway, its broker or the cluster cannot serve (or could not replicate a write) |
+/// | `storeUnavailable` | 503 | the durable store did not commit the write (disk full, database down) or the node is still recovering its devices from it: the write is not stored |
 /// | `commandTimeout` | 504 | the device did not answer the command in time |
 /// | `internal` | 500 | anything else (a bug) |
 public struct APIError: Error, Sendable, Hashable {
@@ -62,7 +69,13 @@ public struct APIError: Error, Sendable, Hashable {
         case .versionConflict(let current):
             self.init(.preconditionFailed, code: "versionConflict", error.description, details: ["version": .int(current)])
         case .notReplicated: self.init(.serviceUnavailable, code: "notReplicated", error.description)
+        case .storeUnavailable: self.init(.serviceUnavailable, code: "storeUnavailable", error.description)
         case .credentialsNotManaged: self.init(.unprocessableContent, code: "credentialsNotManaged", error.description)
+        case .deviceOffline: self.init(.conflict, code: "deviceOffline", error.description)
+        case .tooManyCommands: self.init(.tooManyRequests, code: "tooManyCommands", error.description)
+        case .unknownCommand: self.init(.notFound, code: "unknownCommand", error.description)
+        case .invalidQuery(let query):
+            self.init(.badRequest, code: "invalidQuery", query.description, details: ["position": .int(Int64(query.position))])
         }
     }
 

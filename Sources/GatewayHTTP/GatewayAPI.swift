@@ -1,5 +1,6 @@
 import Foundation
 import Gateway
+import GatewayStore
 import HTTPTypes
 import Hummingbird
 import Logging
@@ -84,6 +85,16 @@ public final class GatewayAPI: Sendable {
     func addRoutes(to router: Router<BasicRequestContext>) {
         let gateway = self.gateway
 
+        router.get("/v1/devices") { request, _ -> Response in
+            let (condition, limit, cursor) = try Self.searchParameters(request)
+            let timeout = try self.timeout(request)
+            let result = try await gateway.search(where: condition, limit: limit, cursor: cursor, timeout: timeout)
+            return .json([
+                "devices": .array(result.devices.map(JSONValue.string)), "next": result.next.map(JSONValue.string) ?? .null,
+                "matched": .int(Int64(result.matched)),
+            ])
+        }
+
         router.get("/v1/devices/:id") { _, context -> Response in
             let id = try Self.parameter(context, "id")
             // The device process's bytes as they come (the `DeviceTwin.json` encoding): no decode.
@@ -124,9 +135,27 @@ public final class GatewayAPI: Sendable {
             let id = try Self.parameter(context, "id")
             let name = try Self.parameter(context, "name")
             let timeout = try self.timeout(request)
+            let ttl = try Self.ttl(request)
             let body = try await self.jsonBody(request) ?? .emptyObject
+            if let ttl {
+                let receipt = try await gateway.queueCommand(id, name: name, body: body, ttl: ttl, timeout: timeout)
+                return .json(["id": .string(receipt.id), "status": .string(receipt.status)], status: .accepted)
+            }
             let reply = try await gateway.command(id, name: name, body: body, timeout: timeout)
             return .json(["reply": reply])
+        }
+
+        router.get("/v1/devices/:id/commands") { _, context -> Response in
+            let id = try Self.parameter(context, "id")
+            let commands = try await gateway.queuedCommands(id)
+            return try .json(encoding: ["commands": commands])
+        }
+
+        // `:name` as in the POST route above (one parameter name per position): here a command id.
+        router.get("/v1/devices/:id/commands/:name") { _, context -> Response in
+            let id = try Self.parameter(context, "id")
+            let commandID = try Self.parameter(context, "name")
+            return try .json(encoding: try await gateway.queuedCommand(id, commandID: commandID))
         }
 
         router.put("/v1/devices/:id/groups/:group") { _, context -> Response in
@@ -167,13 +196,15 @@ public final class GatewayAPI: Sendable {
             let group = try Self.parameter(context, "group")
             let timeout = try self.timeout(request)
             var fields: [String]?
+            var condition: String?
             if let body = try await self.jsonBody(request) {
-                fields = try Self.queryFields(body)
+                (fields, condition) = try Self.queryBody(body)
             }
-            let result = try await gateway.query(group: group, fields: fields, timeout: timeout)
+            let result = try await gateway.query(group: group, fields: fields, where: condition, timeout: timeout)
             return .json([
                 "group": .string(group), "replies": .object(result.replies),
                 "missing": .array(result.missing.map(JSONValue.string)), "count": .int(Int64(result.count)),
+                "matched": .int(Int64(result.matched)),
             ])
         }
 
@@ -202,7 +233,7 @@ public final class GatewayAPI: Sendable {
             let view = try? await gateway.clusterView()
             let dump = try? await gateway.node.dump()
             let ready = await gateway.isReady()
-            let bytes = self.metrics.exposition(stats: stats, view: view, dump: dump, ready: ready)
+            let bytes = self.metrics.exposition(stats: stats, view: view, dump: dump, ready: ready, store: gateway.storeStats, recovery: gateway.recoveryStatus) + self.metrics.eventExposition(gateway.events.stats)
             return Response(
                 status: .ok, headers: [.contentType: "text/plain; version=0.0.4; charset=utf-8"],
                 body: ResponseBody(byteBuffer: ByteBuffer(bytes: bytes)))
@@ -212,13 +243,19 @@ public final class GatewayAPI: Sendable {
             .json(["status": "ok", "node": .string(gateway.node.id.name)])
         }
 
+        addEventRoutes(to: router)
         Dashboard.addRoutes(to: router)
 
         router.get("/readyz") { _, _ -> Response in
-            guard await gateway.isReady() else {
-                throw APIError(.serviceUnavailable, code: "notReady", "node \(gateway.node.id.name) is not ready")
+            let readiness = await gateway.readiness()
+            guard readiness.ready else {
+                throw APIError(.serviceUnavailable, code: readiness.code, "node \(gateway.node.id.name) is not ready: \(readiness.reason)")
             }
-            return .json(["status": "ready", "node": .string(gateway.node.id.name)])
+            var body: [String: JSONValue] = ["status": "ready", "node": .string(gateway.node.id.name)]
+            if let store = gateway.storeStats {
+                body["store"] = ["location": .string(store.location), "healthy": .bool(store.healthy), "schemaVersion": .int(Int64(store.schemaVersion))]
+            }
+            return .json(.object(body))
         }
     }
 
@@ -242,6 +279,16 @@ public final class GatewayAPI: Sendable {
                 "timeout must be an integer number of milliseconds in 1...\(settings.maxTimeoutMillis)")
         }
         return .milliseconds(millis)
+    }
+
+    /// The `ttl` query parameter (whole seconds, 1…30 days), nil when absent.
+    static func ttl(_ request: Request) throws -> Duration? {
+        guard let raw = request.uri.queryParameters["ttl"] else { return nil }
+        let limit = DeviceGateway.maxCommandTTL.components.seconds
+        guard let seconds = Int64(raw), seconds >= 1, seconds <= limit else {
+            throw APIError(.badRequest, code: "invalidTTL", "ttl must be an integer number of seconds in 1...\(limit)")
+        }
+        return .seconds(seconds)
     }
 
     /// The body as JSON; nil when empty. 413 over the limit, 400 when not JSON.
@@ -306,20 +353,65 @@ public final class GatewayAPI: Sendable {
         return (password, tags, groups)
     }
 
-    /// `{"fields": ["reported.x", …]}` → the fields; `{}` → nil (whole twins).
-    static func queryFields(_ body: JSONValue) throws -> [String]? {
+    /// `{"fields"?: ["reported.x", …], "where"?: EXPR}` → the fields (nil: whole twins) and the
+    /// condition.
+    static func queryBody(_ body: JSONValue) throws -> (fields: [String]?, where: String?) {
         guard case .object(let members) = body else { throw APIError.invalidBody("a query body must be a JSON object") }
-        if let unknown = members.keys.first(where: { $0 != "fields" }) {
-            throw APIError.invalidBody("unknown member '\(unknown)' in a query body (only 'fields')")
+        if let unknown = members.keys.sorted().first(where: { $0 != "fields" && $0 != "where" }) {
+            throw APIError.invalidBody("unknown member '\(unknown)' in a query body (fields, where)")
         }
-        guard let fields = members["fields"], fields != .null else { return nil }
+        var condition: String?
+        if let value = members["where"], value != .null {
+            guard let text = value.stringValue else { throw APIError.invalidBody("'where' must be a string (a search expression)") }
+            condition = text
+        }
+        guard let fields = members["fields"], fields != .null else { return (nil, condition) }
         guard case .array(let items) = fields else { throw APIError.invalidBody("'fields' must be an array of strings") }
-        return try items.map { item in
+        let names = try items.map { item in
             guard let field = item.stringValue, !field.isEmpty, field.utf8.count <= 256 else {
                 throw APIError.invalidBody("'fields' must be an array of non-empty strings")
             }
             return field
         }
+        return (names, condition)
+    }
+
+    /// The value of `name` in a raw query string, form-decoded: `+` is a space (as browsers'
+    /// `URLSearchParams` write it), then percent-decoding (`%2B` is a plus).
+    static func formValue(_ query: String?, _ name: String) -> String? {
+        guard let query else { return nil }
+        for pair in query.split(separator: "&", omittingEmptySubsequences: true) {
+            let parts = pair.split(separator: "=", maxSplits: 1, omittingEmptySubsequences: false)
+            guard parts[0] == name else { continue }
+            let raw = parts.count > 1 ? String(parts[1]).replacingOccurrences(of: "+", with: " ") : ""
+            return raw.removingPercentEncoding ?? raw
+        }
+        return nil
+    }
+
+    /// The fleet-search query parameters: `where` (nil: every device), `limit` (1…1000, default
+    /// 100), `cursor` (the `next` of the previous page).
+    static func searchParameters(_ request: Request) throws -> (where: String?, limit: Int, cursor: String?) {
+        let parameters = request.uri.queryParameters
+        var condition: String?
+        if let text = formValue(request.uri.query, "where") {
+            condition = text.allSatisfy(\.isWhitespace) ? nil : text
+        }
+        var limit = 100
+        if let raw = parameters["limit"] {
+            guard let value = Int(raw), (1...DeviceGateway.maxSearchLimit).contains(value) else {
+                throw APIError(.badRequest, code: "invalidLimit", "limit must be an integer in 1...\(DeviceGateway.maxSearchLimit)")
+            }
+            limit = value
+        }
+        var cursor: String?
+        if let raw = parameters["cursor"], !raw.isEmpty {
+            guard DeviceID.isValid(raw) else {
+                throw APIError(.badRequest, code: "invalidCursor", "cursor must be the 'next' of a previous page")
+            }
+            cursor = String(raw)
+        }
+        return (condition, limit, cursor)
     }
 }
 

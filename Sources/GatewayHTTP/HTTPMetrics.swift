@@ -1,5 +1,6 @@
 import Foundation
 import Gateway
+import GatewayStore
 import Prometheus
 import SwarmCore
 import Synchronization
@@ -21,6 +22,8 @@ final class HTTPMetrics: Sendable {
     }
 
     let registry = PrometheusCollectorRegistry()
+    /// Open `GET /v1/events` streams.
+    let eventStreams = Atomic<Int>(0)
     private let requests = Mutex<[RequestKey: Prometheus.Counter]>([:])
     private let durations = Mutex<[RouteKey: DurationHistogram]>([:])
 
@@ -64,7 +67,10 @@ final class HTTPMetrics: Sendable {
     }
 
     /// The whole exposition (text format 0.0.4): gateway counters, node figures, HTTP metrics.
-    func exposition(stats: GatewayStats, view: ClusterView?, dump: TrackerDump?, ready: Bool) -> [UInt8] {
+    func exposition(
+        stats: GatewayStats, view: ClusterView?, dump: TrackerDump?, ready: Bool, store: StoreStats? = nil,
+        recovery: (complete: Bool, duration: Duration?)? = nil
+    ) -> [UInt8] {
         var text = PrometheusText()
         text.family("swarm_gateway_received_total", "counter", "Inbound device messages by kind, before validation.")
         for (kind, value) in stats.received.sorted(by: { $0.key < $1.key }) {
@@ -139,6 +145,15 @@ final class HTTPMetrics: Sendable {
             text.family("swarm_ring_epoch", "counter", "Ring changes seen by this node.")
             text.sample("swarm_ring_epoch", [:], Int(clamping: dump.ringEpoch))
         }
+        if let store { text.store(store) }
+        if let recovery, store != nil {
+            text.family("swarm_store_recovery_complete", "gauge", "1 once recovery from the store at start is complete (API writes wait until then).")
+            text.sample("swarm_store_recovery_complete", [:], recovery.complete ? 1 : 0)
+            if let duration = recovery.duration {
+                text.family("swarm_store_recovery_seconds", "gauge", "How long recovery from the store took at start.")
+                text.sample("swarm_store_recovery_seconds", [:], Double(duration.components.seconds) + Double(duration.components.attoseconds) / 1e18)
+            }
+        }
         // The scrape's own wall-clock time: a client computing rates from two scrapes (the
         // dashboard) divides by the server's interval, free of network and client-clock jitter.
         text.family("swarm_gateway_scrape_time_seconds", "gauge", "Unix time of this scrape (for rates from two scrapes).")
@@ -149,9 +164,87 @@ final class HTTPMetrics: Sendable {
     }
 }
 
+extension HTTPMetrics {
+    /// The event stream's figures (SPEC D5).
+    func eventExposition(_ stats: EventStats) -> [UInt8] {
+        var text = PrometheusText()
+        let counters: [(String, String, Int)] = [
+            ("swarm_events_emitted_total", "Events emitted by device processes on this node.", stats.emitted),
+            ("swarm_events_received_total", "Events received from other nodes.", stats.received),
+            ("swarm_events_released_total", "Events released into this node's ordered log.", stats.released),
+            ("swarm_events_late_total", "Events dropped because they arrived after the log passed their key (a seq gap for consumers).", stats.late),
+            ("swarm_events_duplicates_total", "Events dropped because their device's seq was already in the log.", stats.duplicates),
+            ("swarm_events_seq_gaps_total", "Device seq numbers missing from the log (events the cluster lost).", stats.gaps),
+            ("swarm_events_evicted_unstored_total", "Events that left memory before they were stored (the store was failing).", stats.evictedUnstored),
+            ("swarm_events_store_writes_total", "Event store transactions committed.", stats.storeWrites),
+            ("swarm_events_store_failures_total", "Event store transactions that failed.", stats.storeFailures),
+        ]
+        for (name, help, value) in counters {
+            text.family(name, "counter", help)
+            text.sample(name, [:], value)
+        }
+        let gauges: [(String, String, Int)] = [
+            ("swarm_events_stored", "Events in the store (this node's count).", stats.stored),
+            ("swarm_events_buffered", "Events in memory.", stats.buffered),
+            ("swarm_events_unstored", "Released events not written to the store yet.", stats.unstored),
+            ("swarm_events_waiting", "Received events waiting for the watermark.", stats.waiting),
+            ("swarm_events_origins", "Nodes whose events this node merges (itself included).", stats.origins),
+            ("swarm_events_streams", "Open GET /v1/events streams.", eventStreams.load(ordering: .relaxed)),
+        ]
+        for (name, help, value) in gauges {
+            text.family(name, "gauge", help)
+            text.sample(name, [:], value)
+        }
+        return text.bytes
+    }
+}
+
 /// A small writer of the Prometheus text format (0.0.4).
 struct PrometheusText {
     var bytes: [UInt8] = []
+
+    /// The durable store's figures (``StoreStats``): health, transactions, rows, queue, latencies.
+    mutating func store(_ store: StoreStats) {
+        family("swarm_store_healthy", "gauge", "1 while the durable store commits (0 from a failed transaction until the next one succeeds).")
+        sample("swarm_store_healthy", ["store": store.location], store.healthy ? 1 : 0)
+        family("swarm_store_schema_version", "gauge", "Schema version of the durable store.")
+        sample("swarm_store_schema_version", [:], store.schemaVersion)
+        let counters: [(String, String, Int)] = [
+            ("swarm_store_commits_total", "Transactions committed by the store writer.", store.commits),
+            ("swarm_store_rows_written_total", "Rows written (puts and deletes, after coalescing).", store.rowsWritten),
+            ("swarm_store_durable_writes_total", "Durable writes asked for (API changes: committed before the API answers).", store.durableWrites),
+            ("swarm_store_write_behind_total", "Write-behind changes queued (device-reported state).", store.writeBehindWrites),
+            ("swarm_store_coalesced_total", "Write-behind changes replaced by a newer one of the same device before they were written.", store.coalesced),
+            ("swarm_store_flush_errors_total", "Failed store transactions.", store.flushErrors),
+            ("swarm_store_durable_failures_total", "Durable writes answered with an error (API 503 storeUnavailable).", store.durableFailures),
+        ]
+        for (name, help, value) in counters {
+            family(name, "counter", help)
+            sample(name, [:], value)
+        }
+        family("swarm_store_write_behind_queued", "gauge", "Changes queued and not committed yet (one per device).")
+        sample("swarm_store_write_behind_queued", [:], store.queued)
+        family("swarm_store_oldest_queued_seconds", "gauge", "Age of the oldest queued change.")
+        sample("swarm_store_oldest_queued_seconds", [:], store.oldestQueuedSeconds)
+        if let rows = store.rows {
+            family("swarm_store_rows", "gauge", "Rows in the store at the last count, by kind.")
+            sample("swarm_store_rows", ["kind": "owned"], rows.owned)
+            sample("swarm_store_rows", ["kind": "replica"], rows.replicas)
+            sample("swarm_store_rows", ["kind": "tombstone"], rows.tombstones)
+        }
+        histogram("swarm_store_commit_seconds", "Duration of each store transaction.", store.commitSeconds)
+        histogram("swarm_store_write_behind_age_seconds", "Age of write-behind changes when their transaction committed (the window actually kept).", store.writeBehindAgeSeconds)
+    }
+
+    mutating func histogram(_ name: String, _ help: String, _ buckets: DurationBuckets) {
+        family(name, "histogram", help)
+        for (bound, count) in zip(buckets.bounds, buckets.cumulative) {
+            line(name + "_bucket", ["le": String(bound)], String(count))
+        }
+        line(name + "_bucket", ["le": "+Inf"], String(buckets.count))
+        line(name + "_sum", [:], String(buckets.sum))
+        line(name + "_count", [:], String(buckets.count))
+    }
 
     mutating func family(_ name: String, _ type: String, _ help: String) {
         bytes.append(contentsOf: "# HELP \(name) \(help)\n# TYPE \(name) \(type)\n".utf8)
@@ -165,7 +258,7 @@ struct PrometheusText {
         line(name, labels, value.isFinite ? String(value) : "NaN")
     }
 
-    private mutating func line(_ name: String, _ labels: KeyValuePairs<String, String>, _ value: String) {
+    mutating func line(_ name: String, _ labels: KeyValuePairs<String, String>, _ value: String) {
         bytes.append(contentsOf: name.utf8)
         if !labels.isEmpty {
             bytes.append(UInt8(ascii: "{"))

@@ -25,6 +25,28 @@ public struct StoreSettings: Sendable {
     public var countsInterval: Duration = .seconds(10)
     /// Log lines about failures and recoveries.
     public var logger = Logger(label: "swarm.store")
+    /// The time the writer runs on: when changes were queued, when they are due, commit
+    /// timeouts and retries. Default ``StoreClock/continuous``; tests step a manual one.
+    public var clock = StoreClock.continuous
 
     public init() {}
+}
+
+/// The time a ``StoreWriter`` runs on, as durations since an origin of the clock's choosing.
+public struct StoreClock: Sendable {
+    /// The time now.
+    public var now: @Sendable () -> Duration
+    /// Sleeps until `now()` reaches the argument; throws when the task is cancelled.
+    public var sleep: @Sendable (_ until: Duration) async throws -> Void
+
+    public init(now: @escaping @Sendable () -> Duration, sleep: @escaping @Sendable (_ until: Duration) async throws -> Void) {
+        self.now = now
+        self.sleep = sleep
+    }
+
+    /// `ContinuousClock` (monotonic), from the moment it was first used.
+    public static let continuous: StoreClock = {
+        let origin = ContinuousClock.now
+        return StoreClock(now: { .now - origin }, sleep: { until in try await Task.sleep(until: origin + until, clock: .continuous) })
+    }()
 }

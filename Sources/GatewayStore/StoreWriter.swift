@@ -47,7 +47,7 @@ public final class StoreWriter: Sendable {
         var tickets: [UInt64]
         var seq: UInt64
         /// When the first change of this entry was queued (the write-behind window runs from here).
-        var since: ContinuousClock.Instant
+        var since: Duration
     }
 
     private struct Ticket {
@@ -67,7 +67,9 @@ public final class StoreWriter: Sendable {
         var nextTicket: UInt64 = 0
         var closed = false
         var stopped = false
-        var retryAt: ContinuousClock.Instant?
+        /// ``hold()``: nothing is written until ``release()``.
+        var held = false
+        var retryAt: Duration?
         var consecutiveFailures = 0
         var schemaVersion = 0
         var healthy = true
@@ -84,7 +86,7 @@ public final class StoreWriter: Sendable {
         var rows: StoreCounts?
         var lastPurge: Int64 = 0
 
-        mutating func oldestSince() -> ContinuousClock.Instant? {
+        mutating func oldestSince() -> Duration? {
             while orderHead < order.count {
                 let (id, seq) = order[orderHead]
                 if let entry = pending[id], entry.seq == seq { return entry.since }
@@ -103,7 +105,7 @@ public final class StoreWriter: Sendable {
 
         /// Queues `write` (with a durable caller's ticket, or none); returns whether it made the
         /// device's entry urgent.
-        mutating func enqueue(_ write: DeviceWrite, ticket: UInt64?, now: ContinuousClock.Instant) {
+        mutating func enqueue(_ write: DeviceWrite, ticket: UInt64?, now: Duration) {
             let id = write.id
             if var entry = pending[id] {
                 if write.revision >= entry.write.revision {
@@ -138,6 +140,7 @@ public final class StoreWriter: Sendable {
     }
 
     private var logger: Logger { settings.logger }
+    private var clock: StoreClock { settings.clock }
 
     // MARK: - Writing
 
@@ -151,7 +154,7 @@ public final class StoreWriter: Sendable {
                 guard !state.closed else { return false }
                 let ticket = state.nextTicket
                 state.nextTicket += 1
-                let now = ContinuousClock.now
+                let now = clock.now()
                 var distinct = Set<String>()
                 for write in writes {
                     state.enqueue(write, ticket: distinct.insert(write.id).inserted ? ticket : nil, now: now)
@@ -179,7 +182,7 @@ public final class StoreWriter: Sendable {
         let first = state.withLock { state -> Bool in
             guard !state.closed else { return false }
             let wasEmpty = state.pending.isEmpty
-            state.enqueue(write, ticket: nil, now: .now)
+            state.enqueue(write, ticket: nil, now: clock.now())
             state.writeBehindWrites += 1
             return wasEmpty
         }
@@ -211,12 +214,31 @@ public final class StoreWriter: Sendable {
         }
     }
 
+    /// Holds every write (durable ones wait; nothing is committed) until ``release()``: recovery
+    /// at start reads the whole store before anything written since the start can replace a row
+    /// it has not read yet.
+    public func hold() {
+        state.withLock { $0.held = true }
+    }
+
+    /// Ends a ``hold()``: what was queued meanwhile is written.
+    public func release() {
+        state.withLock { $0.held = false }
+        wake()
+    }
+
+    /// True between ``hold()`` and ``release()``.
+    public var isHeld: Bool { state.withLock { $0.held } }
+
     /// Stops taking changes, commits what is queued (one attempt: a store that is down at
     /// shutdown does not hold the node up; what could not be written is logged), and ends
-    /// ``run()``. Closes the store.
+    /// ``run()``. Closes the store. Ends a ``hold()``.
     public func close() async {
         let wasClosed = state.withLock { state -> Bool in
-            defer { state.closed = true }
+            defer {
+                state.closed = true
+                state.held = false
+            }
             return state.closed
         }
         if !wasClosed {
@@ -239,7 +261,7 @@ public final class StoreWriter: Sendable {
 
     /// Counters, gauges and histograms for `/metrics`.
     public var stats: StoreStats {
-        let now = ContinuousClock.now
+        let now = clock.now()
         return state.withLock { state in
             let oldest = state.pending.values.map(\.since).min()
             return StoreStats(
@@ -256,18 +278,19 @@ public final class StoreWriter: Sendable {
 
     private enum Step {
         case flush
-        case wait(ContinuousClock.Instant?)
+        case wait(Duration?)
         case stop
     }
 
     /// Runs the writer until ``close()`` (or cancellation, after which nothing more is written).
     public func run() async {
         if let version = try? await store.schemaVersion() { state.withLock { $0.schemaVersion = version } }
-        var nextHousekeeping = ContinuousClock.now
+        var nextHousekeeping = clock.now()
         while !Task.isCancelled {
-            let now = ContinuousClock.now
+            let now = clock.now()
             let step = state.withLock { state -> Step in
                 if state.stopped && state.urgent.isEmpty { return .stop }
+                if state.held { return .wait(nextHousekeeping) }
                 if !state.urgent.isEmpty { return .flush }
                 guard let oldest = state.oldestSince() else {
                     return .wait(state.healthy ? nextHousekeeping : min(nextHousekeeping, now + settings.retryDelay))
@@ -285,9 +308,9 @@ public final class StoreWriter: Sendable {
             case .wait(let deadline):
                 await waitForWake(until: deadline)
             }
-            if ContinuousClock.now >= nextHousekeeping {
+            if clock.now() >= nextHousekeeping {
                 await housekeeping()
-                nextHousekeeping = ContinuousClock.now + settings.countsInterval
+                nextHousekeeping = clock.now() + settings.countsInterval
             }
         }
         failEverything(StoreError.closed)
@@ -337,7 +360,8 @@ public final class StoreWriter: Sendable {
         let ticketIDs = Set(taken.flatMap(\.entry.tickets))
         let store = self.store
         let timeout = settings.commitTimeout
-        let started = ContinuousClock.now
+        let clock = self.clock
+        let started = clock.now()
         let outcome: Outcome = await withTaskGroup(of: Outcome?.self) { group in
             group.addTask {
                 do {
@@ -349,7 +373,7 @@ public final class StoreWriter: Sendable {
             }
             if !ticketIDs.isEmpty {
                 group.addTask {
-                    guard (try? await Task.sleep(for: timeout)) != nil else { return nil }
+                    guard (try? await clock.sleep(started + timeout)) != nil else { return nil }
                     return .timedOut
                 }
             }
@@ -367,9 +391,9 @@ public final class StoreWriter: Sendable {
             }
             return result
         }
-        let elapsed = Self.seconds(ContinuousClock.now - started)
+        let elapsed = Self.seconds(clock.now() - started)
         var resumes: [(CheckedContinuation<Void, any Error>, (any Error)?)] = []
-        let finished = ContinuousClock.now
+        let finished = clock.now()
         switch outcome {
         case .committed:
             let recovered = state.withLock { state -> Bool in
@@ -410,7 +434,7 @@ public final class StoreWriter: Sendable {
                 state.consecutiveFailures += 1
                 var delay = settings.retryDelay
                 for _ in 1..<min(state.consecutiveFailures, 16) { delay = min(delay * 2, settings.maximumRetryDelay) }
-                state.retryAt = ContinuousClock.now + delay
+                state.retryAt = clock.now() + delay
                 for (id, entry) in taken {
                     for ticket in entry.tickets {
                         guard let waiting = state.tickets.removeValue(forKey: ticket) else { continue }
@@ -500,13 +524,13 @@ public final class StoreWriter: Sendable {
     }
 
     /// Sleeps until a ``wake()`` or `deadline`, whichever comes first.
-    private func waitForWake(until deadline: ContinuousClock.Instant?) async {
+    private func waitForWake(until deadline: Duration?) async {
         await withTaskGroup(of: Void.self) { group in
             group.addTask { await self.waitForSignal() }
             if let deadline {
                 group.addTask {
                     // Cancelled (the wake came first): no wake-up of our own.
-                    if (try? await Task.sleep(until: deadline)) != nil { self.wake() }
+                    if (try? await self.clock.sleep(deadline)) != nil { self.wake() }
                 }
             }
             _ = await group.next()

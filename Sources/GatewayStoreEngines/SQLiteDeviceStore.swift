@@ -91,29 +91,9 @@ public actor SQLiteDeviceStore: DeviceStore {
     public func open(upTo version: Int) async throws {
         guard connection == nil else { return }
         guard !closed else { throw StoreError.closed }
-        let directory = (path as NSString).deletingLastPathComponent
-        do {
-            try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
-        } catch {
-            throw StoreError.invalidConfiguration("cannot create the data directory \(directory): \(error.localizedDescription)")
-        }
-        threadPool.start()
-        let opened: SQLiteConnection
-        do {
-            opened = try await SQLiteConnection.open(
-                storage: .file(path: path), threadPool: threadPool, logger: logger, on: MultiThreadedEventLoopGroup.singleton.any())
-        } catch {
-            throw unavailable(error)
-        }
+        let opened = try await SQLiteSupport.open(path: path, location: location, threadPool: threadPool, synchronous: "FULL", logger: logger)
         connection = opened
         do {
-            let mode = try await opened.query("PRAGMA journal_mode=WAL").first?.columns.first?.data.string
-            guard mode?.lowercased() == "wal" else {
-                throw StoreError.invalidConfiguration("\(path): SQLite refused WAL mode (journal_mode=\(mode ?? "?"))")
-            }
-            _ = try await opened.query("PRAGMA synchronous=FULL")
-            _ = try await opened.query(
-                "CREATE TABLE IF NOT EXISTS swarm_schema (version INTEGER PRIMARY KEY NOT NULL, applied_at INTEGER NOT NULL, build TEXT NOT NULL)")
             let found = try await currentVersion(opened)
             // A store at a version this build knows but above `version` stays as it is.
             let plan = found > latestSchemaVersion ? SchemaPlan.plan(found: found) : SchemaPlan.plan(found: found, latest: max(found, version))
@@ -137,23 +117,11 @@ public actor SQLiteDeviceStore: DeviceStore {
     }
 
     private func currentVersion(_ connection: SQLiteConnection) async throws -> Int {
-        let rows = try await connection.query("SELECT COALESCE(MAX(version), 0) FROM swarm_schema")
-        return Int(rows.first?.columns.first?.data.integer ?? 0)
+        try await SQLiteSupport.schemaVersion(connection)
     }
 
     private func migrate(_ connection: SQLiteConnection, _ step: SchemaMigration) async throws {
-        _ = try await connection.query("BEGIN IMMEDIATE")
-        do {
-            for statement in step.statements { _ = try await connection.query(statement) }
-            _ = try await connection.query(
-                "INSERT INTO swarm_schema (version, applied_at, build) VALUES (?, ?, ?)",
-                [.integer(SQLiteInt64(step.version)), .integer(SQLiteInt64(Self.nowMillis())), .text(StoreBuild.identifier)])
-            _ = try await connection.query("COMMIT")
-        } catch {
-            _ = try? await connection.query("ROLLBACK")
-            throw error
-        }
-        logger.notice("\(location): schema migrated to version \(step.version) (\(step.summary))")
+        try await SQLiteSupport.migrate(connection, step, build: StoreBuild.identifier, location: location, logger: logger)
     }
 
     public func schemaVersion() async throws -> Int {
@@ -392,15 +360,7 @@ public actor SQLiteDeviceStore: DeviceStore {
     }
 
     private nonisolated func unavailable(_ error: any Error) -> StoreError {
-        if let error = error as? StoreError { return error }
-        if let error = error as? SQLiteError {
-            switch error.reason {
-            case .full: return .unavailable(store: location, reason: "disk full (\(error.message))")
-            case .ioError: return .unavailable(store: location, reason: "I/O error (\(error.message))")
-            default: return .unavailable(store: location, reason: error.description)
-            }
-        }
-        return .unavailable(store: location, reason: "\(error)")
+        SQLiteSupport.unavailable(error, location: location)
     }
 
     static func device(_ row: SQLiteRow) throws -> StoredDevice {

@@ -72,6 +72,10 @@ public final class EmbeddedBroker: Sendable {
         /// Working directory for the configuration, password, ACL and log files. Default nil: a
         /// new temporary directory, removed when the broker object goes away.
         public var directory: String? = nil
+        /// `persistence true` with `persistence_location` in ``directory``: retained messages,
+        /// persistent sessions and their queued messages survive a restart of the broker (saved
+        /// every `autosave_interval` 30 s and at a clean stop). Default false.
+        public var persistence = false
         /// Extra configuration lines appended verbatim. Default empty.
         public var extraConfiguration: [String] = []
         /// Run the broker in a process group of its own (see ``ChildProcess/spawn``): a
@@ -177,7 +181,7 @@ public final class EmbeddedBroker: Sendable {
             "set_tcp_nodelay \(settings.tcpNoDelay)",
             "max_queued_messages \(settings.maxQueuedMessages)",
             "max_inflight_messages \(settings.maxInflightMessages)",
-            "persistence false",
+            "persistence \(settings.persistence)",
             "log_dest file \(logPath)",
             "log_type error",
             "log_type warning",
@@ -185,6 +189,10 @@ public final class EmbeddedBroker: Sendable {
             "log_type information",
             "connection_messages true",
         ]
+        if settings.persistence {
+            lines.append("persistence_location \(directory)/")
+            lines.append("autosave_interval 30")
+        }
         if hasPasswordFile { lines.append("password_file \(passwordPath)") }
         if settings.aclRules != nil { lines.append("acl_file \(aclPath)") }
         if settings.dynamicSecurityAdmin != nil, let plugin = try? Self.findDynamicSecurityPlugin(settings.dynamicSecurityPlugin) {

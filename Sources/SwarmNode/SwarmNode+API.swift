@@ -230,6 +230,14 @@ extension SwarmNode {
         try await done { tracker, request, now in tracker.onCheckpoint(pid: pid, state: state, request: request, now: now) }
     }
 
+    /// Sets (or clears) the observer of the checkpoints this node stores as the ring successor of
+    /// peers' processes (SPEC A8): a durable store keeps them (the gateway writes them as replica
+    /// rows). An acknowledged checkpoint is acknowledged only after
+    /// ``StandbyObserver/storedDurably`` returned.
+    public func observeStandby(_ observer: StandbyObserver?) {
+        standbyObserver = observer
+    }
+
     /// Drains the node: it leaves the ring, hands off every process with its state, then
     /// announces `gone`. Returns true once the tracker reports the drain complete, false if it
     /// did not within `timeout` (default ``SwarmNodeSettings/drainTimeout``). The node keeps

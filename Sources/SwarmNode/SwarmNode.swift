@@ -101,6 +101,8 @@ public actor SwarmNode {
     var watchedCastRange: Range<UInt64> = 0..<0
     var drainWaiters: [CheckedContinuation<Void, Never>] = []
     var drainCompleted = false
+    /// Told about every checkpoint this node stores for a peer's process (``observeStandby(_:)``).
+    var standbyObserver: StandbyObserver?
     var lastDrainLog: Instant = 0
 
     /// Counters for logs and tests.
@@ -303,6 +305,22 @@ public actor SwarmNode {
         case .peerReconnected(let peer):
             apply { tracker, now in tracker.onPeerReconnected(peer, now: now) }
         case .peer(let message, let peer):
+            if let observer = standbyObserver {
+                switch message {
+                case .checkpoint(let name, _, _, let state):
+                    observer.stored(name, state)
+                case .checkpointRequest(_, let name, _, _, let state):
+                    // Taken (and acknowledged) once the observer kept it; later messages from the
+                    // peer go on meanwhile (the tracker keeps the newest checkpoint by version).
+                    submit {
+                        await observer.storedDurably(name, state)
+                        await self.applyInput { tracker, now in tracker.onPeerMessage(message, from: peer, now: now) }
+                    }
+                    return
+                default:
+                    break
+                }
+            }
             apply { tracker, now in tracker.onPeerMessage(message, from: peer, now: now) }
         case .callReply(let callID, let result):
             completeCall(callID, result)

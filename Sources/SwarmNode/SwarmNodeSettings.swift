@@ -51,6 +51,24 @@ public struct SwarmNodeSettings: Sendable {
     }
 }
 
+/// What a node tells about the checkpoints it stores for peers' processes (``SwarmNode/observeStandby(_:)``).
+public struct StandbyObserver: Sendable {
+    /// A fire-and-forget checkpoint of `name` (state bytes as the process gave them); called on
+    /// the node's actor: must return at once.
+    public var stored: @Sendable (_ name: String, _ state: [UInt8]) -> Void
+    /// An acknowledged checkpoint: awaited (off the input loop) before the tracker takes it and
+    /// acknowledges it to the host.
+    public var storedDurably: @Sendable (_ name: String, _ state: [UInt8]) async -> Void
+
+    public init(
+        stored: @escaping @Sendable (_ name: String, _ state: [UInt8]) -> Void,
+        storedDurably: @escaping @Sendable (_ name: String, _ state: [UInt8]) async -> Void
+    ) {
+        self.stored = stored
+        self.storedDurably = storedDurably
+    }
+}
+
 /// Errors of the node runtime itself (the tracker's are ``SwarmError``).
 public enum SwarmNodeError: Error, Hashable, Sendable, CustomStringConvertible {
     /// The node is not running (not started yet, or stopped).

@@ -33,6 +33,13 @@ extension Simulation {
             return
         }
         trace("\(from.name) → \(to.name) \(Self.describe(message))")
+        // The successor keeps what it stores on its disk: an acknowledged checkpoint durably
+        // before the tracker takes (and acknowledges) it, the others written behind.
+        switch message {
+        case .checkpoint(let name, _, _, let state): writeRow(on: to, name, state, durable: false)
+        case .checkpointRequest(_, let name, _, _, let state): writeRow(on: to, name, state, durable: true)
+        default: break
+        }
         withTracker(to) { $0.onPeerMessage(message, from: from, now: self.now) }
     }
 

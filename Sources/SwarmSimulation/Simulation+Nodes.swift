@@ -28,6 +28,8 @@ extension Simulation {
         guard let node = nodes[name], node.alive else { return }
         node.alive = false
         trace("CRASH \(node.id)")
+        // Rows not written behind yet are lost with the process (kill -9).
+        pendingRows[node.id] = nil
         for pid in processes.keys.sorted() where pid.node == node.id {
             let process = processes.removeValue(forKey: pid)!
             if process.managed && !knownElsewhere(process.name, pid: pid, except: name) {

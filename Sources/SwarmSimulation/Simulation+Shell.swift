@@ -41,15 +41,20 @@ extension Simulation {
                 }
                 process.expectFirst = nil
                 process.receivedAnything = true
-                if let separator = state.lastIndex(of: UInt8(ascii: ":")) {
-                    process.lineage = String(decoding: state[..<separator], as: UTF8.self)
-                    process.counter = UInt64(String(decoding: state[(separator + 1)...], as: UTF8.self)) ?? 0
-                }
+                process.adopt(state)
                 processes[pid] = process
-            case .resolveConflict(let pid, _):
+                queue.push(now, .checkpointAfterChange(pid))
+            case .resolveConflict(let pid, let state):
                 trace("\(pid) resolveConflict")
+                // The winner takes in what the loser knew (the gateway merges twins).
+                processes[pid]?.tokens.formUnion(Process.parse(state).tokens)
+                queue.push(now, .checkpointAfterChange(pid))
             case .reply(let request, let reply):
                 trace("\(id.name) reply #\(request): \(reply)")
+                if let (name, token) = pendingTokens.removeValue(forKey: request), reply == .done(nil) {
+                    acknowledgedTokens[name, default: []].insert(token)
+                }
+                if let (name, attempt) = recoveryRequests.removeValue(forKey: request) { recoveryRegistered(name, attempt: attempt, reply) }
                 if acknowledgedCheckpoints.removeValue(forKey: request) != nil {
                     answeredCheckpoints.insert(request)
                     if reply != .done(nil) && reply != .done(.timeout) { violate("acknowledged checkpoint #\(request) answered \(reply)") }

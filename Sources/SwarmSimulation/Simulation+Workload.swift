@@ -42,6 +42,7 @@ extension Simulation {
             withTracker(id) { $0.onRegisterExisting(name: fresh, pid: pid, request: self.request(), now: self.now) }
         case 34..<38:
             deliberatelyRemoved.insert(name)
+            tombstones[name] = diskRevision
             trace("op: \(id.name) unregister \(name)")
             withTracker(id) { $0.onUnregister(name: name, request: self.request(), now: self.now) }
         case 38..<46:
@@ -67,17 +68,10 @@ extension Simulation {
             }
         case 82..<88:
             // A process checkpoints its state to its successor.
-            guard let pid = node.tracker.whereis(name), let process = processes[pid], process.managed,
+            guard let pid = node.tracker.whereis(name), processes[pid]?.managed == true,
                 let host = nodes[pid.node.name], host.alive, host.id == pid.node
             else { return }
-            checkpointStates[process.name, default: []].insert(process.stateBytes)
-            // Every other checkpoint waits for the successor's acknowledgement (no extra random draw).
-            var request: RequestID?
-            if nextRequest % 2 == 0 {
-                request = self.request()
-                acknowledgedCheckpoints[request!] = pid.node
-            }
-            withTracker(pid.node) { $0.onCheckpoint(pid: pid, state: process.stateBytes, request: request, now: self.now) }
+            checkpoint(pid, acknowledged: nextRequest % 2 == 0)
         case 88..<92:
             // Explicit Tracker.handoff(name, state) on the host.
             guard let pid = node.tracker.whereis(name), let process = processes[pid], let host = nodes[pid.node.name],
@@ -90,6 +84,7 @@ extension Simulation {
             // A process crashes or exits.
             guard let pid = node.tracker.whereis(name), pid.node == id, processes[pid] != nil else { return }
             deliberatelyRemoved.insert(name)
+            tombstones[name] = diskRevision
             trace("op: \(pid) ends")
             processes[pid] = nil
             withTracker(id) { $0.onProcessEnded(pid, now: self.now) }
@@ -97,6 +92,25 @@ extension Simulation {
             _ = node.tracker.whereis(name)
             _ = node.tracker.registered()
         }
+    }
+
+    /// A process checkpoints its state to its successor and its host's disk. An acknowledged
+    /// checkpoint is an API write: it adds a token (the write) to the state, is stored durably,
+    /// and its token counts as kept once the tracker answers it done.
+    func checkpoint(_ pid: ProcessID, acknowledged: Bool) {
+        guard var process = processes[pid] else { return }
+        var request: RequestID?
+        if acknowledged {
+            request = self.request()
+            acknowledgedCheckpoints[request!] = pid.node
+            process.tokens.insert(request!)
+            pendingTokens[request!] = (process.name, request!)
+            processes[pid] = process
+        }
+        let state = process.stateBytes
+        checkpointStates[process.name, default: []].insert(state)
+        writeRow(on: pid.node, process.name, state, durable: acknowledged)
+        withTracker(pid.node) { $0.onCheckpoint(pid: pid, state: state, request: request, now: self.now) }
     }
 
     func plannedCast() {

@@ -37,6 +37,23 @@ public final class Simulation {
     /// Acknowledged checkpoints not answered yet, by the node that waits; and those answered.
     var acknowledgedCheckpoints: [RequestID: NodeID] = [:]
     var answeredCheckpoints: Set<RequestID> = []
+    /// Tokens of API writes (acknowledged checkpoints) waiting for their answer, and those
+    /// answered done: the writes that must never be lost (``Simulation+Disk``).
+    var pendingTokens: [RequestID: (name: String, token: UInt64)] = [:]
+    var acknowledgedTokens: [String: Set<UInt64>] = [:]
+    /// Each node name's disk (its durable store): per process name the row with the highest
+    /// revision; rows written behind wait per node incarnation until the flush.
+    var disks: [String: [String: DiskRow]] = [:]
+    var pendingRows: [NodeID: [String: DiskRow]] = [:]
+    var diskRevision: UInt64 = 0
+    /// Names removed (unregistered, or their process ended) and the disk revision then: rows up
+    /// to it are a deleted device's (the gateway's tombstones), never recovered.
+    var tombstones: [String: UInt64] = [:]
+    /// Rows recovered from disk waiting for their name's registration, and the registrations.
+    var recoveredRows: [String: [DiskRow]] = [:]
+    var recoveryRequests: [RequestID: (name: String, attempt: Int)] = [:]
+    var diskRestarts = 0
+    var writesChecked = 0
     var deliberatelyRemoved: Set<String> = []
     var everStarted: Set<String> = []
     var lostWithHost: Set<String> = []
@@ -153,11 +170,12 @@ public final class Simulation {
         }
         runUntil(now + .seconds(1))
         finalCheck()
+        if settings.faults { diskRestartPhase() }
         return SimulationReport(
             seed: settings.seed, nodes: initialCount, operations: operationsDone, faults: faultsDone, events: events,
             violations: violations, convergence: convergence,
             plannedMessages: envelopes.values.filter(\.planned).count, strategy: strategy.summary,
-            trace: orderedTrace())
+            diskRestarts: diskRestarts, writesChecked: writesChecked, trace: orderedTrace())
     }
 
     func runUntil(_ end: Nanoseconds) {
@@ -195,6 +213,16 @@ public final class Simulation {
             plannedCast()
         case .setLink(let a, let b, let isBlocked):
             setLink(a, b, blocked: isBlocked)
+        case .flushDisk(let id):
+            flushDisk(id)
+        case .diskOperation:
+            diskOperation()
+        case .recoverFromDisk(let id):
+            recoverFromDisk(id)
+        case .recoveryRegister(let name, let attempt):
+            registerRecovered(name, attempt: attempt)
+        case .checkpointAfterChange(let pid):
+            checkpointAfterChange(pid)
         }
     }
 }

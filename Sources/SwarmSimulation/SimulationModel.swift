@@ -30,7 +30,36 @@ extension Simulation {
         /// When set, the first delivery must be `endHandoff` with exactly this state.
         var expectFirst: [UInt8]?
         var receivedAnything = false
-        var stateBytes: [UInt8] { Array("\(lineage):\(counter)".utf8) }
+        /// The acknowledged writes (API writes) this state holds, by token: a grow-only set that
+        /// handoffs, checkpoints, conflict merges and recovery from disk carry and unite, as the
+        /// gateway's twin carries its desired versions.
+        var tokens: Set<UInt64> = []
+        /// `lineage:counter`, then `#token,token…` when it holds any.
+        var stateBytes: [UInt8] {
+            guard !tokens.isEmpty else { return Array("\(lineage):\(counter)".utf8) }
+            return Array("\(lineage):\(counter)#\(tokens.sorted().map(String.init).joined(separator: ","))".utf8)
+        }
+
+        /// Takes `state` (a ``stateBytes`` of some process) as this process's own.
+        mutating func adopt(_ state: [UInt8]) {
+            let (lineage, counter, tokens) = Self.parse(state)
+            if let lineage { self.lineage = lineage }
+            self.counter = counter
+            self.tokens = tokens
+        }
+
+        /// The parts of a ``stateBytes``.
+        static func parse(_ state: [UInt8]) -> (lineage: String?, counter: UInt64, tokens: Set<UInt64>) {
+            var body = state[...]
+            var tokens: Set<UInt64> = []
+            if let hash = state.firstIndex(of: UInt8(ascii: "#")) {
+                body = state[..<hash]
+                tokens = Set(state[(hash + 1)...].split(separator: UInt8(ascii: ",")).compactMap { UInt64(String(decoding: $0, as: UTF8.self)) })
+            }
+            guard let separator = body.lastIndex(of: UInt8(ascii: ":")) else { return (nil, 0, tokens) }
+            let lineage = String(decoding: body[..<separator], as: UTF8.self)
+            return (lineage, UInt64(String(decoding: body[(separator + 1)...], as: UTF8.self)) ?? 0, tokens)
+        }
     }
 
     struct EnvelopeRecord {
@@ -67,5 +96,15 @@ extension Simulation {
         case fault
         case plannedCast
         case setLink(String, String, blocked: Bool)
+        /// A node's write-behind rows reach its disk (``Simulation/flushDisk(_:)``).
+        case flushDisk(NodeID)
+        /// One operation of the disk phase's workload.
+        case diskOperation
+        /// A restarted node reads its disk and sends every row to its owner.
+        case recoverFromDisk(NodeID)
+        /// A recovery registration of a name is (re)tried from its owner.
+        case recoveryRegister(String, attempt: Int)
+        /// A process checkpoints the state a handoff, recovery or conflict merge gave it.
+        case checkpointAfterChange(ProcessID)
     }
 }

@@ -12,6 +12,10 @@ public struct SimulationReport: Sendable {
     public var convergence: Nanoseconds?
     public var plannedMessages: Int
     public var strategy: String
+    /// Restarts of every node from disk (the disk phase), and the acknowledged writes checked
+    /// after them.
+    public var diskRestarts = 0
+    public var writesChecked = 0
     /// The last trace lines (all of them when verbose).
     public var trace: [String]
 }

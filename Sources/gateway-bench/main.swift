@@ -28,7 +28,9 @@ struct Options {
     var rate = 100.0
     var qos = 0
     var json: String?
-    var workloads: Set<String> = ["M1", "RTT", "M2", "M3", "M5"]
+    var workloads: Set<String> = ["M1", "RTT", "ACL", "M2", "M3", "M5"]
+    /// E2: how long the webhook receiver refuses (s).
+    var outage = 60.0
 
     static func parse() -> Options {
         var options = Options()
@@ -47,8 +49,9 @@ struct Options {
             case "--qos": options.qos = Int(value()) == 1 ? 1 : 0
             case "--json": options.json = value()
             case "--workloads": options.workloads = Set(value().split(separator: ",").map { $0.uppercased() })
+            case "--outage": options.outage = Double(value()) ?? options.outage
             default:
-                say("usage: gateway-bench [--nodes 3] [--devices 1000] [--fleet 10000] [--seconds 10] [--rate 100] [--qos 0|1] [--workloads M1,RTT,M2,M3,M5] [--json FILE]")
+                say("usage: gateway-bench [--nodes 3] [--devices 1000] [--fleet 10000] [--seconds 10] [--rate 100] [--qos 0|1] [--workloads M1,RTT,ACL,M2,M3,M5,E1,E2] [--outage 60] [--json FILE]")
                 exit(2)
             }
         }
@@ -162,7 +165,7 @@ final class GatewayCluster: Sendable {
     let runner: Task<Void, Never>
     let latencies: LatencyRecorder
 
-    init(count: Int, brokerPort: Int, qos: Int = 0) async throws {
+    init(count: Int, brokerPort: Int, qos: Int = 0, username: String? = nil, password: String? = nil, configure: @Sendable (Int, inout GatewaySettings) -> Void = { _, _ in }) async throws {
         let latencies = LatencyRecorder()
         self.latencies = latencies
         var members: [Member] = []
@@ -176,12 +179,15 @@ final class GatewayCluster: Sendable {
             if seed == nil { seed = await node.address }
             var client = MQTTClient.Settings(host: "127.0.0.1", port: brokerPort)
             client.receiveMaximum = 65_535
+            client.username = username
+            client.password = password
             var gatewaySettings = GatewaySettings(brokers: [GatewaySettings.Broker(client: client)])
             gatewaySettings.logger = quiet("bench.gateway")
             gatewaySettings.shareGroup = "bench"
             gatewaySettings.ingressQoS = qos == 1 ? .atLeastOnce : .atMostOnce
             gatewaySettings.ingressObserver = { _, kind, payload in latencies.observe(kind, payload) }
             if let lanes = ProcessInfo.processInfo.environment["GW_LANES"].flatMap(Int.init) { gatewaySettings.ingressLanes = lanes }
+            configure(index, &gatewaySettings)
             members.append(Member(node: node, gateway: try DeviceGateway(node: node, settings: gatewaySettings)))
         }
         let all = members
@@ -302,6 +308,43 @@ func runFleet(_ count: Int, rate: Double, seconds duration: Double, during: () a
     return await runner.stop()
 }
 
+/// Command round trips backend → device → backend: 100 simulated thermostats (they answer
+/// `ping`) on `broker`, `RTT_N` (600) commands from the cluster's nodes in turn, one at a time.
+/// Returns the sorted latencies (ms) and the failures.
+func commandRoundTrips(_ cluster: GatewayCluster, broker: BrokerURL) async throws -> (latencies: [Double], failures: Int) {
+    var settings = FleetRunner.Settings(broker: broker)
+    settings.telemetryRate = 0
+    // Thermostats answer `ping` (the other demo profiles leave unknown commands unanswered).
+    let specs = try fleetSpecs(600, rate: 0).filter { $0.id.hasPrefix("thermo-") }.prefix(100)
+    let runner = try FleetRunner(devices: Array(specs), settings: settings)
+    try runner.start()
+    _ = await runner.waitUntilConnected(timeout: .seconds(30))
+    let ids = specs.map(\.id)
+    // Wait for every twin to be online (a command to an offline device is refused at once).
+    let deadline = ContinuousClock.now + .seconds(30)
+    while ContinuousClock.now < deadline {
+        let online = (try? await cluster.members[0].gateway.search(where: "online and id >= 'thermo-' and id < 'thermo.'", limit: 1000))?.matched ?? 0
+        if online >= ids.count { break }
+        try await Task.sleep(for: .milliseconds(50))
+    }
+    var latencies: [Double] = []
+    var failures = 0
+    for index in 0..<(ProcessInfo.processInfo.environment["RTT_N"].flatMap { Int($0) } ?? 600) {
+        let member = cluster.members[index % cluster.members.count]
+        let id = ids[index % ids.count]
+        let t0 = ContinuousClock.now
+        do {
+            _ = try await member.gateway.command(id, name: "ping", body: ["n": .int(Int64(index))], timeout: .seconds(5))
+            latencies.append(seconds(ContinuousClock.now - t0) * 1000)
+        } catch {
+            failures += 1
+            if failures <= 3 { say("command \(id) via \(member.node.id.name) failed: \(error)") }
+        }
+    }
+    await runner.stop()
+    return (latencies.sorted(), failures)
+}
+
 if options.workloads.contains("M1") {
     // (a) The limit: a plain libmosquitto subscriber that only counts, no gateway running.
     let plain = try PlainSubscriber(broker: brokerURL, filters: ["devices/+/telemetry"], qos: options.qos, receiveMaximum: 65_535)
@@ -355,36 +398,7 @@ if options.workloads.contains("M1") {
 
 
     if options.workloads.contains("RTT") {
-        // Command round trips: backend → device → backend, from every node, devices answering.
-        var settings = FleetRunner.Settings(broker: brokerURL)
-        settings.telemetryRate = 0
-        // Thermostats answer `ping` (the other demo profiles leave unknown commands unanswered).
-        let specs = try fleetSpecs(600, rate: 0).filter { $0.id.hasPrefix("thermo-") }.prefix(100)
-        let runner = try FleetRunner(devices: Array(specs), settings: settings)
-        try runner.start()
-        _ = await runner.waitUntilConnected(timeout: .seconds(30))
-        let ids = specs.map(\.id)
-        // Wait for every twin, then time commands.
-        let deadline = ContinuousClock.now + .seconds(30)
-        while ContinuousClock.now < deadline, (try? await cluster.members[0].gateway.groupMembers("all").count) ?? 0 < ids.count {
-            try await Task.sleep(for: .milliseconds(50))
-        }
-        var latencies: [Double] = []
-        var failures = 0
-        for index in 0..<(ProcessInfo.processInfo.environment["RTT_N"].flatMap { Int($0) } ?? 600) {
-            let member = cluster.members[index % cluster.members.count]
-            let id = ids[index % ids.count]
-            let t0 = ContinuousClock.now
-            do {
-                _ = try await member.gateway.command(id, name: "ping", body: ["n": .int(Int64(index))], timeout: .seconds(5))
-                latencies.append(seconds(ContinuousClock.now - t0) * 1000)
-            } catch {
-                failures += 1
-                if failures <= 3 { say("command \(id) via \(member.node.id.name) failed: \(error)") }
-            }
-        }
-        await runner.stop()
-        latencies.sort()
+        let (latencies, failures) = try await commandRoundTrips(cluster, broker: brokerURL)
         let rttSetup = "\(base); 100 simulated devices answering; 600 commands from every node in turn, one at a time"
         report.record("RTT.p50", "command round trip p50", percentile(latencies, 0.5), "ms", setup: rttSetup, target: "≤ 2 ms", met: percentile(latencies, 0.5) <= 2)
         report.record("RTT.p99", "command round trip p99", percentile(latencies, 0.99), "ms", setup: rttSetup)
@@ -415,6 +429,40 @@ if options.workloads.contains("M1") {
     report.record("M1.half.p50", "publish-to-handled latency p50 at 50 % of the limit", percentile(samples, 0.5), "ms", setup: halfSetup)
     report.record("M1.half.p99", "publish-to-handled latency p99 at 50 % of the limit", percentile(samples, 0.99), "ms", setup: halfSetup)
     report.record("M1.half.samples", "telemetry messages timed", Double(samples.count), "msgs", setup: halfSetup)
+}
+
+// ACL: the command round trip behind the strict ACL of SPEC D1 (config/mosquitto.acl.example's
+// rules, a password file with the gateway login and one per device), beside the same round trip on
+// the open broker, in this run.
+if options.workloads.contains("ACL") {
+    let open = try await GatewayCluster(count: options.nodes, brokerPort: port)
+    let (openLatencies, openFailures) = try await commandRoundTrips(open, broker: brokerURL)
+    await open.shutdown()
+    let gatewayPassword = "bench-\(UInt64.random(in: 0...UInt64.max))"
+    var secured = EmbeddedBroker.Settings()
+    secured.allowAnonymous = false
+    secured.aclRules = DeviceACL.rules()
+    let thermostats = try fleetSpecs(600, rate: 0).filter { $0.id.hasPrefix("thermo-") }.prefix(100).map(\.id)
+    secured.users = [.init(DeviceACL.defaultGatewayUser, password: gatewayPassword)] + thermostats.map { .init($0, password: "pw-\($0)") }
+    let aclBroker = try EmbeddedBroker(settings: secured, logger: quiet("bench.broker.acl"))
+    try await aclBroker.start()
+    let cluster = try await GatewayCluster(count: options.nodes, brokerPort: aclBroker.port, username: DeviceACL.defaultGatewayUser, password: gatewayPassword)
+    let (latencies, failures) = try await commandRoundTrips(cluster, broker: try BrokerURL.parse("mqtt://{id}:pw-{id}@127.0.0.1:\(aclBroker.port)"))
+    await cluster.shutdown()
+    await aclBroker.stop()
+    let setup = "\(base); 100 simulated thermostats answering; 600 commands from every node in turn, one at a time"
+    report.record("RTT.open.p50", "command round trip p50, open broker", percentile(openLatencies, 0.5), "ms", setup: setup)
+    report.record("RTT.open.p99", "command round trip p99, open broker", percentile(openLatencies, 0.99), "ms", setup: setup)
+    report.record("RTT.acl.p50", "command round trip p50 behind the strict ACL and a password file", percentile(latencies, 0.5), "ms", setup: setup, target: "≤ 1.44 ms (before the ACL)", met: percentile(latencies, 0.5) <= 1.44)
+    report.record("RTT.acl.p99", "command round trip p99 behind the strict ACL", percentile(latencies, 0.99), "ms", setup: setup)
+    report.record("RTT.acl.ratio", "p50 behind the ACL / p50 open", percentile(latencies, 0.5) / percentile(openLatencies, 0.5), "x", setup: setup)
+    report.record("RTT.acl.failed", "commands failed (open + ACL)", Double(failures + openFailures), "cmds", setup: setup, target: "0", met: failures + openFailures == 0)
+}
+
+if !options.workloads.intersection(["E1", "E2"]).isEmpty {
+    let bench = EventBench(options: options, report: report, brokerPort: port, base: base)
+    if options.workloads.contains("E1") { try await bench.e1() }
+    if options.workloads.contains("E2") { try await bench.e2() }
 }
 
 // M2, M3, M5: a fleet of `--fleet` devices from swarm-devices child processes.

@@ -11,6 +11,11 @@
 //   swift build -c release --product gateway-http-bench
 //   .build/release/gateway-http-bench --devices 1000 --seconds 60 --port 18080 --script /tmp/m4.lua &
 //   wrk -t1 -c32 -d20s --latency -s /tmp/m4.lua http://127.0.0.1:18080
+//
+// With `--workloads Q1,Q2` it runs the production workloads instead (``ProductionBench``: fleet
+// search over `--twins` twins, `--provision` provisioning PUTs with passwords) and exits:
+//
+//   .build/release/gateway-http-bench --workloads Q1,Q2 [--twins 100000] [--provision 10000] [--json FILE]
 import Foundation
 import Gateway
 import GatewayHTTP
@@ -29,6 +34,12 @@ struct Options {
     var script = "/tmp/gateway-m4.lua"
     var token: String?
     var stopFile: String?
+    /// Q1, Q2 (``ProductionBench``); empty: M4.
+    var workloads: Set<String> = []
+    var json: String?
+    var twins = 100_000
+    var provision = 10_000
+    var verify = 1_000
 
     static func parse(_ arguments: [String]) -> Options {
         var options = Options()
@@ -43,8 +54,14 @@ struct Options {
             case "--script": options.script = value
             case "--token": options.token = value
             case "--stop-file": options.stopFile = value
+            case "--workloads": options.workloads = Set(value.split(separator: ",").map { $0.uppercased() })
+            case "--json": options.json = value
+            case "--twins": options.twins = Int(value) ?? options.twins
+            case "--provision": options.provision = Int(value) ?? options.provision
+            case "--verify": options.verify = Int(value) ?? options.verify
             default:
                 print("usage: gateway-http-bench [--devices D] [--nodes N] [--seconds S] [--port P] [--script PATH] [--token T] [--stop-file PATH]")
+                print("       gateway-http-bench --workloads Q1,Q2 [--nodes N] [--twins 100000] [--provision 10000] [--verify 1000] [--json FILE]")
                 exit(2)
             }
         }
@@ -73,6 +90,10 @@ func say(_ line: String) {
 
 let options = Options.parse(CommandLine.arguments)
 let secret = ClusterSecret("gateway-http-bench-secret")
+if !options.workloads.isEmpty {
+    try await ProductionBench(options: options).run()
+    exit(0)
+}
 
 var brokerSettings = EmbeddedBroker.Settings()
 brokerSettings.maxQueuedMessages = 100_000

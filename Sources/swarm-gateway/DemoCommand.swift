@@ -112,6 +112,8 @@ struct DemoCommand: AsyncParsableCommand {
                 var arguments = [
                     "run", "--node-name", name, "--cluster-listen", "127.0.0.1:\(clusterPorts[index])",
                     "--http-listen", "127.0.0.1:\(httpPorts[index])",
+                    // Each node's SQLite store next to its log (the demo's broker is fresh too).
+                    "--data-dir", "\(logDirectory)/data/\(name)",
                 ]
                 if !seeds.isEmpty { arguments += ["--seeds", seeds.joined(separator: ",")] }
                 let child = try ChildProcess.spawn(

@@ -2,6 +2,8 @@ import Foundation
 import Gateway
 import GatewayConfig
 import GatewayHTTP
+import GatewayStore
+import GatewayStoreEngines
 import Logging
 import MQTT
 import ServiceLifecycle
@@ -12,8 +14,9 @@ import SwarmTransport
 import Synchronization
 import UnixSignals
 
-/// One gateway node process: the embedded broker when no broker is configured, then one
-/// `ServiceGroup` with the HTTP API and the node + gateway service.
+/// One gateway node process: the durable store (opened and migrated first: a store written by a
+/// newer build stops start-up), the embedded broker when no broker is configured (persistent in
+/// the data directory), then one `ServiceGroup` with the HTTP API and the node + gateway service.
 ///
 /// Shutdown (SIGTERM, SIGINT, or `POST /v1/cluster/drain`): the gateway stops taking device
 /// messages, routes what it took, drains the node (every device process is handed over with its
@@ -40,6 +43,21 @@ struct GatewayProcess {
             return 78
         }
 
+        // The store before anything else uses the data directory (its lock keeps a second node
+        // off it).
+        let store: (writer: StoreWriter, lock: DataDirectoryLock?)
+        do {
+            store = try await openStore(logger: logger)
+        } catch let error as StoreError {
+            logger.critical("\(error)")
+            if case .unavailable = error { return 69 }
+            return 78
+        } catch {
+            logger.critical("store: \(error)")
+            return 78
+        }
+        defer { withExtendedLifetime(store.lock) {} }
+
         var broker: EmbeddedBroker?
         var brokerURLs = configuration.brokers
         var logins: (any DeviceLoginManager)?
@@ -59,6 +77,9 @@ struct GatewayProcess {
                 settings.managedLogins = true
                 settings.users = [.init(DeviceACL.defaultGatewayUser, password: gatewayPassword)]
                 settings.aclRules = DeviceACL.rules(topics: DeviceTopics(prefix: configuration.topicPrefix), adminUser: nil)
+                // Retained messages, sessions and device logins survive a restart of the node.
+                settings.directory = (configuration.effectiveDataDirectory as NSString).appendingPathComponent("mosquitto")
+                settings.persistence = true
                 let embedded = try EmbeddedBroker(settings: settings, logger: Logger(label: "swarm.mqtt.broker"))
                 try await embedded.start()
                 broker = embedded
@@ -69,6 +90,7 @@ struct GatewayProcess {
                 logger.info("embedded Mosquitto listening on 127.0.0.1:\(embedded.port) (password file and strict device ACL; device logins managed by the gateway)")
             } catch {
                 logger.critical("could not start the embedded Mosquitto: \(error)")
+                await store.writer.store.close()
                 return 69
             }
         }
@@ -91,10 +113,12 @@ struct GatewayProcess {
                     admins: admins, reservedNames: Set(brokerURLs.compactMap(\.username)), logger: Logger(label: "swarm.gateway.logins"))
             }
             settings.logins = logins
+            settings.store = store.writer
             gateway = try DeviceGateway(node: node, settings: settings)
         } catch {
             logger.critical("\(error)")
             await broker?.stop()
+            await store.writer.store.close()
             return 78
         }
         let service = GatewayNodeService(node: node, gateway: gateway, logger: logger)
@@ -134,6 +158,45 @@ struct GatewayProcess {
         broker = nil
         logger.info("\(configuration.nodeName) exits (\(status))")
         return status
+    }
+
+    /// Opens the configured store (SQLite in the data directory, under its lock; or PostgreSQL,
+    /// retried for up to 30 s while it cannot be reached), creates or migrates its schema and
+    /// returns its writer (run and closed by the gateway).
+    func openStore(logger: Logger) async throws -> (writer: StoreWriter, lock: DataDirectoryLock?) {
+        let directory = configuration.effectiveDataDirectory
+        let engine: any DeviceStore
+        var lock: DataDirectoryLock?
+        switch configuration.store {
+        case .sqlite:
+            lock = try DataDirectoryLock(directory: directory, holder: "\(configuration.nodeName) pid \(getpid())")
+            engine = SQLiteDeviceStore(directory: directory, logger: Logger(label: "swarm.store.sqlite"))
+        case .postgresql(let endpoint):
+            var settings = PostgresDeviceStore.Settings(
+                host: endpoint.host, port: endpoint.port, username: endpoint.username, password: endpoint.password?.value,
+                database: endpoint.database)
+            settings.tls = PostgresDeviceStore.Settings.TLSMode(rawValue: endpoint.sslMode) ?? .disable
+            engine = PostgresDeviceStore(settings: settings, logger: Logger(label: "swarm.store.postgresql"))
+        }
+        let deadline = ContinuousClock.now + .seconds(30)
+        while true {
+            do {
+                try await engine.open()
+                break
+            } catch StoreError.unavailable(let location, let reason) where ContinuousClock.now < deadline {
+                logger.warning("store \(location) unavailable (\(reason)); retrying")
+                try await Task.sleep(for: .seconds(1))
+            } catch {
+                await engine.close()
+                throw error
+            }
+        }
+        var settings = StoreSettings()
+        settings.writeBehindInterval = configuration.writeBehindInterval
+        settings.logger = Logger(label: "swarm.store")
+        let version = (try? await engine.schemaVersion()) ?? 0
+        logger.info("store \(engine.location): schema version \(version), write-behind window \(configuration.writeBehindInterval)")
+        return (StoreWriter(store: engine, settings: settings), lock)
     }
 
     func nodeSettings() throws -> SwarmNodeSettings {
@@ -181,6 +244,14 @@ struct GatewayProcess {
         settings.maxPayloadBytes = configuration.maxPayloadBytes
         settings.ingressLaneCapacity = configuration.ingressLaneCapacity
         settings.logger = Logger(label: "swarm.gateway")
+        // The event stream (SPEC D5): every node keeps the cluster's events of the retention
+        // window in `events.sqlite` in its data directory, whatever the device store.
+        settings.events.store = SQLiteEventStore(directory: configuration.effectiveDataDirectory, logger: Logger(label: "swarm.events.sqlite"))
+        settings.events.retention = configuration.eventRetention
+        settings.events.maxStored = configuration.eventMaxStored
+        settings.events.bufferSize = configuration.eventBufferSize
+        settings.events.toBroker = configuration.eventsToBroker
+        settings.events.webhookTransport = HTTPWebhookTransport()
         return settings
     }
 
@@ -222,7 +293,7 @@ struct GatewayNodeService: Service {
             Task.detached {
                 logger.info("graceful shutdown: draining")
                 let drained = await gateway.drain()
-                if !drained { logger.warning("drain did not complete in time; stopping anyway") }
+                if !drained { logger.warning("drain did not hand every device over (timed out, or no peer can take them); stopping anyway") }
                 try? await Task.sleep(for: .milliseconds(200))
                 await gateway.shutdown()
                 await node.shutdown()

@@ -55,5 +55,6 @@ if arguments.contains("--help") || arguments.contains("-h") {
     }
     print(summary.line)
     print(summary.convergenceLine)
+    print(summary.diskLine)
     if summary.violations > 0 { exit(1) }
 }

@@ -84,6 +84,7 @@ actor SilentProcess: SwarmProcess {
 func withGatewayCluster(
     _ count: Int, broker: EmbeddedBroker, moreBrokers: [EmbeddedBroker] = [],
     configure: @escaping @Sendable (inout GatewaySettings) -> Void = { _ in },
+    configureNode: @Sendable (_ index: Int, inout GatewaySettings) async throws -> Void = { _, _ in },
     _ body: @escaping @Sendable ([Member]) async throws -> Void
 ) async throws {
     func nodeSettings(_ name: String, seeds: [String]) -> SwarmNodeSettings {
@@ -108,6 +109,7 @@ func withGatewayCluster(
         settings.logger = quietLogger("test.gateway.\(index)")
         settings.shareGroup = "test"
         configure(&settings)
+        try await configureNode(index, &settings)
         members.append(Member(node: node, gateway: try DeviceGateway(node: node, settings: settings)))
     }
     let all = members

@@ -227,13 +227,22 @@ struct UnitTests {
             .ingress(kind: .telemetry, broker: "127.0.0.1:1883", receivedAt: 1_700_000_000_123, retained: true, payload: Array(#"{"t":1}"#.utf8)),
             .twin, .patchDesired(["a": 1, "b": ["c": nil]], ifVersions: nil), .patchDesired(["a": 2], ifVersions: [3, 4]),
             .group("g-1", join: true), .group("g", join: false),
-            .query(fields: nil), .query(fields: ["reported.x", "online"]), .route(command: "reboot"),
+            .query(fields: nil, where: nil), .query(fields: ["reported.x", "online"], where: nil),
+            .query(fields: nil, where: "tags.site = 'paris'"), .route(command: "reboot"),
             .commandOutcome(command: "reboot", answered: false), .down([0, 1, 2]),
             .patchTags(["site": "lab", "old": nil]), .provision(tags: nil, groups: []), .provision(tags: ["a": 1], groups: ["g1", "g2"]), .delete,
         ]
         for message in messages {
             #expect(try DeviceMessage(decoding: message.encoded()) == message, "\(message)")
         }
+        for message: NodeMessage in [
+            .reply(key: [1, 2], payload: [3]), .tombstone(id: "d", set: true), .search(where: nil, after: nil, limit: 101),
+            .search(where: "online", after: "dev-9", limit: 1),
+        ] {
+            #expect(try NodeMessage(decoding: message.encoded()) == message, "\(message)")
+        }
+        let page = DeviceIndex.Page(ids: ["a", "b:c"], matched: 12)
+        #expect(try NodeMessage.decodePage(NodeMessage.encode(page)) == page)
         #expect(throws: (any Error).self) { try DeviceMessage(decoding: [99]) }
         #expect(throws: (any Error).self) { try DeviceMessage(decoding: Array(DeviceMessage.down([1, 2]).encoded().dropLast())) }
     }

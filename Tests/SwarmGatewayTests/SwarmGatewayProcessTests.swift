@@ -98,6 +98,7 @@ struct SwarmGatewayProcessTests {
         process.arguments = [
             "run", "--node-name", "gw-t", "--cluster-listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:\(httpPort)",
             "--embedded-broker-port", String(brokerPort), "--log-level", "warning",
+            "--data-dir", FileManager.default.temporaryDirectory.appendingPathComponent("gw-t-\(UUID().uuidString.prefix(8))").path,
         ]
         process.environment = ["SWARM_GATEWAY_API_TOKEN": "test-token-123", "PATH": "/usr/sbin:/usr/bin:/sbin:/bin"]
         let log = Pipe()
@@ -199,7 +200,8 @@ struct SwarmGatewayProcessTests {
         ] {
             let process = Process()
             process.executableURL = URL(fileURLWithPath: binary)
-            process.arguments = ["run", "--node-name", node, "--log-level", "warning"] + arguments + (try tls(node))
+            let data = FileManager.default.temporaryDirectory.appendingPathComponent("\(node)-\(UUID().uuidString.prefix(8))").path
+            process.arguments = ["run", "--node-name", node, "--log-level", "warning", "--data-dir", data] + arguments + (try tls(node))
             process.environment = environment
             process.standardOutput = FileHandle.nullDevice
             process.standardError = FileHandle.nullDevice

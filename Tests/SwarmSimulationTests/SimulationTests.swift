@@ -53,7 +53,9 @@ struct SimulationTests {
         }
         print(summary.line)
         print(summary.convergenceLine)
+        print(summary.diskLine)
         #expect(summary.seeds == count)
+        #expect(summary.diskRestarts == count && summary.writesChecked > count, "the restart from disk ran in every seed and checked writes")
         #expect(summary.operations >= count * 200)
         #expect(summary.violations == 0, "failing seeds: \(summary.failingSeeds.prefix(20))")
     }

@@ -138,8 +138,11 @@ struct StalledConnectionTests {
             let (a, aEvents, b, bEvents, proxy) = try await self.pair(fixture)
             let beats = self.heartbeats(a, b)
             defer { beats.cancel() }
-            let first = try #require(a.connection(to: "gw-b"))
             proxy.refuseNew(true)
+            // On a loaded machine a heartbeat can come later than the 300 ms stall timeout before
+            // this point, and the switch it causes is legitimate: what counts starts here.
+            let first = try #require(a.connection(to: "gw-b"))
+            let reconnectsBefore = (aEvents.log.reconnects.count, bEvents.log.reconnects.count)
             proxy.silenceExisting()
             // Several stall periods: re-dials are refused; no down event, no other connection.
             try await Task.sleep(for: .milliseconds(1200))
@@ -149,7 +152,7 @@ struct StalledConnectionTests {
             let seen = bEvents.frameCount
             #expect(try await eventually { bEvents.frameCount > seen + 5 })
             #expect(a.connection(to: "gw-b") === first)
-            #expect(aEvents.log.reconnects.isEmpty && bEvents.log.reconnects.isEmpty)
+            #expect(aEvents.log.reconnects.count == reconnectsBefore.0 && bEvents.log.reconnects.count == reconnectsBefore.1)
             proxy.refuseNew(false)
             await proxy.stop()
         }

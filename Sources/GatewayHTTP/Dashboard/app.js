@@ -8,7 +8,8 @@
 //
 // Numbers the headless-browser check reads carry data-testid (and the raw number in data-value).
 // Optional URL parameters: ?groups=a,b (watch these groups), ?device=ID (look it up),
-// ?query=GROUP&fields=a,b (run that group query once), ?tracker=open (open the tracker panel).
+// ?query=GROUP&fields=a,b (run that group query once), ?tracker=open (open the tracker panel),
+// ?events=TYPE (watch the live events of one type, empty for all) with &eventDevice=ID.
 "use strict";
 
 (function () {
@@ -429,8 +430,12 @@
     const id = state.device;
     if (!id) return;
     let twin;
+    let commands = [];
     try {
-      twin = await call("GET", "/v1/devices/" + encodeURIComponent(id));
+      const path = "/v1/devices/" + encodeURIComponent(id);
+      const [answer, queued] = await Promise.all([call("GET", path), call("GET", path + "/commands").catch(() => ({ commands: [] }))]);
+      twin = answer;
+      commands = (queued && queued.commands) || [];
     } catch (error) {
       if (state.device !== id) return;
       const text = error.status === 404 ? `No device ${id} (${error.code}).`
@@ -448,7 +453,8 @@
         el("span", { class: "badge " + (twin.online ? "online" : "offline"), "data-testid": "twin-online", "data-value": String(twin.online), text: twin.online ? "online" : "offline" }),
         el("span", { class: "muted" }, "on ", el("strong", { "data-testid": "twin-node", text: twin.node || "?" })),
         el("span", { class: "muted", text: "broker " + (twin.broker || "–") }),
-        el("span", { class: "muted", text: "desired v" + twin.version })),
+        el("span", { class: "muted", "data-testid": "twin-version", "data-value": String(twin.version), text: "desired v" + twin.version }),
+        el("span", { class: "muted", "data-testid": "twin-reported-version", "data-value": String(twin.reportedVersion ?? 0), text: "reported v" + (twin.reportedVersion ?? 0) })),
       el("dl", { class: "kv" },
         el("dt", { text: "last seen" }), el("dd", { text: ago(twin.lastSeen) + (twin.lastSeen ? " (" + twin.lastSeen + ")" : "") }),
         el("dt", { text: "connected" }), el("dd", { text: twin.connectedAt ? ago(twin.connectedAt) : "–" }),
@@ -459,8 +465,29 @@
         el("div", {}, el("h3", { text: "Reported" }), kv(twin.reported, "twin-reported")),
         el("div", {}, el("h3", { text: "Desired" }), kv(twin.desired, "twin-desired")),
         el("div", {}, el("h3", { text: "Delta (desired ≠ reported)" }), kv(twin.delta, "twin-delta")),
+        el("div", {}, el("h3", { text: "Tags (backend only)" }), kv(twin.tags, "twin-tags")),
         el("div", {}, el("h3", { text: "Counters" }), kv(twin.counters, "twin-counters"))),
+      renderCommands(commands),
       raw);
+  }
+
+  /** Queued commands (`?ttl=`): the pending ones first, then the recent finished ones. */
+  function renderCommands(commands) {
+    const pending = commands.filter((c) => c.status === "queued" || c.status === "sent");
+    const finished = commands.filter((c) => !(c.status === "queued" || c.status === "sent")).reverse();
+    const head = el("h3", {}, "Queued commands ",
+      el("span", { class: "muted", "data-testid": "twin-pending-commands", "data-value": String(pending.length), text: pending.length + " pending" }));
+    if (commands.length === 0) return el("div", { class: "commands" }, head, el("p", { class: "muted", text: "none (POST …/commands/{name}?ttl=SECONDS queues one)" }));
+    const rows = pending.concat(finished).map((c) => el("tr", { "data-testid": "command-row", "data-status": c.status },
+      el("td", { text: c.name }),
+      el("td", {}, badge(c.status, c.status === "answered" ? "yes" : c.status === "expired" || c.status === "failed" ? "no" : "draining")),
+      el("td", { text: ago(c.createdAt) }),
+      el("td", { text: c.status === "queued" ? "expires " + c.expiresAt : ago(c.updatedAt) }),
+      el("td", { class: "mono", text: c.reply !== undefined ? compact(c.reply) : (c.error || "") })));
+    return el("div", { class: "commands" }, head,
+      el("table", { class: "grid", "data-testid": "twin-commands" },
+        el("thead", {}, el("tr", {}, ["name", "status", "queued", "since", "reply / error"].map((h) => el("th", { text: h })))),
+        el("tbody", {}, rows)));
   }
 
   // ---------------------------------------------------------------- group query
@@ -556,6 +583,86 @@
     if (newPre) newPre.scrollTop = scroll;
   }
 
+  // ---------------------------------------------------------------- live events
+
+  // GET /v1/events read with fetch() and a stream reader rather than EventSource, so that the
+  // request carries the Authorization header; it reconnects with the last id (Last-Event-ID),
+  // as EventSource would.
+  const events = { controller: null, lastId: null, rows: [], count: 0 };
+  const EVENT_ROWS = 200;
+
+  function stopEvents(status) {
+    if (events.controller) events.controller.abort();
+    events.controller = null;
+    $("events-status").textContent = status || "stopped";
+  }
+
+  async function watchEvents() {
+    stopEvents("connecting…");
+    const controller = new AbortController();
+    events.controller = controller;
+    const params = new URLSearchParams();
+    const type = $("events-types").value;
+    const device = $("events-device").value.trim();
+    if (type) params.set("types", type);
+    if (device) params.set("device", device);
+    const url = "/v1/events" + (params.toString() ? "?" + params : "");
+    while (events.controller === controller) {
+      const headers = { Accept: "text/event-stream" };
+      if (state.token) headers["Authorization"] = "Bearer " + state.token;
+      if (events.lastId) headers["Last-Event-ID"] = events.lastId;
+      try {
+        const response = await fetch(url, { headers, signal: controller.signal, cache: "no-store" });
+        if (response.status === 401) { setAuthNeeded(true); stopEvents("enter the API token"); return; }
+        if (response.status === 410) { events.lastId = null; $("events-status").textContent = "cursor expired, from now on"; continue; }
+        if (!response.ok) throw new Error("HTTP " + response.status);
+        $("events-status").textContent = "live";
+        const reader = response.body.getReader();
+        const decoder = new TextDecoder();
+        let text = "";
+        for (;;) {
+          const { value, done } = await reader.read();
+          if (done) break;
+          text += decoder.decode(value, { stream: true });
+          let end;
+          while ((end = text.indexOf("\n\n")) >= 0) {
+            const block = text.slice(0, end);
+            text = text.slice(end + 2);
+            let id = null, data = null;
+            for (const line of block.split("\n")) {
+              if (line.startsWith("id: ")) id = line.slice(4);
+              else if (line.startsWith("data: ")) data = line.slice(6);
+            }
+            if (id) events.lastId = id;
+            if (data) showEvent(data);
+          }
+        }
+      } catch (error) {
+        if (controller.signal.aborted) return;
+        $("events-status").textContent = "reconnecting (" + error.message + ")";
+        await new Promise((resolve) => window.setTimeout(resolve, 1000));
+      }
+    }
+  }
+
+  function showEvent(data) {
+    let event;
+    try { event = JSON.parse(data); } catch (_) { return; }
+    events.count += 1;
+    const row = el("tr", { "data-type": event.type },
+      el("td", { class: "mono", text: (event.time || "").replace("T", " ").replace("Z", "") }),
+      el("td", { text: event.type }),
+      el("td", { class: "mono", text: event.device }),
+      el("td", { class: "num", text: String(event.seq) }),
+      el("td", { class: "mono", text: JSON.stringify(event.data).slice(0, 160) }));
+    const body = $("events-rows");
+    if (events.count === 1) body.replaceChildren();
+    body.prepend(row);
+    while (body.children.length > EVENT_ROWS) body.lastChild.remove();
+    $("events-status").textContent = "live, " + numberFormat.format(events.count) + " event(s)";
+    $("events-status").dataset.value = String(events.count);
+  }
+
   // ---------------------------------------------------------------- loop
 
   async function tick() {
@@ -611,6 +718,13 @@
       event.preventDefault();
       runQuery();
     });
+    $("events-form").addEventListener("submit", (event) => {
+      event.preventDefault();
+      events.lastId = null;
+      events.count = 0;
+      watchEvents();
+    });
+    $("events-stop").addEventListener("click", () => stopEvents());
     $("tracker-details").addEventListener("toggle", () => {
       if ($("tracker-details").open) refreshTracker().catch(() => {});
     });
@@ -619,6 +733,11 @@
     for (const group of (params.get("groups") || "").split(",")) addGroup(group.trim());
     if (params.get("device")) lookUp(params.get("device").trim());
     if (params.get("tracker") === "open") $("tracker-details").open = true;
+    if (params.get("events") !== null) {
+      $("events-types").value = params.get("events");
+      if (params.get("eventDevice")) $("events-device").value = params.get("eventDevice");
+      watchEvents();
+    }
     if (params.get("query")) {
       $("query-group").value = params.get("query");
       if (params.get("fields")) $("query-fields").value = params.get("fields");

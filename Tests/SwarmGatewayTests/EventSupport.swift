@@ -1,0 +1,1 @@
+../GatewayHTTPTests/EventSupport.swift
