@@ -152,26 +152,30 @@ func memoryMiB() -> (rss: Double, peak: Double) {
     return (field("VmRSS:"), field("VmHWM:"))
 }
 
-/// CPU seconds (user + system) spent so far by this process's threads, leaving out the device
-/// simulator's loop threads (named `swarm-devices-N`): the gateway nodes' share of the process
-/// (the broker is a child process, not counted). Read from `/proc/self/task/*/stat`; a thread
-/// that ended between two readings is missing from the later one.
+/// CPU seconds (user + system) spent so far by this process, leaving out the device simulator's
+/// loop threads (named `swarm-devices-N`, alive for the whole fleet run): the gateway nodes' share
+/// of the process (the broker is a child process, not counted). The process total comes from
+/// `getrusage` (it keeps the CPU of threads that ended: pool threads come and go), the simulator
+/// threads' from `/proc/self/task/*/stat`; only differences over one fleet run are meaningful.
 func gatewayThreadsCPU() -> Double {
+    var usage = rusage()
+    getrusage(RUSAGE_SELF.rawValue, &usage)
+    let process = Double(usage.ru_utime.tv_sec) + Double(usage.ru_utime.tv_usec) / 1e6 + Double(usage.ru_stime.tv_sec) + Double(usage.ru_stime.tv_usec) / 1e6
     let tick = Double(sysconf(Int32(_SC_CLK_TCK)))
     guard let tasks = try? FileManager.default.contentsOfDirectory(atPath: "/proc/self/task") else { return .nan }
-    var total = 0.0
+    var simulator = 0.0
     for task in tasks {
         let comm = (try? String(contentsOfFile: "/proc/self/task/\(task)/comm", encoding: .utf8)) ?? ""
-        if comm.hasPrefix("swarm-devices") { continue }
-        guard let stat = try? String(contentsOfFile: "/proc/self/task/\(task)/stat", encoding: .utf8),
+        guard comm.hasPrefix("swarm-devices"),
+            let stat = try? String(contentsOfFile: "/proc/self/task/\(task)/stat", encoding: .utf8),
             let close = stat.lastIndex(of: ")")
         else { continue }
         // Fields after the command: state is field 3; utime and stime are fields 14 and 15.
         let fields = stat[stat.index(after: close)...].split(separator: " ")
         guard fields.count > 12, let user = Double(fields[11]), let system = Double(fields[12]) else { continue }
-        total += (user + system) / tick
+        simulator += (user + system) / tick
     }
-    return total
+    return process - simulator
 }
 
 final class GatewayCluster: Sendable {
