@@ -747,6 +747,16 @@ func scenario(
             Double(got) / seconds(received ?? (clock.now - castStart)), goal: .atLeast(1_000_000), goalText: "≥ 1M/s")
         report.recordCPU("W3.cast.rate", since: cpuCast, operations: casts, setup: setupCast)
         report.record("W3.cast.lost", "casts lost (sent − received)", setup: setupCast, unit: "msgs", Double(casts - got))
+        // Lost or stuck? The window above counts from the first send; keep counting for up to
+        // 120 s more: what arrives late was queued, what never arrives was lost.
+        if got < casts - sendErrors {
+            let late = await waitUntil(from: clock.now, timeout: .seconds(120), interval: .milliseconds(10)) {
+                castsReceived.current - before >= casts - sendErrors
+            }
+            let finally = castsReceived.current - before
+            report.record("W3.cast.missing.end", "casts still not received 120 s after the window", setup: setupCast, unit: "msgs", Double(casts - sendErrors - finally))
+            report.record("W3.cast.late.ms", "time after the window until the last cast arrived (n/a: some never did)", setup: setupCast, unit: "ms", late.map { nanoseconds($0) / 1e6 } ?? .nan)
+        }
         var overflowed = 0
         for node in nodes { overflowed += await node.framesOverflowed }
         report.record("W3.cast.overflowed", "frames dropped at a full peer queue (all nodes, whole run so far)", setup: setupCast, unit: "frames", Double(overflowed))
