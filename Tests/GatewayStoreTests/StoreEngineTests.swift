@@ -232,7 +232,10 @@ struct StoreEngineTests {
             let journal = try await mode.query("PRAGMA journal_mode").first?.columns.first?.data.string
             try await mode.close()
             #expect(journal == "wal")
-            try await withWriter(store) { writer in
+            // A loaded machine may take seconds for one commit; the commit bound is not this test's subject.
+            var settings = StoreSettings()
+            settings.commitTimeout = .seconds(60)
+            try await withWriter(store, settings: settings) { writer in
                 try await writer.commit((0..<500).map { .put(device("b-\($0)", revision: 1)) })
                 // Keep writing while the backup runs.
                 let busy = Task {

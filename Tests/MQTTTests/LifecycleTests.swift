@@ -20,7 +20,8 @@ struct LifecycleTests {
             await client.close()
             try await group.waitForAll()
         }
-        #expect(ContinuousClock.now - started < .seconds(5))
+        // Far below the 20 s connect timeout: close() ended the wait (a loaded machine took 5.7 s).
+        #expect(ContinuousClock.now - started < .seconds(15))
         #expect(!client.isConnected)
     }
 

@@ -377,7 +377,8 @@ struct MQTTClientTests {
         }
         #expect(error.code == .timedOut)
         #expect(error.message.contains("127.0.0.1:\(port)"))
-        #expect(ContinuousClock.now - started < .seconds(5))
+        // Bounded, not hung (a loaded machine took 6.8 s for the 1.5 s timeout).
+        #expect(ContinuousClock.now - started < .seconds(20))
     }
 
     @Test("unsubscribe stops delivery; invalid filters are rejected; closed clients refuse work")
