@@ -31,6 +31,13 @@ import Synchronization
 /// doubling delay (``StoreSettings/retryDelay`` … ``StoreSettings/maximumRetryDelay``);
 /// meanwhile ``isHealthy`` is false and ``stats`` carries the error, and the first successful
 /// transaction catches up on everything queued.
+///
+/// A durable caller always has its answer within ``StoreSettings/commitTimeout`` of its call,
+/// whatever the store does (a server that stops answering holds a transaction up until the
+/// engine gives up on it). A change not yet taken into a transaction by then is taken back out;
+/// one that was in flight may still commit later — the outcome of a transaction whose answer
+/// never came is unknown — so a caller that undoes a refused change writes the undo at an equal
+/// or higher revision, which is ordered after it (the gateway does: ``DeviceWrite/revision``).
 public final class StoreWriter: Sendable {
     /// The store written to.
     public let store: any DeviceStore
@@ -53,6 +60,10 @@ public final class StoreWriter: Sendable {
     private struct Ticket {
         var remaining: Int
         var continuation: CheckedContinuation<Void, any Error>
+        /// The devices it waits for.
+        var ids: [String]
+        /// Fails it at its deadline (cancelled when it is answered first).
+        var deadline: Task<Void, Never>? = nil
     }
 
     private struct State {
@@ -150,20 +161,24 @@ public final class StoreWriter: Sendable {
     public func commit(_ writes: [DeviceWrite]) async throws {
         guard !writes.isEmpty else { return }
         try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, any Error>) in
-            let accepted = state.withLock { state -> Bool in
-                guard !state.closed else { return false }
+            let accepted = state.withLock { state -> (ticket: UInt64, at: Duration)? in
+                guard !state.closed else { return nil }
                 let ticket = state.nextTicket
                 state.nextTicket += 1
                 let now = clock.now()
-                var distinct = Set<String>()
+                var distinct: [String] = []
+                var seen = Set<String>()
                 for write in writes {
-                    state.enqueue(write, ticket: distinct.insert(write.id).inserted ? ticket : nil, now: now)
+                    let first = seen.insert(write.id).inserted
+                    if first { distinct.append(write.id) }
+                    state.enqueue(write, ticket: first ? ticket : nil, now: now)
                 }
-                state.tickets[ticket] = Ticket(remaining: distinct.count, continuation: continuation)
+                state.tickets[ticket] = Ticket(remaining: distinct.count, continuation: continuation, ids: distinct)
                 state.durableWrites += writes.count
-                return true
+                return (ticket, now)
             }
-            if accepted {
+            if let accepted {
+                armDeadline(accepted.ticket, from: accepted.at, timeout: settings.commitTimeout)
                 wake()
             } else {
                 continuation.resume(throwing: StoreError.closed)
@@ -192,26 +207,72 @@ public final class StoreWriter: Sendable {
 
     /// Commits everything queued now (write-behind included) and returns when it is committed;
     /// throws if a transaction failed. For shutdown and tests.
-    public func flush() async throws {
+    /// With a `timeout`, throws ``StoreError/unavailable(store:reason:)`` when it has not
+    /// committed by then (what was queued stays queued).
+    public func flush(timeout: Duration? = nil) async throws {
         try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, any Error>) in
-            let count = state.withLock { state -> Int in
+            let queued = state.withLock { state -> (ticket: UInt64, at: Duration)? in
                 let ids = Array(state.pending.keys)
-                guard !ids.isEmpty else { return 0 }
+                guard !ids.isEmpty else { return nil }
                 let ticket = state.nextTicket
                 state.nextTicket += 1
                 for id in ids {
                     state.pending[id]!.tickets.append(ticket)
                     state.urgent.insert(id)
                 }
-                state.tickets[ticket] = Ticket(remaining: ids.count, continuation: continuation)
-                return ids.count
+                state.tickets[ticket] = Ticket(remaining: ids.count, continuation: continuation, ids: [])
+                return (ticket, clock.now())
             }
-            if count == 0 {
-                continuation.resume()
-            } else {
+            if let queued {
+                if let timeout { armDeadline(queued.ticket, from: queued.at, timeout: timeout) }
                 wake()
+            } else {
+                continuation.resume()
             }
         }
+    }
+
+    /// Fails `ticket` if it is still waiting `timeout` after `start`: a durable caller gets its
+    /// answer in time whatever the writer is doing (a transaction the store never finishes
+    /// included). Its changes are taken back out of the queue where they have not been taken into
+    /// a transaction yet, so a write answered 503 is not adopted later.
+    private func armDeadline(_ ticket: UInt64, from start: Duration, timeout: Duration) {
+        let clock = self.clock
+        let task = Task { [weak self] in
+            guard (try? await clock.sleep(start + timeout)) != nil, let self else { return }
+            self.expire(ticket, timeout: timeout)
+        }
+        let answered = state.withLock { state -> Bool in
+            guard state.tickets[ticket] != nil else { return true }
+            state.tickets[ticket]!.deadline = task
+            return false
+        }
+        if answered { task.cancel() }
+    }
+
+    private func expire(_ ticket: UInt64, timeout: Duration) {
+        let error = StoreError.unavailable(store: store.location, reason: "commit took longer than \(timeout)")
+        let continuation = state.withLock { state -> CheckedContinuation<Void, any Error>? in
+            guard let waiting = state.tickets.removeValue(forKey: ticket) else { return nil }
+            state.durableFailures += 1
+            for id in waiting.ids {
+                guard var entry = state.pending[id], let index = entry.tickets.firstIndex(of: ticket) else { continue }
+                entry.tickets.remove(at: index)
+                guard entry.tickets.isEmpty else {
+                    state.pending[id] = entry
+                    continue
+                }
+                state.urgent.remove(id)
+                if let fallback = entry.fallback {
+                    entry.write = fallback
+                    state.pending[id] = entry
+                } else {
+                    state.pending[id] = nil
+                }
+            }
+            return waiting.continuation
+        }
+        continuation?.resume(throwing: error)
     }
 
     /// Holds every write (durable ones wait; nothing is committed) until ``release()``: recovery
@@ -242,7 +303,8 @@ public final class StoreWriter: Sendable {
             return state.closed
         }
         if !wasClosed {
-            do { try await flush() } catch {
+            // Bounded: a store that never answers does not hold the shutdown up.
+            do { try await flush(timeout: max(settings.commitTimeout, .seconds(10))) } catch {
                 let left = state.withLock { $0.pending.count }
                 logger.error("store: \(left) change(s) not written at shutdown: \(error)")
             }
@@ -289,7 +351,9 @@ public final class StoreWriter: Sendable {
         while !Task.isCancelled {
             let now = clock.now()
             let step = state.withLock { state -> Step in
-                if state.stopped && state.urgent.isEmpty { return .stop }
+                // close() has had its flush (committed, failed or timed out): what is left was
+                // logged as not written.
+                if state.stopped { return .stop }
                 if state.held { return .wait(nextHousekeeping) }
                 if !state.urgent.isEmpty { return .flush }
                 guard let oldest = state.oldestSince() else {
@@ -301,6 +365,7 @@ public final class StoreWriter: Sendable {
             }
             switch step {
             case .stop:
+                failEverything(StoreError.closed)
                 await store.close()
                 return
             case .flush:
@@ -371,11 +436,9 @@ public final class StoreWriter: Sendable {
                     return .failed("\(error)")
                 }
             }
-            if !ticketIDs.isEmpty {
-                group.addTask {
-                    guard (try? await clock.sleep(started + timeout)) != nil else { return nil }
-                    return .timedOut
-                }
+            group.addTask {
+                guard (try? await clock.sleep(started + timeout)) != nil else { return nil }
+                return .timedOut
             }
             var result: Outcome = .failed("no result")
             while let next = await group.next() {
@@ -384,6 +447,7 @@ public final class StoreWriter: Sendable {
                     // The durable callers get their answer now; the transaction is still awaited
                     // (one writer at a time), and what it does decides the write-behind entries.
                     self.failTickets(ticketIDs, StoreError.unavailable(store: store.location, reason: "commit took longer than \(timeout)"))
+                    self.markSlow("commit took longer than \(timeout)")
                     continue
                 }
                 result = next
@@ -409,6 +473,7 @@ public final class StoreWriter: Sendable {
                         waiting.remaining -= 1
                         if waiting.remaining <= 0 {
                             state.tickets[ticket] = nil
+                            waiting.deadline?.cancel()
                             resumes.append((waiting.continuation, nil))
                         } else {
                             state.tickets[ticket] = waiting
@@ -439,6 +504,7 @@ public final class StoreWriter: Sendable {
                     for ticket in entry.tickets {
                         guard let waiting = state.tickets.removeValue(forKey: ticket) else { continue }
                         state.durableFailures += 1
+                        waiting.deadline?.cancel()
                         resumes.append((waiting.continuation, error))
                     }
                     // Queue the write-behind part again, unless a newer change came meanwhile.
@@ -468,12 +534,26 @@ public final class StoreWriter: Sendable {
         }
     }
 
+    /// A transaction still running past the commit timeout: unhealthy (`/readyz`) from now,
+    /// not only once the store gives up on it.
+    private func markSlow(_ reason: String) {
+        let first = state.withLock { state -> Bool in
+            defer {
+                state.healthy = false
+                state.lastError = reason
+            }
+            return state.healthy
+        }
+        if first { logger.error("store \(store.location): \(reason); API writes answer 503 until a transaction commits") }
+    }
+
     private func failTickets(_ tickets: Set<UInt64>, _ error: any Error) {
         let resumes = state.withLock { state -> [CheckedContinuation<Void, any Error>] in
             var resumes: [CheckedContinuation<Void, any Error>] = []
             for ticket in tickets {
                 if let waiting = state.tickets.removeValue(forKey: ticket) {
                     state.durableFailures += 1
+                    waiting.deadline?.cancel()
                     resumes.append(waiting.continuation)
                 }
             }
@@ -486,6 +566,7 @@ public final class StoreWriter: Sendable {
         let resumes = state.withLock { state -> [CheckedContinuation<Void, any Error>] in
             state.closed = true
             defer { state.tickets = [:] }
+            for waiting in state.tickets.values { waiting.deadline?.cancel() }
             return state.tickets.values.map(\.continuation)
         }
         for continuation in resumes { continuation.resume(throwing: error) }

@@ -5,6 +5,7 @@ import NIOCore
 import NIOPosix
 import NIOSSL
 import PostgresNIO
+import Synchronization
 
 /// The shared engine: one PostgreSQL database for every node of the cluster, through
 /// `vapor/postgres-nio`. A node writes the rows of the devices it hosts; there are no replica
@@ -38,6 +39,10 @@ public actor PostgresDeviceStore: DeviceStore {
         public var connectTimeout: Duration = .seconds(2)
         /// Shortest time between two connection attempts after a failure. Default 500 ms.
         public var reconnectDelay: Duration = .milliseconds(500)
+        /// Longest a transaction or a read may take: past it the call fails as unavailable and
+        /// its connection is closed (the server rolls a transaction back), so a connection the
+        /// server or the network silently lost cannot hold the writer up. Default 15 s.
+        public var operationTimeout: Duration = .seconds(15)
 
         public enum TLSMode: String, Sendable, Hashable {
             /// Plain TCP.
@@ -151,6 +156,10 @@ public actor PostgresDeviceStore: DeviceStore {
     }
 
     private func currentVersion(_ connection: PostgresConnection) async throws -> Int {
+        try await Self.currentVersion(connection, logger: logger)
+    }
+
+    private static func currentVersion(_ connection: PostgresConnection, logger: Logger) async throws -> Int {
         let rows = try await connection.query("SELECT COALESCE(MAX(version), 0)::BIGINT FROM swarm_schema", logger: logger)
         for try await (version) in rows.decode(Int64.self) { return Int(version) }
         return 0
@@ -174,18 +183,22 @@ public actor PostgresDeviceStore: DeviceStore {
     }
 
     public func schemaVersion() async throws -> Int {
-        do {
-            return try await currentVersion(try await readerConnection())
-        } catch {
-            await dropReader()
-            throw unavailable(error)
-        }
+        let logger = self.logger
+        return try await reading { connection in try await Self.currentVersion(connection, logger: logger) }
     }
 
     // MARK: - Writing
 
     public func apply(_ batch: StoreBatch) async throws {
         guard !batch.isEmpty else { return }
+        try await Deadline.run(settings.operationTimeout, what: "transaction", location: location) {
+            try await self.applyNow(batch)
+        } onTimeout: {
+            await self.abandon(.writer)
+        }
+    }
+
+    private func applyNow(_ batch: StoreBatch) async throws {
         let connection: PostgresConnection
         do {
             connection = try await writerConnection()
@@ -241,7 +254,7 @@ public actor PostgresDeviceStore: DeviceStore {
         } catch {
             // The transaction is rolled back by the server when the connection goes; a fresh
             // connection next time leaves nothing half done behind.
-            await dropWriter()
+            await drop(connection)
             throw unavailable(error)
         }
     }
@@ -310,12 +323,22 @@ public actor PostgresDeviceStore: DeviceStore {
         return result
     }
 
-    private func reading<T: Sendable>(_ body: (PostgresConnection) async throws -> T) async throws -> T {
-        do {
-            return try await body(try await readerConnection())
-        } catch {
-            await dropReader()
-            throw unavailable(error)
+    private func reading<T: Sendable>(_ body: @escaping @Sendable (PostgresConnection) async throws -> T) async throws -> T {
+        try await Deadline.run(settings.operationTimeout, what: "read", location: location) {
+            let connection: PostgresConnection
+            do {
+                connection = try await self.readerConnection()
+            } catch {
+                throw self.unavailable(error)
+            }
+            do {
+                return try await body(connection)
+            } catch {
+                await self.drop(connection)
+                throw self.unavailable(error)
+            }
+        } onTimeout: {
+            await self.abandon(.reader)
         }
     }
 
@@ -329,7 +352,7 @@ public actor PostgresDeviceStore: DeviceStore {
         try await connection(.reader)
     }
 
-    private enum Use { case writer, reader }
+    private enum Use: Sendable { case writer, reader }
 
     /// The connection for `use`, connecting once for every concurrent caller (the actor is
     /// reentrant: without the waiters, callers arriving during a connect would each make one).
@@ -374,8 +397,17 @@ public actor PostgresDeviceStore: DeviceStore {
         }
         configuration.options.connectTimeout = .nanoseconds(Int64(Self.nanoseconds(settings.connectTimeout)))
         connectionIDs += 1
-        let connection = try await PostgresConnection.connect(
-            on: MultiThreadedEventLoopGroup.singleton.any(), configuration: configuration, id: connectionIDs, logger: logger)
+        // connectTimeout bounds the TCP connect; the startup and authentication exchange after it
+        // gets as long again. A connection made after its caller gave up is closed.
+        let id = connectionIDs
+        let logger = self.logger
+        let made = configuration
+        let connection = try await Deadline.run(settings.connectTimeout * 2, what: "connect", location: location) {
+            try await PostgresConnection.connect(on: MultiThreadedEventLoopGroup.singleton.any(), configuration: made, id: id, logger: logger)
+        } onTimeout: {
+        } late: { made in
+            try? await made.close()
+        }
         if closed {
             try? await connection.close()
             throw StoreError.closed
@@ -390,11 +422,23 @@ public actor PostgresDeviceStore: DeviceStore {
         try? await dropped.close()
     }
 
-    /// Forgets the reading connection after a failure and closes it.
-    private func dropReader() async {
-        guard let dropped = reader else { return }
-        reader = nil
-        try? await dropped.close()
+    /// Forgets `connection` after a failure on it, if it is still the one in use (a call that
+    /// timed out may fail long after its connection was replaced), and closes it.
+    private func drop(_ connection: PostgresConnection) async {
+        if writer === connection { writer = nil }
+        if reader === connection { reader = nil }
+        try? await connection.close()
+    }
+
+    /// A call on the `use` connection ran past ``Settings/operationTimeout``: the connection is
+    /// forgotten at once (the next call connects again) and closed in the background, which
+    /// fails whatever still waits on it.
+    private func abandon(_ use: Use) {
+        let abandoned = use == .writer ? writer : reader
+        if use == .writer { writer = nil } else { reader = nil }
+        guard let abandoned else { return }
+        logger.warning("\(location): a \(use == .writer ? "transaction" : "read") ran past \(settings.operationTimeout); its connection is closed")
+        Task { try? await abandoned.close() }
     }
 
     public func close() async {
@@ -430,4 +474,43 @@ public actor PostgresDeviceStore: DeviceStore {
     }
 
     static func nowMillis() -> Int64 { Int64((Date().timeIntervalSince1970 * 1000).rounded()) }
+}
+
+/// Runs an operation with a time limit that does not wait for the operation to notice: at the
+/// limit the caller gets ``StoreError/unavailable(store:reason:)`` and the operation is left to
+/// finish (or fail) on its own — `onTimeout` runs first, to make it fail (close its
+/// connection); `late` gets a result that arrives after the caller gave up.
+enum Deadline {
+    static func run<T: Sendable>(
+        _ timeout: Duration, what: String, location: String, _ body: @escaping @Sendable () async throws -> T,
+        onTimeout: @escaping @Sendable () async -> Void, late: @escaping @Sendable (T) async -> Void = { _ in }
+    ) async throws -> T {
+        let waiting = Waiting<T>()
+        return try await withCheckedThrowingContinuation { continuation in
+            waiting.set(continuation)
+            let timer = Task {
+                guard (try? await Task.sleep(for: timeout)) != nil else { return }
+                guard let caller = waiting.take() else { return }
+                await onTimeout()
+                caller.resume(throwing: StoreError.unavailable(store: location, reason: "\(what) took longer than \(timeout)"))
+            }
+            Task {
+                let result: Result<T, any Error>
+                do { result = .success(try await body()) } catch { result = .failure(error) }
+                timer.cancel()
+                if let caller = waiting.take() {
+                    caller.resume(with: result)
+                } else if case .success(let value) = result {
+                    await late(value)
+                }
+            }
+        }
+    }
+}
+
+/// The caller of a ``Deadline/run(_:what:location:_:onTimeout:late:)``, answered once.
+private final class Waiting<T: Sendable>: Sendable {
+    private let caller = Mutex<CheckedContinuation<T, any Error>?>(nil)
+    func set(_ continuation: CheckedContinuation<T, any Error>) { caller.withLock { $0 = continuation } }
+    func take() -> CheckedContinuation<T, any Error>? { caller.withLock { $0.take() } }
 }

@@ -380,7 +380,7 @@ public final class EmbeddedBroker: Sendable {
     ///   (someone else's reload swallowed it) is sent again.
     ///
     /// Throws when the broker does not run or does not reload within `timeout`.
-    public func reload(timeout: Duration = .seconds(5)) async throws {
+    public func reload(timeout: Duration = .seconds(15)) async throws {
         guard let process = state.withLock({ $0.process }), process.isRunning else {
             throw MQTTError(code: .broker, message: "reload: the broker is not running")
         }

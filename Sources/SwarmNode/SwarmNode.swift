@@ -111,6 +111,9 @@ public actor SwarmNode {
     public private(set) var framesOverflowed = 0
     /// Frames from peers that did not decode (logged and dropped).
     public nonisolated var framesUndecodable: Int { undecodableCounter.value }
+    /// Cluster connections this node refused or that were refused to it (wrong secret, failed
+    /// TLS negotiation, …), counted as the transport reports them.
+    public nonisolated var connectionsRefused: Int { refusedCounter.value }
 
     private var queuedInputs: [(inout Tracker.Instance, Instant) -> [Tracker.Directive]] = []
     private var applying = false
@@ -148,6 +151,8 @@ public actor SwarmNode {
         let logger = self.logger
         let counter = UndecodableCounter()
         self.undecodableCounter = counter
+        let refused = UndecodableCounter()
+        self.refusedCounter = refused
         self.transport = ClusterTransport(node: id, settings: transportSettings, logger: settings.logger) { event in
             // Runs on a connection's event loop: decode here (frames are slices of the receive
             // buffer) and hand plain values to the input loop, in arrival order.
@@ -178,6 +183,7 @@ public actor SwarmNode {
                 }
                 inputs.yield(contentsOf: decoded)
             case .connectionRefused(let remote, let reason):
+                refused.increment()
                 // The transport already logged the refusal (one warning line with the reason).
                 logger.debug("cluster connection from \(remote) refused: \(reason)")
             }
@@ -185,6 +191,7 @@ public actor SwarmNode {
     }
 
     nonisolated let undecodableCounter: UndecodableCounter
+    nonisolated let refusedCounter: UndecodableCounter
 
     /// Adds (or replaces) a process kind.
     public func register(kind: String, factory: @escaping ProcessFactory) {

@@ -1,4 +1,5 @@
 import Foundation
+import PostgresNIO
 import GatewayStore
 import GatewayStoreEngines
 import Synchronization
@@ -107,7 +108,9 @@ struct StoreWriterTests {
                         return
                     }
                 }
-                #expect(ContinuousClock.now - started < .seconds(5))
+                // Answered within about the commit timeout (2 s), not held until the store is
+                // back (the store stays broken until repairStore below): room for a loaded machine.
+                #expect(ContinuousClock.now - started < .seconds(12), "a durable write while the store is down answers, bounded by the commit timeout")
                 #expect(await eventually(timeout: .seconds(10)) { !writer.isHealthy })
                 let down = writer.stats
                 #expect(down.flushErrors >= 1 && down.durableFailures >= 1 && down.lastError != nil)
@@ -121,6 +124,68 @@ struct StoreWriterTests {
                 #expect(ids.isSuperset(of: ["before", "after"] + (0..<20).map { "behind-\($0)" }))
                 #expect(!ids.contains("refused"), "the refused write was not adopted")
             }
+        }
+    }
+
+    @Test("a PostgreSQL server that stops answering (its backends SIGSTOPped, connections open): durable writes answer unavailable in time, the writer is unhealthy, close is bounded; caught up once it answers")
+    func serverStopsAnswering() async throws {
+        try await withTestDatabase { server, database in
+            var storeSettings = server.settings(database: database)
+            storeSettings.reconnectDelay = .milliseconds(100)
+            storeSettings.operationTimeout = .seconds(4)
+            let store = PostgresDeviceStore(settings: storeSettings, logger: quietLogger("test"))
+            try await store.open()
+            var settings = StoreSettings()
+            settings.writeBehindInterval = .milliseconds(100)
+            settings.commitTimeout = .seconds(1)
+            settings.countsInterval = .milliseconds(200)
+            settings.logger = quietLogger("test.store")
+            let writer = StoreWriter(store: store, settings: settings)
+            let running = Task { await writer.run() }
+            try await commitRetrying(writer, device("before", revision: 1))
+
+            // The server's backends for this database stop (as a hung host or a lost network
+            // path looks from here: the connection stays open, nothing comes back).
+            let backends = try await backendPIDs(server, database: database)
+            try #require(!backends.isEmpty, "the store's connections are on the server")
+            for pid in backends { kill(pid, SIGSTOP) }
+            var resumed = false
+            defer { if !resumed { for pid in backends { kill(pid, SIGCONT) } } }
+
+            for index in 0..<10 { writer.writeBehind(.put(device("behind-\(index)", revision: 1))) }
+            let started = ContinuousClock.now
+            await #expect(throws: StoreError.self) { try await writer.commit(.put(device("refused", revision: 1))) }
+            let answered = ContinuousClock.now - started
+            // The transaction holding it may still commit once the server answers (it was in
+            // flight): the caller undoes at an equal or higher revision, as the gateway does, and
+            // the undo is ordered after it.
+            writer.writeBehind(.delete(id: "refused", revision: 1, tombstone: false))
+            print("server stopped: a durable write answered unavailable after \(answered) (commit timeout 1 s)")
+            #expect(answered < .seconds(8), "answered by the commit timeout, not held by the silent server")
+            #expect(await eventually(timeout: .seconds(10)) { !writer.isHealthy }, "the writer is unhealthy while a transaction hangs")
+
+            // The server answers again: the abandoned connections were closed; new ones catch up.
+            for pid in backends { kill(pid, SIGCONT) }
+            resumed = true
+            #expect(await eventually(timeout: .seconds(30)) { writer.isHealthy && writer.stats.queued == 0 }, "caught up: \(writer.stats.lastError ?? "-")")
+            try await commitRetrying(writer, device("after", revision: 1))
+            let reader = PostgresDeviceStore(settings: server.settings(database: database), logger: quietLogger("test"))
+            try await reader.open()
+            let ids = Set(try await reader.devices(after: nil, limit: 1000).map(\.id))
+            await reader.close()
+            #expect(ids.isSuperset(of: ["before", "after"] + (0..<10).map { "behind-\($0)" }), "\(ids.sorted())")
+            #expect(!ids.contains("refused"), "the write answered unavailable is undone on disk too")
+
+            // Stopped again, then shut down: close gives up in bounded time instead of hanging.
+            writer.writeBehind(.put(device("at-close", revision: 1)))
+            let again = try await backendPIDs(server, database: database)
+            for pid in again { kill(pid, SIGSTOP) }
+            let closing = ContinuousClock.now
+            await writer.close()
+            await running.value
+            for pid in again { kill(pid, SIGCONT) }
+            print("server stopped at shutdown: close returned after \(ContinuousClock.now - closing)")
+            #expect(ContinuousClock.now - closing < .seconds(40), "close is bounded")
         }
     }
 
@@ -299,4 +364,15 @@ private func commitRetrying(_ writer: StoreWriter, _ row: StoredDevice) async th
             continue
         }
     }
+}
+
+/// The server processes serving connections to `database` (not the one asking).
+func backendPIDs(_ server: TestPostgres, database: String) async throws -> [pid_t] {
+    let connection = try await server.connect()
+    defer { Task { try? await connection.close() } }
+    let rows = try await connection.query(
+        "SELECT pid FROM pg_stat_activity WHERE datname = \(database) AND pid <> pg_backend_pid()", logger: quietLogger("test.pg"))
+    var pids: [pid_t] = []
+    for try await pid in rows.decode(Int32.self) { pids.append(pid) }
+    return pids
 }

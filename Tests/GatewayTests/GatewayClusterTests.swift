@@ -138,7 +138,7 @@ struct GatewayClusterTests {
                         await #expect(throws: GatewayError.commandTimeout(device: "c-silent", command: "reboot")) {
                             try await members[1].gateway.command("c-silent", name: "reboot", body: [:], timeout: .milliseconds(400))
                         }
-                        #expect(ContinuousClock.now - start < .seconds(3))
+                        #expect(ContinuousClock.now - start < .seconds(10), "the 400 ms timeout answered: bounded, not hung (room for a loaded machine)")
                         await #expect(throws: GatewayError.unknownDevice("ghost")) {
                             try await members[0].gateway.command("ghost", name: "reboot", body: [:], timeout: .seconds(1))
                         }
@@ -215,7 +215,7 @@ struct GatewayClusterTests {
                     #expect(await eventually { (try? await members[2].gateway.groupMembers("meters"))?.count == 6 })
                     let start = ContinuousClock.now
                     let result = try await members[2].gateway.query(group: "meters", fields: ["reported.level", "online", "nope.x"], timeout: .milliseconds(800))
-                    #expect(ContinuousClock.now - start < .seconds(3))
+                    #expect(ContinuousClock.now - start < .seconds(10), "the 800 ms query timeout answered: bounded, not hung")
                     #expect(result.missing == ["q-stuck"])
                     #expect(result.count == 5)
                     for id in ids {

@@ -34,11 +34,16 @@ struct TLSClusterTests {
                 var settings = testSettings(name, seeds: [seed])
                 settings.security = security
                 let outsider = SwarmNode(settings: settings, factories: ["worker": workerFactory])
+                let refusedBefore = nodes[0].connectionsRefused
                 try await outsider.start()
                 let running = Task { try await outsider.run() }
-                // Several dial attempts (backoff 100 ms doubling) happen in this time.
-                try await Task.sleep(for: .seconds(2))
-                #expect(try await outsider.dump().ringNodes.count == 1, "\(name) joined")
+                // Three dial attempts refused by the seed (backoff 100 ms doubling), however long
+                // the machine takes to make them.
+                #expect(await eventually(timeout: .seconds(60)) { nodes[0].connectionsRefused >= refusedBefore + 3 }, "\(name): refusals seen by the seed")
+                // Its ring holds itself alone once it settled (empty before that).
+                _ = await eventually { (try? await outsider.dump().ringNodes.count) == 1 }
+                let outsiderRing = try await outsider.dump().ringNodes
+                #expect(outsiderRing.count == 1, "\(name) joined: its ring is \(outsiderRing)")
                 for node in nodes {
                     #expect(try await node.dump().ringNodes.count == 3, "\(name) entered the ring of \(node.id)")
                     #expect(node.transport.connectedPeers.count == 2)
