@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# M4 (BENCHMARKS.md): GET /v1/devices/{random id} on one node of 3 (2/3 of the ids owned by the
+# M4 (docs/benchmarks.md): GET /v1/devices/{random id} on one node of 3 (2/3 of the ids owned by the
 # other two), with wrk. Needs a release build of gateway-http-bench and Debian's wrk.
 #
 #   swift build -c release --product gateway-http-bench

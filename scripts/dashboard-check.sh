@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The dashboard in a real headless Chromium against a real demo cluster (issue 6 item 2).
+# The dashboard in a real headless Chromium against a real demo cluster.
 #
 #   bash scripts/dashboard-check.sh            3 nodes, 200 devices (about 1–2 minutes once built)
 #   bash scripts/dashboard-check.sh --full     the default demo: 3 nodes, 1,000 devices; saves the
@@ -14,7 +14,11 @@
 # shows (data-testid / data-value in the dumped DOM) are compared with the API's answers fetched
 # with curl right after: connected node, node count, nodes up, each node's state, reachability
 # and devices, total devices, the members of `all`, a device's twin, a group query, and a non-zero
-# message rate. Then one node with an API token: the page must show the "enter the API token"
+# message rate. Then a device provisioned offline through the API (tags, two desired patches with
+# If-Match and a stale one answered 412, two commands queued with ?ttl=): the device view must show
+# its desired and reported versions, its tags and its pending commands as the API has them, and
+# the live-events view (watched while the backend keeps patching) only that device's desired
+# events, newest first, each carrying a change the backend made. Then one node with an API token: the page must show the "enter the API token"
 # prompt and no cluster numbers. Exits non-zero on any mismatch (after 3 attempts: the cluster is
 # live). The demo is stopped cleanly (SIGINT: devices, then each node drains, then the broker) in
 # every case.
@@ -251,6 +255,147 @@ PY
     attempt=$((attempt + 1))
     sleep 2
 done
+
+echo "== a device provisioned offline: tags, desired versions (If-Match), a queued command; its live desired events"
+dev="dash-offline-$RANDOM"
+json() { curl -fsS -m 10 -H 'Content-Type: application/json' "$@"; }
+json -X PUT -d '{"tags":{"site":"lab-7","owner":"ops-team"},"groups":["dashcheck"]}' "$url/v1/devices/$dev" > /dev/null
+json -X PATCH -H 'If-Match: "0"' -d '{"mode":"eco","setpoint":19}' "$url/v1/devices/$dev/desired" > /dev/null
+json -X PATCH -d '{"rack":"r12"}' "$url/v1/devices/$dev/tags" > /dev/null
+stale=$(curl -s -o /dev/null -w '%{http_code}' -m 10 -X PATCH -H 'Content-Type: application/json' -H 'If-Match: "0"' \
+    -d '{"mode":"boost"}' "$url/v1/devices/$dev/desired")
+[[ "$stale" == 412 ]] || { echo "dashboard-check: a stale If-Match answered $stale, not 412" >&2; exit 1; }
+json -X POST -d '{"level":"full"}' "$url/v1/devices/$dev/commands/reboot?ttl=600" > "$work/queued.json"
+json -X POST -d '{}' "$url/v1/devices/$dev/commands/selftest?ttl=600" > /dev/null
+# While the browser watches its desired events, the backend keeps changing its desired state.
+(
+    for step in $(seq 1 120); do
+        json -X PATCH -d "{\"step\":$step}" "$url/v1/devices/$dev/desired" >> "$work/steps.json" 2>/dev/null || true
+        echo >> "$work/steps.json"
+        sleep 0.25
+    done
+) &
+stepper=$!
+page2="$url/?device=$dev&events=desired&eventDevice=$dev"
+sleep 1
+attempt=1
+while true; do
+    echo "== chromium --dump-dom (attempt $attempt): $page2"
+    chrome --timeout=8000 --dump-dom "$page2" > "$work/dom2.html" || true
+    curl -fsS -m 5 "$url/v1/devices/$dev" > "$work/twin2.json"
+    curl -fsS -m 5 "$url/v1/devices/$dev/commands" > "$work/commands.json"
+    if python3 - "$work" "$dev" <<'PY'
+import json, sys
+from html.parser import HTMLParser
+
+work, dev = sys.argv[1], sys.argv[2]
+
+class Page(HTMLParser):
+    """Elements with a data-testid: attributes and text (nested text included)."""
+    def __init__(self):
+        super().__init__()
+        self.found, self.stack = [], []
+    def handle_starttag(self, tag, attrs):
+        entry = {"tag": tag, "attrs": dict(attrs), "text": ""}
+        if "data-testid" in entry["attrs"]:
+            self.found.append(entry)
+        if tag not in ("br", "input", "img", "meta", "link"):
+            self.stack.append(entry)
+    def handle_endtag(self, tag):
+        while self.stack:
+            if self.stack.pop()["tag"] == tag:
+                break
+    def handle_data(self, data):
+        for entry in self.stack:
+            entry["text"] += data + "\u0001"
+
+parser = Page()
+parser.feed(open(f"{work}/dom2.html", encoding="utf-8").read())
+def all_of(testid):
+    return [e for e in parser.found if e["attrs"].get("data-testid") == testid]
+def first(testid):
+    found = all_of(testid)
+    return found[0] if found else None
+
+twin = json.load(open(f"{work}/twin2.json"))
+commands = json.load(open(f"{work}/commands.json"))
+commands = commands.get("commands", commands) if isinstance(commands, dict) else commands
+sent = {}
+for line in open(f"{work}/steps.json"):
+    line = line.strip()
+    if line:
+        answer = json.loads(line)
+        sent[answer["desired"]["step"]] = answer["version"]
+failures, checked = [], 0
+def expect(what, page, api):
+    global checked
+    checked += 1
+    mark = "ok " if str(page) == str(api) else "BAD"
+    print(f"   {mark} {what:44} page={str(page)[:40]:40} api={str(api)[:60]}")
+    if mark == "BAD":
+        failures.append(what)
+
+def value(testid):
+    entry = first(testid)
+    return None if entry is None else entry["attrs"].get("data-value")
+
+def pairs(testid):
+    entry = first(testid)
+    if entry is None:
+        return None
+    parts = [p for p in entry["text"].split("\u0001") if p.strip()]
+    return dict(zip(parts[0::2], parts[1::2]))
+
+expect("twin id", (first("twin-id") or {}).get("text", "").strip("\u0001"), twin["id"])
+expect("twin offline (provisioned, never connected)", value("twin-online"), "false")
+page_version, api_version = int(value("twin-version") or -1), twin["version"]
+# The backend keeps patching: the page saw a version at most the API's now, and past the setup's 1.
+expect("desired version: 1 < page <= API", 1 < page_version <= api_version, True)
+expect("reported version", value("twin-reported-version"), twin.get("reportedVersion", 0))
+expect("tags (backend only) as the API has them", pairs("twin-tags"), {k: str(v) for k, v in sorted(twin["tags"].items())})
+expect("tags hold the provisioned and patched ones", sorted(twin["tags"]), ["owner", "rack", "site"])
+pending = [c for c in commands if c["status"] in ("queued", "sent")]
+expect("pending commands", value("twin-pending-commands"), len(pending))
+expect("pending commands are the 2 queued", len(pending), 2)
+rows = all_of("command-row")
+expect("command rows", len(rows), len(commands))
+expect("command statuses", sorted(r["attrs"].get("data-status") for r in rows), sorted(c["status"] for c in commands))
+events = all_of("event-row")
+expect("live desired events shown (>= 2)", len(events) >= 2, True)
+expect("every event row is this device's", sorted({e["attrs"].get("data-device") for e in events}), [dev])
+expect("every event row is a desired event", sorted({e["attrs"].get("data-type") for e in events}), ["desired"])
+seqs = [int(e["attrs"].get("data-seq", "-1")) for e in events]
+expect("newest first (seq strictly decreasing)", all(a > b for a, b in zip(seqs, seqs[1:])), True)
+steps = []
+for e in events:
+    data = json.loads(e["attrs"].get("data-event") or "null") or {}
+    change = data.get("desired", data.get("patch", data))
+    if isinstance(change, dict) and "step" in change:
+        steps.append(change["step"])
+expect("each event carries a step the backend sent", bool(steps) and all(s in sent for s in steps), True)
+expect("steps newest first", all(a > b for a, b in zip(steps, steps[1:])), True)
+status = first("events-status")
+expect("the stream counter matches the rows", (status or {}).get("attrs", {}).get("data-value"), str(len(events)))
+print(f"   {checked} checks, {len(failures)} mismatches" + (f": {', '.join(failures)}" if failures else ""))
+if failures:
+    print("   an event row:", events[0]["attrs"] if events else None)
+sys.exit(1 if failures else 0)
+PY
+    then
+        break
+    fi
+    if [[ $attempt -ge 3 ]]; then
+        kill "$stepper" 2>/dev/null || true
+        echo "dashboard-check: FAILED — the device view or the live events do not match the API (DOM: $work/dom2.html)" >&2
+        keep_logs=1
+        exit 1
+    fi
+    attempt=$((attempt + 1))
+    sleep 1
+done
+kill "$stepper" 2>/dev/null || true
+wait "$stepper" 2>/dev/null || true
+curl -fsS -m 10 -X DELETE -o /dev/null "$url/v1/devices/$dev"
 
 echo "== chromium --screenshot=$screenshot --window-size=1400,1000"
 mkdir -p "$(dirname "$screenshot")"

@@ -1,7 +1,7 @@
 import Foundation
 import SwarmJSON
 
-/// The device side of the SPEC B-wire contract for one simulated device, without any I/O: what it
+/// The device side of the device contract (docs/gateway.md, “Device contract”) for one simulated device, without any I/O: what it
 /// publishes (birth, telemetry, reported state, command replies) and how it reacts to what it
 /// receives (desired state, commands, broadcasts). The connection layer (``FleetRunner``) feeds
 /// it messages and publishes what it returns; tests drive it directly.

@@ -137,7 +137,7 @@ public struct DeviceSpec: Sendable, Hashable {
         self.profile = profile
     }
 
-    /// SPEC B-wire device ids: `[A-Za-z0-9._:-]{1,128}`.
+    /// Device ids of the device contract (docs/gateway.md): `[A-Za-z0-9._:-]{1,128}`.
     public static func isValidID(_ id: String) -> Bool {
         let utf8 = id.utf8
         guard (1...128).contains(utf8.count) else { return false }

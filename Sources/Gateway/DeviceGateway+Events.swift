@@ -7,7 +7,7 @@ import SwarmJSON
 import SwarmNode
 import Synchronization
 
-/// The event stream and the webhooks on the gateway (SPEC D5): start-up, the loop that sends
+/// The event stream and the webhooks on the gateway (docs/gateway.md, “Events”): start-up, the loop that sends
 /// this node's events to the others, and the webhook facade the HTTP API builds on.
 extension DeviceGateway {
     /// This node's share of the cluster event stream (SSE consumers read it).

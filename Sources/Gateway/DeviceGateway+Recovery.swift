@@ -4,7 +4,7 @@ import Logging
 import SwarmCore
 import SwarmNode
 
-/// Recovery from the durable store at start (SPEC D4); see ``DeviceRecovery`` for the shared
+/// Recovery from the durable store at start (docs/deployment.md, “Durable state”); see ``DeviceRecovery`` for the shared
 /// state and the barrier.
 ///
 /// 0. The store writer holds every write from ``start()`` until step 4 has read the whole store:
@@ -222,8 +222,10 @@ extension DeviceGateway {
             }
             if pid.node == node.id {
                 // Started from the row by the factory, or running already: it takes the row in
-                // (and joins its groups) now.
-                if (try? await node.send(pid, DeviceMessage.restore.encoded())) != nil { return }
+                // (and joins its groups) now — a call, so the id counts as registered (and the node
+                // as ready) only once the process serves the recovered state, not while the
+                // nudge waits in its mailbox behind a retained birth.
+                if (try? await node.call(pid, DeviceMessage.restore.encoded(), timeout: .seconds(10))) != nil { return }
                 continue
             }
             // Hosted elsewhere (the ring moved, or it started there first): the row follows it.

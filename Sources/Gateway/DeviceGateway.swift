@@ -7,7 +7,7 @@ import SwarmJSON
 import SwarmNode
 import Synchronization
 
-/// The MQTT device gateway of one node (SPEC Part B) and the facade the backend API builds on.
+/// The MQTT device gateway of one node (docs/gateway.md) and the facade the backend API builds on.
 ///
 /// ## Shape
 /// One ``DeviceGateway`` per ``SwarmNode``. It owns one `MQTTClient` per configured broker
@@ -550,7 +550,7 @@ public final class DeviceGateway: Sendable {
     /// The longest TTL of a queued command: 30 days.
     public static let maxCommandTTL: Duration = .seconds(30 * 24 * 3600)
 
-    /// Queues command `name` with `body` for device `id` (`POST …/commands/{name}?ttl=`, SPEC D3):
+    /// Queues command `name` with `body` for device `id` (`POST …/commands/{name}?ttl=`, docs/gateway.md, “Queued commands”):
     /// kept in the device's state (replicated before this answers, like every API write), sent
     /// at once when the device is online, else at its next birth, in the order queued; never sent
     /// once `ttl` has passed (it becomes `expired`). Once sent, the device has until the later of
@@ -698,7 +698,7 @@ public final class DeviceGateway: Sendable {
     /// The largest page of ``search(where:limit:cursor:timeout:)``.
     public static let maxSearchLimit = 1000
 
-    /// Fleet search (`GET /v1/devices?where=…`, SPEC D2): the ids of the devices matching
+    /// Fleet search (`GET /v1/devices?where=…`, docs/gateway.md, “Fleet search”): the ids of the devices matching
     /// `where` (every device when nil), in id order, at most `limit` (1…``maxSearchLimit``),
     /// starting after `cursor` (the ``DeviceSearchResult/next`` of the previous page). Each
     /// gateway node evaluates the query over the devices it hosts (``DeviceIndex``, one

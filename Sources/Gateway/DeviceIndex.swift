@@ -2,7 +2,7 @@ import SwarmJSON
 import Synchronization
 
 /// The searchable part of every device process hosted on this node, for fleet search
-/// (`GET /v1/devices?where=…`, SPEC D2: "evaluation runs where the twins live").
+/// (`GET /v1/devices?where=…`, docs/gateway.md, “Fleet search”: "evaluation runs where the twins live").
 ///
 /// A device process writes its entry whenever it writes a checkpoint (at once for presence, API
 /// writes and group changes; telemetry and reported changes at most every

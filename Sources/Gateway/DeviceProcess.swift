@@ -73,7 +73,7 @@ final class DeviceRuntime: Sendable {
     }
 }
 
-/// One device (SPEC B "device process"): a Swarm process of kind ``GatewaySettings/processKind``,
+/// One device (docs/gateway.md, “Facade”): a Swarm process of kind ``GatewaySettings/processKind``,
 /// named by the device id, started on the name's ring owner at first contact (the ingress node's
 /// `whereisOrRegister`).
 ///
@@ -84,7 +84,7 @@ final class DeviceRuntime: Sendable {
 /// - **Handoff**: `.resume(state as JSON)`; ``endHandoff(state:)`` restores it (also the
 ///   restart from a checkpoint after a crash); ``resolveConflict(state:)`` merges
 ///   (``DeviceState/merge(_:)``).
-/// - **Checkpoints** (successor replication, SPEC A8): status, desired and group changes are
+/// - **Checkpoints** (successor replication, ARCHITECTURE.md, “Successor state”): status, desired and group changes are
 ///   checkpointed at once; telemetry and reported changes at most once per
 ///   ``GatewaySettings/checkpointInterval`` (the gateway's sweep writes the last one), so a
 ///   `kill -9` of the host loses at most that interval of telemetry/reported updates.
@@ -472,7 +472,7 @@ actor DeviceProcess: SwarmProcess {
 
     // MARK: Events
 
-    /// Emits an event of this device (SPEC D5) with the next `seq`. The first event of a process
+    /// Emits an event of this device (docs/gateway.md, “Events”) with the next `seq`. The first event of a process
     /// life first continues the numbering after the highest `seq` this node's hub received for
     /// the device (after a crash the checkpoint may predate events the dead host sent), and the
     /// first event of a device ever is preceded by `lifecycle` `created`.

@@ -9,7 +9,7 @@ struct RecoveredRow: Sendable, Hashable {
     var state: [UInt8]
 }
 
-/// A node's recovery from its durable store at start (SPEC D4), as state shared by the gateway's
+/// A node's recovery from its durable store at start (docs/deployment.md, “Durable state”), as state shared by the gateway's
 /// recovery task, its ``GatewayNodeProcess`` (rows and notices from peers) and the device
 /// processes (the rows they start from, the barrier their API writes wait on).
 ///

@@ -215,7 +215,7 @@ struct DeviceState: Codable, Sendable, Hashable {
     /// ones are histories that started apart (a process created before its stored row reached it
     /// after a full restart) and are merged. 0 before the first write.
     var born: Int64 = 0
-    /// The `seq` of the last event this device emitted (SPEC D5): the next is one more, so the
+    /// The `seq` of the last event this device emitted (docs/gateway.md, “Events”): the next is one more, so the
     /// numbering continues across handoff, crash and restart.
     var eventSeq: Int64 = 0
     /// The time of that event (µs): the next event's time is later (``EventHub``).

@@ -3,7 +3,7 @@ import GatewayStore
 import SwarmNode
 import Synchronization
 
-/// The gateway's side of the durable store (SPEC D4): how device processes write their state
+/// The gateway's side of the durable store (docs/deployment.md, “Durable state”): how device processes write their state
 /// through one node's ``StoreWriter``.
 ///
 /// - **What is written**: the device process's checkpoint JSON (``DeviceState/checkpointJSON()``),

@@ -1,4 +1,4 @@
-/// Device ids: `[A-Za-z0-9._:-]{1,128}` (SPEC B-wire). Group names and command names follow the
+/// Device ids: `[A-Za-z0-9._:-]{1,128}` (docs/gateway.md, “Device contract”). Group names and command names follow the
 /// same rule (each is one topic level or one path segment, so the same characters are safe).
 public enum DeviceID {
     /// The longest id accepted.
@@ -22,7 +22,7 @@ public enum DeviceID {
     }
 }
 
-/// The device-side topics of SPEC B-wire under a configurable prefix (default `devices`):
+/// The device-side topics of the device contract (docs/gateway.md) under a configurable prefix (default `devices`):
 /// parsing of what devices publish, and the downlink topic names.
 public struct DeviceTopics: Sendable, Hashable {
     /// What an inbound device topic carries.

@@ -1,6 +1,6 @@
 import SwarmJSON
 
-/// The `where` language of fleet search (SPEC D2): `GET /v1/devices?where=…`, the `"where"` of a
+/// The `where` language of fleet search (docs/gateway.md, “Fleet search”): `GET /v1/devices?where=…`, the `"where"` of a
 /// group query. Pure: parsing and evaluation, no I/O.
 ///
 /// ```

@@ -25,7 +25,7 @@ public struct GatewaySettings: Sendable {
 
     /// The brokers, in the same order on every node.
     public var brokers: [Broker]
-    /// Device topic prefix (SPEC B-wire). Default `devices`.
+    /// Device topic prefix (docs/gateway.md, “Device contract”). Default `devices`.
     public var topicPrefix = "devices"
     /// Shared-subscription group name (`$share/{group}/…`). Default `swarm-gateway`.
     public var shareGroup = "swarm-gateway"
@@ -73,7 +73,7 @@ public struct GatewaySettings: Sendable {
     /// device logins are not managed here; provisioning with a password is refused
     /// (``GatewayError/credentialsNotManaged``). Several nodes may share one manager. Default nil.
     public var logins: (any DeviceLoginManager)?
-    /// The durable store's writer (SPEC D4; engines in `GatewayStoreEngines`, opened by the
+    /// The durable store's writer (docs/deployment.md, “Durable state”; engines in `GatewayStoreEngines`, opened by the
     /// caller): device state is written through it (``DeviceStorage``) and recovered from it at
     /// start (``DeviceRecovery``). The gateway runs it from ``DeviceGateway/start()`` and closes it
     /// (after a last flush) in ``DeviceGateway/shutdown()``. nil: state lives in memory and in
@@ -87,7 +87,7 @@ public struct GatewaySettings: Sendable {
     public var recoveryTimeout: Duration = .seconds(30)
     /// Rows read from the store per page at recovery. Default 1,000.
     public var recoveryPage = 1_000
-    /// The event stream, its store, webhooks and the broker sink (SPEC D5, ``EventHub``).
+    /// The event stream, its store, webhooks and the broker sink (docs/gateway.md, “Events”, ``EventHub``).
     /// Default: in memory only (``EventSettings/store`` nil), no broker sink.
     public var events = EventSettings()
     /// Logger for the gateway.

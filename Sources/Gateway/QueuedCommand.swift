@@ -1,6 +1,6 @@
 import SwarmJSON
 
-/// A command sent with a TTL (`POST /v1/devices/{id}/commands/{name}?ttl=SECONDS`, SPEC D3): it
+/// A command sent with a TTL (`POST /v1/devices/{id}/commands/{name}?ttl=SECONDS`, docs/gateway.md, “Queued commands”): it
 /// waits in the device's state until the device is online, then it is published; it lives in
 /// ``DeviceState/commands``, so it moves with the device on handoff, survives a crash of its host
 /// (successor replication) and a restart (the durable store keeps the same checkpoint).

@@ -89,7 +89,7 @@ public struct GatewayConfiguration: Sendable, Hashable, CustomStringConvertible 
     /// Write-behind window of device-reported state: changes are committed at most this long
     /// after they happened (coalesced per device). 10 ms to 1 s. Default 500 ms.
     public var writeBehindInterval: Duration = .milliseconds(500)
-    /// How long events are kept for `GET /v1/events` cursors and webhooks (SPEC D5). Default 1 h.
+    /// How long events are kept for `GET /v1/events` cursors and webhooks (docs/gateway.md, “Events”). Default 1 h.
     public var eventRetention: Duration = .seconds(3600)
     /// At most this many events are kept in the store (the size bound of the retention window).
     /// Default 2,000,000.

@@ -2,7 +2,7 @@ import HTTPTypes
 import Hummingbird
 import NIOCore
 
-/// The live dashboard every node serves (issue 6 item 2): static HTML, CSS and plain JavaScript
+/// The live dashboard every node serves: static HTML, CSS and plain JavaScript
 /// from `Sources/GatewayHTTP/Dashboard/`, compiled into the module with SwiftPM's
 /// `.embedInCode` resources (`PackageResources`), so the binary needs no resource bundle at
 /// run time — debug or release, run from any directory, copied anywhere.

@@ -8,7 +8,7 @@ import SwarmJSON
 import SwarmNode
 import Synchronization
 
-/// `GET /v1/events` (Server-Sent Events) and the webhook routes (SPEC D5).
+/// `GET /v1/events` (Server-Sent Events) and the webhook routes (docs/gateway.md, “Events”).
 extension GatewayAPI {
     static let lastEventID = HTTPField.Name("Last-Event-ID")!
 

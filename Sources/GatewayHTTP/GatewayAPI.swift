@@ -9,7 +9,7 @@ import SwarmJSON
 import SwarmNode
 import Synchronization
 
-/// The backend HTTP API of one gateway node (issue 4 item 6, `docs/openapi.yaml`): the routes
+/// The backend HTTP API of one gateway node (`docs/openapi.yaml`): the routes
 /// over a ``DeviceGateway`` (and its `SwarmNode`), as a Hummingbird `Router`.
 ///
 /// Every node answers every request: device calls go to the device process wherever it runs.

@@ -165,7 +165,7 @@ final class HTTPMetrics: Sendable {
 }
 
 extension HTTPMetrics {
-    /// The event stream's figures (SPEC D5).
+    /// The event stream's figures (docs/gateway.md, “Events”).
     func eventExposition(_ stats: EventStats) -> [UInt8] {
         var text = PrometheusText()
         let counters: [(String, String, Int)] = [

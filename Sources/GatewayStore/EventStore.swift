@@ -1,4 +1,4 @@
-/// The durable half of the event stream (SPEC D5): the events of the retention window and the
+/// The durable half of the event stream (docs/gateway.md, “Events”): the events of the retention window and the
 /// webhook sinks. Kept apart from ``DeviceStore`` on purpose:
 ///
 /// - **Its own file / tables, its own writer.** Events are an append-only log written at the

@@ -37,7 +37,7 @@ public enum PeerMessage: Hashable, Sendable {
     /// Factory entries whose host died, sent to the node that now owns them so that it restarts
     /// them even if it never saw their registration.
     case orphans([RegistryEntry])
-    /// A process's replicated state for its ring successor (SPEC A8).
+    /// A process's replicated state for its ring successor (ARCHITECTURE.md, “Successor state”).
     case checkpoint(name: String, pid: ProcessID, version: UInt64, state: [UInt8])
     /// A checkpoint the sender waits for: stored like ``checkpoint(name:pid:version:state:)``,
     /// then answered with ``requestDone(id:error:)``.

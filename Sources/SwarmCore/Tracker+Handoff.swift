@@ -1,4 +1,4 @@
-/// Handoff as a transaction (SPEC A5).
+/// Handoff as a transaction (ARCHITECTURE.md, “Handoff as a transaction”).
 ///
 /// When the ring gives one of our factory names to another live node T:
 /// 1. We start holding every message addressed to the name and ask the process

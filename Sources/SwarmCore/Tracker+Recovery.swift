@@ -1,5 +1,5 @@
 /// Conflicts, orphans and successor state: how the cluster gets back to exactly one copy of
-/// every name after failures and partitions (SPEC A6, A8).
+/// every name after failures and partitions (ARCHITECTURE.md, “Failures, partitions and orphans” and “Successor state”).
 ///
 /// **Conflicts.** When two origins claim a name, every node's view shows the same winner
 /// (``Registry/prefers(_:over:owner:)``). Only the *loser's host* acts: it collects the loser's
@@ -178,7 +178,7 @@ extension Tracker.Instance {
 
     // MARK: - Successor state
 
-    /// A local process asks for its state to be replicated to its ring successor (SPEC A8): a
+    /// A local process asks for its state to be replicated to its ring successor (ARCHITECTURE.md, “Successor state”): a
     /// restart after a crash of this node resumes from the last checkpoint.
     ///
     /// With a `request`, the checkpoint is acknowledged: `.reply(request, .done(nil))` once the

@@ -5,7 +5,7 @@
 /// message to a node, start or stop a process, ask a process for its handoff answer, deliver
 /// messages, reply to a caller, schedule the next tick. It never blocks, never runs user code,
 /// never reads a clock and never waits for a handshake: there is no global "syncing" mode, so
-/// reads and writes are served at once from the local replica (SPEC A4).
+/// reads and writes are served at once from the local replica (ARCHITECTURE.md, “Replication”).
 ///
 /// The same instance runs inside the NIO runtime (`SwarmNode`) and inside the simulator
 /// (`SwarmSimulation`), which drives many of them over a fake network with one seed.

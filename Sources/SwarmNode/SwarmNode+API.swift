@@ -2,7 +2,7 @@ import Logging
 import SwarmCore
 import SwarmTransport
 
-/// The public Swarm API (SPEC A2), one method per row. Reads (`whereis`, `registered`,
+/// The public Swarm API (ARCHITECTURE.md, “The runtime shell”), one method per row. Reads (`whereis`, `registered`,
 /// `members`, `dump`) answer from the local replica at once; writes go through the tracker and
 /// wait for its reply (the tracker bounds remote requests by its request timeout, 5 s).
 extension SwarmNode {
@@ -216,7 +216,7 @@ extension SwarmNode {
         try await done { tracker, request, now in tracker.onHandoff(name: name, state: state, request: request, now: now) }
     }
 
-    /// Replicates a local process's state to its names' ring successor (SPEC A8).
+    /// Replicates a local process's state to its names' ring successor (ARCHITECTURE.md, “Successor state”).
     public func checkpoint(_ pid: ProcessID, state: [UInt8]) throws {
         try ensureRunning()
         apply { tracker, now in tracker.onCheckpoint(pid: pid, state: state, now: now) }
@@ -231,7 +231,7 @@ extension SwarmNode {
     }
 
     /// Sets (or clears) the observer of the checkpoints this node stores as the ring successor of
-    /// peers' processes (SPEC A8): a durable store keeps them (the gateway writes them as replica
+    /// peers' processes (ARCHITECTURE.md, “Successor state”): a durable store keeps them (the gateway writes them as replica
     /// rows). An acknowledged checkpoint is acknowledged only after
     /// ``StandbyObserver/storedDurably`` returned.
     public func observeStandby(_ observer: StandbyObserver?) {

@@ -40,7 +40,7 @@ import SwarmWire
 ///
 /// ## Reads without a hop
 /// The tracker lives in a `Mutex`, so `whereis`, `members` and `registered` read the local
-/// replica from any task without an actor hop (SPEC A2: lookups never wait for the node). Only
+/// replica from any task without an actor hop (ARCHITECTURE.md, “The runtime shell”: lookups never wait for the node). Only
 /// the node's own actor mutates it, one input at a time; directives are carried out after the
 /// lock is released.
 public actor SwarmNode {

@@ -35,7 +35,7 @@ public struct SwarmNodeSettings: Sendable {
     public var mailboxCapacity = 10_000
     /// Deadline of a factory start; past it the start fails (`timeout`). Default 5 s.
     public var startTimeout: Duration = .seconds(5)
-    /// Deadline of a process's `beginHandoff` / conflict-state answer. Default 5 s (SPEC A5).
+    /// Deadline of a process's `beginHandoff` / conflict-state answer. Default 5 s (ARCHITECTURE.md, “Handoff as a transaction”).
     public var handoffTimeout: Duration = .seconds(5)
     /// Longest graceful shutdown waits for the drain to complete before it stops anyway.
     /// Default 30 s.

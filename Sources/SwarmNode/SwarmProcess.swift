@@ -12,7 +12,7 @@ import SwarmCore
 ///
 /// The node tells it its ``ProcessID`` (``started(as:)``) before the first message it feeds it.
 ///
-/// ## Handoff (SPEC A5)
+/// ## Handoff (ARCHITECTURE.md, “Handoff as a transaction”)
 /// When the ring moves one of its names to another node, the node asks ``beginHandoff()``
 /// (5 s timeout): `.restart` (the default), `.resume(state)` or `.ignore`. A process started by a
 /// `.resume` handoff, or recovered from a checkpoint, gets ``endHandoff(state:)`` before any other

@@ -1,6 +1,6 @@
 import SwarmCore
 
-// The durable store as the gateway keeps it (SPEC D4), and the "restart everything from disk"
+// The durable store as the gateway keeps it (docs/deployment.md, “Durable state”), and the "restart everything from disk"
 // fault with its invariant: no acknowledged API write is lost.
 //
 // - **Disks.** Every node name has a disk: one row per process name, the highest revision wins

@@ -11,7 +11,7 @@ import NIOCore
 import NIOHTTP1
 import Synchronization
 
-// E1 and E2 (issue 14): the event stream under M1's flood. E1: one SSE consumer of all
+// E1 and E2: the event stream under M1's flood. E1: one SSE consumer of all
 // telemetry on one node while the flood comes in through every node: events/s delivered, the
 // ratio to the messages routed in the same run, CPU per event, and publish-to-SSE-line latency at
 // 50 % of the limit. E2: a webhook sink to a local receiver: events/s delivered under the flood,

@@ -6,7 +6,7 @@ import GatewayStoreEngines
 import SwarmJSON
 import Synchronization
 
-// The durable-store workloads of issue 13 (docs/benchmarks.md, "Durable store"):
+// The durable-store workloads (docs/benchmarks.md, "Durable store"):
 // - S1: M1's telemetry flood with the store off and on, alternating runs, same process: the
 //   routed rate with the store over the rate without it.
 // - S2: `--twins` twins provisioned through the API (durable), every node stopped, a new

@@ -1,4 +1,4 @@
-// gateway-bench: the gateway workloads M1, M2, M3, M5 of BENCHMARKS.md (release builds only), and
+// gateway-bench: the gateway workloads M1, M2, M3, M5 of docs/benchmarks.md (release builds only), and
 // the command round trip. One Mosquitto (EmbeddedBroker) on loopback; gateway nodes in this
 // process (real SwarmNodes over loopback TCP, each with its DeviceGateway on the broker); devices
 // from the simulator (in this process for M1, `swarm-devices` child processes for the larger
@@ -455,7 +455,7 @@ if options.workloads.contains("M1") {
 
 try await runStoreWorkloads(StoreBench(options: options, report: report, port: port, brokerURL: brokerURL, base: base))
 
-// ACL: the command round trip behind the strict ACL of SPEC D1 (config/mosquitto.acl.example's
+// ACL: the command round trip behind the strict ACL of the device contract (docs/gateway.md; config/mosquitto.acl.example's
 // rules, a password file with the gateway login and one per device), beside the same round trip on
 // the open broker, in this run.
 if options.workloads.contains("ACL") {

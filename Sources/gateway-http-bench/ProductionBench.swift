@@ -14,7 +14,7 @@ import SwarmNode
 import SwarmTransport
 import Synchronization
 
-/// Q1 and Q2 of BENCHMARKS.md (SPEC Part D), release builds only:
+/// Q1 and Q2 of docs/benchmarks.md, release builds only:
 ///
 /// - **Q2 provisioning**: `--provision` (10,000) `PUT /v1/devices/{id}` with a password and tags,
 ///   64 keep-alive connections spread over the 3 nodes' APIs; each answer means the login is in

@@ -1,4 +1,4 @@
-// M4 of BENCHMARKS.md: state by id through the backend HTTP API of one node.
+// M4 of docs/benchmarks.md: state by id through the backend HTTP API of one node.
 //
 // Starts a Mosquitto (child process, free loopback port), N in-process SwarmNodes on 127.0.0.1
 // each with its DeviceGateway, D simulated devices (births and one telemetry message, published

@@ -1,4 +1,4 @@
-// swarm-bench: the cluster workloads W1–W7 of BENCHMARKS.md (release builds only).
+// swarm-bench: the cluster workloads W1–W7 of docs/benchmarks.md (release builds only).
 //
 // Three `SwarmNode`s in ONE process on 127.0.0.1, port 0, with real TCP between them (the
 // nodes' own transports over loopback). Every figure is printed with its setup and its target;
@@ -175,7 +175,7 @@ final class Ticket: Sendable {
 let pong: [UInt8] = Array("pong".utf8)
 let ping: [UInt8] = Array("ping".utf8)
 
-/// The trivial worker of BENCHMARKS.md: `ping` → `pong`, counts casts.
+/// The trivial worker of docs/benchmarks.md: `ping` → `pong`, counts casts.
 actor BenchWorker: SwarmProcess {
     let name: String
     init(name: String) { self.name = name }

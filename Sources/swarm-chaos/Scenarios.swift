@@ -32,7 +32,7 @@ struct ScenarioOptions {
     var seed: UInt64 = 1
 }
 
-/// The partition scenarios of issue 5 part 1 on a 5-node cluster (`Cluster.nodes` 1…5).
+/// The partition scenarios on a 5-node cluster (`Cluster.nodes` 1…5).
 struct PartitionScenarios {
     let cluster: Cluster
     let options: ScenarioOptions

@@ -3,7 +3,7 @@ import Dispatch
 import Foundation
 import Glibc
 
-/// `swarm-chaos`: the fault harness of issue 5 (docs/reliability.md). Real `swarm-gateway run`
+/// `swarm-chaos`: the fault harness (docs/reliability.md). Real `swarm-gateway run`
 /// processes in network namespaces on a bridge, a Mosquitto broker on the bridge address, a
 /// simulated fleet; faults are routes in the namespaces and `kill -9`; every check goes through
 /// the gateway's HTTP API.

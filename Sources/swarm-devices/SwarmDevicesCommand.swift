@@ -14,7 +14,7 @@ import Synchronization
 struct SwarmDevicesCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "swarm-devices",
-        abstract: "Simulate MQTT devices for Swarm Gateway (SPEC B-wire), or count what a plain subscriber receives.",
+        abstract: "Simulate MQTT devices for Swarm Gateway (docs/gateway.md, “Device contract”), or count what a plain subscriber receives.",
         subcommands: [RunCommand.self, OneCommand.self, SubscribeCommand.self, ValidateCommand.self],
         defaultSubcommand: RunCommand.self
     )

@@ -244,7 +244,7 @@ struct GatewayProcess {
         settings.maxPayloadBytes = configuration.maxPayloadBytes
         settings.ingressLaneCapacity = configuration.ingressLaneCapacity
         settings.logger = Logger(label: "swarm.gateway")
-        // The event stream (SPEC D5): every node keeps the cluster's events of the retention
+        // The event stream (docs/gateway.md, “Events”): every node keeps the cluster's events of the retention
         // window in `events.sqlite` in its data directory, whatever the device store.
         settings.events.store = SQLiteEventStore(directory: configuration.effectiveDataDirectory, logger: Logger(label: "swarm.events.sqlite"))
         settings.events.retention = configuration.eventRetention

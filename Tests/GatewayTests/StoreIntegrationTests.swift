@@ -11,7 +11,7 @@ import Testing
 @testable import Gateway
 @testable import MQTT
 
-/// The gateway on a real durable store (SPEC D4), in-process nodes on a real Mosquitto: what is
+/// The gateway on a real durable store (docs/deployment.md, “Durable state”), in-process nodes on a real Mosquitto: what is
 /// on disk when an API call answers, how long device data takes to get there, and a store that
 /// goes away and comes back.
 @Suite("gateway on the durable store", .serialized, .timeLimit(.minutes(5)))

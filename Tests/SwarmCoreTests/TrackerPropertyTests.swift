@@ -4,7 +4,7 @@ import Testing
 @testable import SwarmCore
 
 /// Random API calls, process ends, node crashes and restarts on a 3-node cluster with reliable
-/// in-order delivery; once quiet, the cluster must have converged (SPEC A4).
+/// in-order delivery; once quiet, the cluster must have converged (ARCHITECTURE.md, “Replication”).
 @Suite struct TrackerPropertyTests {
     @Test func randomOperationsConverge() async {
         await propertyCheck(count: 150, input: Gen.uint64(in: 0...UInt64.max)) { seed in
@@ -97,7 +97,7 @@ import Testing
         }
     }
 
-    /// SPEC A8: a drain under steady traffic loses no message and delivers none twice; every
+    /// Successor state: a drain under steady traffic loses no message and delivers none twice; every
     /// moved process gets `endHandoff` first.
     @Test func drainUnderTrafficLosesNoMessage() async {
         await propertyCheck(count: 40, input: Gen.uint64(in: 0...UInt64.max)) { seed in

@@ -2,7 +2,7 @@ import Testing
 
 @testable import SwarmCore
 
-/// SPEC A4 and A8 paths that need lost messages or late joiners: catch-up from a gap, catch-up
+/// Replication and successor-state paths that need lost messages or late joiners: catch-up from a gap, catch-up
 /// from the heartbeat digest, snapshots when the log wrapped, checkpoints following the ring
 /// successor, and orphan hints to an owner that never saw the registration.
 @Suite struct TrackerReplicationTests {

@@ -5,7 +5,7 @@ import Testing
 let two = ["gw-1", "gw-2"]
 let three = ["gw-1", "gw-2", "gw-3"]
 
-/// Every row of SPEC A2, driven through `Tracker.Instance` with the mini cluster harness.
+/// Every row of the Swarm API (README.md), driven through `Tracker.Instance` with the mini cluster harness.
 @Suite struct TrackerRegistrationTests {
     @Test func clusterFormsTheSameRingEverywhere() {
         let cluster = Cluster(three)
@@ -982,7 +982,7 @@ let three = ["gw-1", "gw-2", "gw-3"]
         #expect(names.filter { cluster.nodes["gw-1"]!.whereis($0)?.node == NodeID(name: "gw-1", incarnation: 2) }.count == 2)
     }
 
-    /// Static quorum (SPEC A3): the minority side stops its processes and refuses
+    /// Static quorum: the minority side stops its processes and refuses
     /// registrations; the majority restarts them; after healing one copy runs on the owner.
     @Test func minorityStopsItsProcessesUnderStaticQuorum() {
         var cluster = Cluster()
@@ -1090,7 +1090,7 @@ let three = ["gw-1", "gw-2", "gw-3"]
     }
 }
 
-/// Convergence (SPEC A4): every node has the same ring and view, and every factory name runs
+/// Convergence (ARCHITECTURE.md, “Replication”): every node has the same ring and view, and every factory name runs
 /// exactly once, on its ring owner.
 func checkConverged(_ cluster: Cluster, names: [String], sourceLocation: SourceLocation = #_sourceLocation) {
     #expect(cluster.violations.isEmpty, "\(cluster.violations)", sourceLocation: sourceLocation)

@@ -8,7 +8,7 @@ import NIOPosix
 import SQLiteNIO
 import Testing
 
-/// SPEC D4 with real `swarm-gateway` processes, a real Mosquitto, real SQLite files and a real
+/// The durable store (docs/deployment.md) with real `swarm-gateway` processes, a real Mosquitto, real SQLite files and a real
 /// PostgreSQL server: every node killed with SIGKILL and started again (the same node set, and a
 /// smaller one with other names), every node stopped with SIGTERM at once, schema migration and
 /// a store written by a newer build.

@@ -294,7 +294,7 @@ struct ProcessClusterTests {
             #expect(await eventually { await cluster.tryControl(node, "members fleet")?.pids?.count == 12 })
         }
 
-        // State on the victim's names, replicated to their ring successors (SPEC A8).
+        // State on the victim's names, replicated to their ring successors (ARCHITECTURE.md, “Successor state”).
         let onVictim = hostOf.keys.filter { hostOf[$0] == victim }.sorted()
         try #require(!onVictim.isEmpty)
         for name in onVictim {

@@ -2,7 +2,7 @@ import Foundation
 import GatewayStore
 import SwarmJSON
 
-/// What happened to a device (SPEC D5).
+/// What happened to a device (docs/gateway.md, “Events”).
 public enum EventType: String, CaseIterable, Sendable, Hashable {
     /// A telemetry message; `data` is the device's JSON payload as sent.
     case telemetry

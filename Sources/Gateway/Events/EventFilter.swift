@@ -46,7 +46,7 @@ public struct EventFilter: Sendable {
     }
 }
 
-/// An event as a `where` document (SPEC D5 `where=`): the fleet-search language evaluated on
+/// An event as a `where` document (docs/gateway.md, “Events”, `where=`): the fleet-search language evaluated on
 /// what the event carries. `id` is the device, `groups` its groups when the event happened;
 /// `telemetry.…` names the data of a telemetry event, `reported.…` / `desired.…` the patch of a
 /// reported / desired event, `reportedVersion` / `version` their new version, `online` the

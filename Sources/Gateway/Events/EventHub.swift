@@ -4,7 +4,7 @@ import Logging
 import SwarmCore
 import Synchronization
 
-/// One node's share of the cluster event stream (SPEC D5): what its device processes emit, the
+/// One node's share of the cluster event stream (docs/gateway.md, “Events”): what its device processes emit, the
 /// events of every other node, one ordered log, the consumers reading it, and the store behind it.
 ///
 /// ## One order on every node

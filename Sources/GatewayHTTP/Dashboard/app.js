@@ -649,7 +649,7 @@
     let event;
     try { event = JSON.parse(data); } catch (_) { return; }
     events.count += 1;
-    const row = el("tr", { "data-type": event.type },
+    const row = el("tr", { "data-testid": "event-row", "data-type": event.type, "data-device": event.device, "data-seq": String(event.seq), "data-event": JSON.stringify(event.data ?? null) },
       el("td", { class: "mono", text: (event.time || "").replace("T", " ").replace("Z", "") }),
       el("td", { text: event.type }),
       el("td", { class: "mono", text: event.device }),
