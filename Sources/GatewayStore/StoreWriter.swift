@@ -32,7 +32,8 @@ import Synchronization
 /// meanwhile ``isHealthy`` is false and ``stats`` carries the error, and the first successful
 /// transaction catches up on everything queued.
 ///
-/// A durable caller always has its answer within ``StoreSettings/commitTimeout`` of its call,
+/// A durable caller always has its answer within twice ``StoreSettings/commitTimeout`` of its
+/// call (the transaction running when it was queued, then its own),
 /// whatever the store does (a server that stops answering holds a transaction up until the
 /// engine gives up on it). A change not yet taken into a transaction by then is taken back out;
 /// one that was in flight may still commit later — the outcome of a transaction whose answer
@@ -178,7 +179,8 @@ public final class StoreWriter: Sendable {
                 return (ticket, now)
             }
             if let accepted {
-                armDeadline(accepted.ticket, from: accepted.at, timeout: settings.commitTimeout)
+                // Room for the transaction already running when it was queued, then its own.
+                armDeadline(accepted.ticket, from: accepted.at, timeout: settings.commitTimeout * 2)
                 wake()
             } else {
                 continuation.resume(throwing: StoreError.closed)
