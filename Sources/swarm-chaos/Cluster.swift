@@ -37,6 +37,10 @@ struct Setup: Sendable {
     var devices: String
     var fleetFile: String
     var workDir: String
+    /// Where this run's nodes keep their data directories (`<dataRoot>/gw-N`): one per run, so
+    /// every cluster starts with empty durable stores and a node restarted within a run comes back
+    /// from its own.
+    var dataRoot: String
     var failureTimeout: String
     var secret: String
     var maxSeconds: Int
@@ -78,7 +82,7 @@ final class GatewayNode: @unchecked Sendable {
             "ip", "netns", "exec", namespace, "timeout", "-s", "KILL", "\(setup.maxSeconds)", setup.gateway, "run",
             "--node-name", name, "--cluster-listen", "\(address):\(clusterPort)", "--seeds", seeds.joined(separator: ","),
             "--http-listen", "\(address):\(httpPort)", "--broker", broker, "--failure-timeout", setup.failureTimeout,
-            "--log-level", setup.logLevel,
+            "--log-level", setup.logLevel, "--data-dir", "\(setup.dataRoot)/\(name)",
         ]
         wrapper = try Proc.spawn(arguments, environment: ["SWARM_GATEWAY_CLUSTER_SECRET": setup.secret], output: log)
         Children.shared.add(wrapper, "timeout \(name)")
@@ -330,15 +334,19 @@ final class Cluster: @unchecked Sendable {
     /// One round of the post-heal checks, all through the API:
     /// - every live node answers its dump, is `up`, and its ring is exactly the live nodes;
     /// - every dump shows every live node reachable and connected;
-    /// - registries identical: `registrySize` = device count + one `gateway-node:{node}` process
-    ///   per live node on every node, nothing contested,
+    /// - registries identical: `registrySize` = device count + ``perNodeProcesses`` per live node
+    ///   (`gateway-node:{node}` and the event hub's `gateway-events:{node}`), nothing contested,
     ///   no handoff, orphan or pending start left;
     /// - one copy of every device process: the `localNames` of the live nodes (less each node's
-    ///   own `gateway-node:` process) add up to the device count, and every observer's `names` for node X equals X's own `localNames`;
+    ///   own per-node processes) add up to the device count, and every observer's `names` for node X equals X's own `localNames`;
     /// - placement: each node hosts exactly the devices the ring (SwarmCore's `HashRing` over the
     ///   live node names) gives it (counts), and the twins of `twinSample` devices name their
     ///   ring owner as `node`;
     /// - group membership complete: `GET /v1/groups/all` counts every device on every node.
+    /// The names every gateway node registers for itself besides the devices: its
+    /// `gateway-node:{node}` process and its event hub's `gateway-events:{node}` process.
+    static let perNodeProcesses = 2
+
     func check(twinSample: Int) -> Check {
         var problems: [String] = []
         let alive = live
@@ -352,8 +360,8 @@ final class Cluster: @unchecked Sendable {
             }
             if dump.state != "up" { problems.append("\(node.name): state \(dump.state)") }
             if dump.ringNodes != expectedRing { problems.append("\(node.name): ring \(dump.ringNodes)") }
-            if dump.registrySize != count + alive.count {
-                problems.append("\(node.name): registrySize \(dump.registrySize) != \(count) devices + \(alive.count) gateway-node processes")
+            if dump.registrySize != count + Self.perNodeProcesses * alive.count {
+                problems.append("\(node.name): registrySize \(dump.registrySize) != \(count) devices + \(Self.perNodeProcesses) per-node processes × \(alive.count) nodes")
             }
             if dump.contestedNames != 0 { problems.append("\(node.name): contested \(dump.contestedNames)") }
             if !dump.handoffs.isEmpty { problems.append("\(node.name): \(dump.handoffs.count) handoffs") }
@@ -374,7 +382,7 @@ final class Cluster: @unchecked Sendable {
             }
         }
         guard problems.isEmpty else { return Check(ok: false, problems: problems) }
-        let hosted = dumps.map { $0!.localNames - 1 }  // each node hosts its gateway-node process
+        let hosted = dumps.map { $0!.localNames - Self.perNodeProcesses }  // each node hosts its own per-node processes
         if hosted.reduce(0, +) != count { problems.append("device processes: \(hosted.reduce(0, +)) for \(count) devices (\(zip(alive, hosted).map { "\($0.name)=\($1)" }.joined(separator: " ")))") }
         let ring = HashRing(nodes: expectedRing)
         var expected: [String: Int] = [:]

@@ -49,10 +49,10 @@ extension Cluster {
             if detected == nil, dumps.allSatisfy({ $0.map { !$0.ringNodes.contains(victim) } ?? false }) { detected = t - since }
             if dumps.allSatisfy({ dump in
                 guard let dump else { return false }
-                // Devices plus one gateway-node process per live node.
-                return !dump.ringNodes.contains(victim) && dump.registrySize == count + alive.count && dump.orphans == 0
+                // Devices plus the per-node processes of every live node.
+                return !dump.ringNodes.contains(victim) && dump.registrySize == count + Cluster.perNodeProcesses * alive.count && dump.orphans == 0
                     && dump.contestedNames == 0 && !dump.nodes.contains(where: { $0.name == victim && $0.names > 0 })
-            }), dumps.reduce(0, { $0 + ($1?.localNames ?? 0) }) == count + alive.count {
+            }), dumps.reduce(0, { $0 + ($1?.localNames ?? 0) }) == count + Cluster.perNodeProcesses * alive.count {
                 return (detected, t - since)
             }
             Proc.sleep(0.02)

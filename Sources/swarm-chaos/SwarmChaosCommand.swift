@@ -54,7 +54,7 @@ final class Run: @unchecked Sendable {
         let secret = (0..<16).map { _ in String(format: "%02x", UInt8.random(in: 0...255)) }.joined()
         setup = Setup(
             gateway: Run.absolute(common.gateway), devices: Run.absolute(common.devicesBinary), fleetFile: Run.absolute(common.fleet),
-            workDir: workDir, failureTimeout: common.failureTimeout, secret: secret, maxSeconds: common.maxSeconds, logLevel: common.logLevel)
+            workDir: workDir, dataRoot: "\(workDir)/data-\(UUID().uuidString.prefix(8))", failureTimeout: common.failureTimeout, secret: secret, maxSeconds: common.maxSeconds, logLevel: common.logLevel)
         for path in [setup.gateway, setup.devices] where !FileManager.default.isExecutableFile(atPath: path) {
             throw ValidationError("\(path) is not an executable (build it: swift build --product \((path as NSString).lastPathComponent))")
         }
@@ -105,6 +105,7 @@ final class Run: @unchecked Sendable {
         tornDown = true
         Children.shared.killAll()
         lab.destroy()
+        try? FileManager.default.removeItem(atPath: setup.dataRoot)
     }
 
     func writeReport<T: Encodable>(_ value: T, to path: String?) {
