@@ -235,10 +235,10 @@ let package = Package(
         ),
         // The safe Swift wrapper over libmosquitto (MQTTClient), the child-process broker
         // (EmbeddedBroker) used by tests and by the gateway's first-run mode, and Mosquitto's
-        // password hashes (swift-crypto's HMAC-SHA512) for its logins.
+        // password hashes (swift-crypto's PBKDF2, BoringSSL underneath) for its logins.
         .target(
             name: "MQTT",
-            dependencies: ["CMosquitto", logging, crypto],
+            dependencies: ["CMosquitto", logging, crypto, .product(name: "_CryptoExtras", package: "swift-crypto")],
             swiftSettings: swiftSettings
         ),
         .testTarget(

@@ -1,4 +1,5 @@
 import Crypto
+import _CryptoExtras
 import FoundationEssentials
 
 /// Mosquitto 2's password hashes, made in Swift (no `mosquitto_passwd` process per login):
@@ -47,9 +48,20 @@ public enum MosquittoPassword {
         (0..<saltLength).map { _ in UInt8.random(in: 0...255) }
     }
 
-    /// PBKDF2 (RFC 8018) with HMAC-SHA512 and one 64-byte block: T = U1 ⊕ … ⊕ Uc,
-    /// U1 = HMAC(P, S ‖ INT(1)), Ui = HMAC(P, Ui−1).
+    /// PBKDF2 (RFC 8018) with HMAC-SHA512 and one 64-byte block, by BoringSSL
+    /// (`_CryptoExtras`): a provisioning burst hashes one password per device, and the loop of
+    /// ``pbkdf2SHA512Reference(password:salt:iterations:)`` in Swift costs several times more.
     static func pbkdf2SHA512(password: [UInt8], salt: [UInt8], iterations: Int) -> [UInt8] {
+        guard
+            let key = try? KDF.Insecure.PBKDF2.deriveKey(
+                from: password, salt: salt, using: .sha512, outputByteCount: 64, unsafeUncheckedRounds: max(1, iterations))
+        else { return pbkdf2SHA512Reference(password: password, salt: salt, iterations: iterations) }
+        return key.withUnsafeBytes { Array($0) }
+    }
+
+    /// The same in Swift over HMAC: T = U1 ⊕ … ⊕ Uc, U1 = HMAC(P, S ‖ INT(1)),
+    /// Ui = HMAC(P, Ui−1). The tests check both agree.
+    static func pbkdf2SHA512Reference(password: [UInt8], salt: [UInt8], iterations: Int) -> [UInt8] {
         let keyed = HMAC<SHA512>(key: SymmetricKey(data: password))
         var first = keyed
         first.update(data: salt + [0, 0, 0, 1])

@@ -13,6 +13,13 @@ struct DeviceLoginTests {
         // RFC 6070-style vector for PBKDF2-HMAC-SHA512 ("password", "salt", 1 iteration).
         let derived = MosquittoPassword.pbkdf2SHA512(password: Array("password".utf8), salt: Array("salt".utf8), iterations: 1)
         #expect(derived.map { String(format: "%02x", $0) }.joined().hasPrefix("867f70cf1ade02cff3752599a3a53dc4af34c7a669815ae5d513554e1c8cf252"))
+        // BoringSSL's PBKDF2 and the Swift loop agree (salts and passwords of several lengths).
+        for (password, salt, rounds) in [("", "", 1), ("pw", "0123456789ab", 101), (String(repeating: "é", count: 200), "s", 7)] {
+            #expect(
+                MosquittoPassword.pbkdf2SHA512(password: Array(password.utf8), salt: Array(salt.utf8), iterations: rounds)
+                    == MosquittoPassword.pbkdf2SHA512Reference(password: Array(password.utf8), salt: Array(salt.utf8), iterations: rounds),
+                "\(password.prefix(8)), \(salt), \(rounds)")
+        }
         let hash = MosquittoPassword.hash("s3cret")
         #expect(hash.hasPrefix("$7$101$"))
         #expect(MosquittoPassword.verify("s3cret", against: hash))
