@@ -158,64 +158,20 @@ while true; do
     curl -fsS -m 5 "$url/v1/devices/thermo-0001" > "$work/twin.json"
     if python3 - "$work" "$nodes" "$devices" <<'PY'
 import json, sys
-from html.parser import HTMLParser
+sys.path.insert(0, "scripts")
+from dashboard_dom import Page, Checks
 
 work, nodes, devices = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
-
-class Page(HTMLParser):
-    """Every element with a data-testid: its attributes and text; node rows by data-node."""
-    def __init__(self):
-        super().__init__()
-        self.found, self.stack, self.rows, self.row, self.body = [], [], {}, None, {}
-    def handle_starttag(self, tag, attrs):
-        attrs = dict(attrs)
-        if tag == "body":
-            self.body = attrs
-        if attrs.get("data-testid") == "node-row":
-            self.row = {}
-            self.rows[attrs.get("data-node")] = self.row
-        entry = {"tag": tag, "attrs": attrs, "text": "", "row": self.row}
-        if "data-testid" in attrs:
-            self.found.append(entry)
-        if tag not in ("br", "input", "img", "meta", "link"):
-            self.stack.append(entry)
-    def handle_endtag(self, tag):
-        while self.stack:
-            entry = self.stack.pop()
-            if entry["tag"] == "tr" and entry["attrs"].get("data-testid") == "node-row":
-                self.row = None
-            if entry["tag"] == tag:
-                break
-    def handle_data(self, data):
-        for entry in self.stack:
-            entry["text"] += data
-
-parser = Page()
-parser.feed(open(f"{work}/dom.html", encoding="utf-8").read())
-for entry in parser.found:
-    if entry["row"] is not None:
-        entry["row"][entry["attrs"]["data-testid"]] = entry["attrs"].get("data-value", entry["text"].strip())
-
-def first(testid, attribute="data-value", **where):
-    for entry in parser.found:
-        if entry["attrs"].get("data-testid") == testid and all(entry["attrs"].get(k) == v for k, v in where.items()):
-            return entry["text"].strip() if attribute == "text" else entry["attrs"].get(attribute)
-    return None
+parser = Page(f"{work}/dom.html")
+first = parser.first
+checks = Checks(38)
+expect = checks.expect
 
 view = json.load(open(f"{work}/cluster.json"))
 all_members = json.load(open(f"{work}/all.json"))
 meters = json.load(open(f"{work}/meters.json"))
 twin = json.load(open(f"{work}/twin.json"))
 api_nodes = {n["name"]: n for n in view["nodes"]}
-failures, checked = [], 0
-
-def expect(what, page, api):
-    global checked
-    checked += 1
-    mark = "ok " if str(page) == str(api) else "BAD"
-    print(f"   {mark} {what:38} page={page!s:14} api={api}")
-    if mark == "BAD":
-        failures.append(what)
 
 expect("updates (>= 3 polls)", int(parser.body.get("data-updates", "0")) >= 3, True)
 expect("connected node", first("connected-node", "text"), view["node"])
@@ -241,8 +197,7 @@ replies, missing = first("query-count"), first("query-missing-count")
 expect("query replies + missing = meters", (int(replies or -1) + int(missing or -1)), meters["count"])
 received = first("rate-received")
 expect("received/s is a positive number", received not in (None, "") and float(received) > 0, True)
-print(f"   {checked} checks, {len(failures)} mismatches" + (f": {', '.join(failures)}" if failures else ""))
-sys.exit(1 if failures else 0)
+sys.exit(checks.summary())
 PY
     then
         break
@@ -286,33 +241,12 @@ while true; do
     curl -fsS -m 5 "$url/v1/devices/$dev/commands" > "$work/commands.json"
     if python3 - "$work" "$dev" <<'PY'
 import json, sys
-from html.parser import HTMLParser
+sys.path.insert(0, "scripts")
+from dashboard_dom import Page, Checks
 
 work, dev = sys.argv[1], sys.argv[2]
-
-class Page(HTMLParser):
-    """Elements with a data-testid: attributes and text (nested text included)."""
-    def __init__(self):
-        super().__init__()
-        self.found, self.stack = [], []
-    def handle_starttag(self, tag, attrs):
-        entry = {"tag": tag, "attrs": dict(attrs), "text": ""}
-        if "data-testid" in entry["attrs"]:
-            self.found.append(entry)
-        if tag not in ("br", "input", "img", "meta", "link"):
-            self.stack.append(entry)
-    def handle_endtag(self, tag):
-        while self.stack:
-            if self.stack.pop()["tag"] == tag:
-                break
-    def handle_data(self, data):
-        for entry in self.stack:
-            entry["text"] += data + "\u0001"
-
-parser = Page()
-parser.feed(open(f"{work}/dom2.html", encoding="utf-8").read())
-def all_of(testid):
-    return [e for e in parser.found if e["attrs"].get("data-testid") == testid]
+parser = Page(f"{work}/dom2.html")
+all_of = parser.all_of
 def first(testid):
     found = all_of(testid)
     return found[0] if found else None
@@ -326,27 +260,19 @@ for line in open(f"{work}/steps.json"):
     if line:
         answer = json.loads(line)
         sent[answer["desired"]["step"]] = answer["version"]
-failures, checked = [], 0
-def expect(what, page, api):
-    global checked
-    checked += 1
-    mark = "ok " if str(page) == str(api) else "BAD"
-    print(f"   {mark} {what:44} page={str(page)[:40]:40} api={str(api)[:60]}")
-    if mark == "BAD":
-        failures.append(what)
+checks = Checks(44)
+expect = checks.expect
 
-def value(testid):
-    entry = first(testid)
-    return None if entry is None else entry["attrs"].get("data-value")
+value = parser.first
 
 def pairs(testid):
     entry = first(testid)
     if entry is None:
         return None
-    parts = [p for p in entry["text"].split("\u0001") if p.strip()]
+    parts = entry["parts"]
     return dict(zip(parts[0::2], parts[1::2]))
 
-expect("twin id", (first("twin-id") or {}).get("text", "").strip("\u0001"), twin["id"])
+expect("twin id", parser.first("twin-id", "text"), twin["id"])
 expect("twin offline (provisioned, never connected)", value("twin-online"), "false")
 page_version, api_version = int(value("twin-version") or -1), twin["version"]
 # The backend keeps patching: the page saw a version at most the API's now, and past the setup's 1.
@@ -374,12 +300,11 @@ for e in events:
         steps.append(change["step"])
 expect("each event carries a step the backend sent", bool(steps) and all(s in sent for s in steps), True)
 expect("steps newest first", all(a > b for a, b in zip(steps, steps[1:])), True)
-status = first("events-status")
-expect("the stream counter matches the rows", (status or {}).get("attrs", {}).get("data-value"), str(len(events)))
-print(f"   {checked} checks, {len(failures)} mismatches" + (f": {', '.join(failures)}" if failures else ""))
-if failures:
+expect("the stream counter matches the rows", value("events-status"), str(len(events)))
+mismatched = checks.summary()
+if mismatched:
     print("   an event row:", events[0]["attrs"] if events else None)
-sys.exit(1 if failures else 0)
+sys.exit(mismatched)
 PY
     then
         break

@@ -149,9 +149,9 @@ public actor SwarmNode {
         transportSettings.stallTimeout = .nanoseconds(Int64(settings.tracker.failureTimeout))
         let inputs = self.inputQueue
         let logger = self.logger
-        let counter = UndecodableCounter()
+        let counter = TransportEventCounter()
         self.undecodableCounter = counter
-        let refused = UndecodableCounter()
+        let refused = TransportEventCounter()
         self.refusedCounter = refused
         self.transport = ClusterTransport(node: id, settings: transportSettings, logger: settings.logger) { event in
             // Runs on a connection's event loop: decode here (frames are slices of the receive
@@ -190,8 +190,8 @@ public actor SwarmNode {
         }
     }
 
-    nonisolated let undecodableCounter: UndecodableCounter
-    nonisolated let refusedCounter: UndecodableCounter
+    nonisolated let undecodableCounter: TransportEventCounter
+    nonisolated let refusedCounter: TransportEventCounter
 
     /// Adds (or replaces) a process kind.
     public func register(kind: String, factory: @escaping ProcessFactory) {
@@ -772,8 +772,9 @@ final class ResumeOnce<T: Sendable>: Sendable {
     }
 }
 
-/// Counts frames dropped because they did not decode (set from event loops).
-final class UndecodableCounter: Sendable {
+/// Counts a kind of transport event — undecodable frames, refused connections — set from event
+/// loops, read from any task.
+final class TransportEventCounter: Sendable {
     private let count = Atomic<Int>(0)
     func increment() { count.add(1, ordering: .relaxed) }
     var value: Int { count.load(ordering: .relaxed) }

@@ -331,6 +331,10 @@ final class Cluster: @unchecked Sendable {
         var problems: [String]
     }
 
+    /// The names every gateway node registers for itself besides the devices: its
+    /// `gateway-node:{node}` process and its event hub's `gateway-events:{node}` process.
+    static let perNodeProcesses = 2
+
     /// One round of the post-heal checks, all through the API:
     /// - every live node answers its dump, is `up`, and its ring is exactly the live nodes;
     /// - every dump shows every live node reachable and connected;
@@ -343,10 +347,6 @@ final class Cluster: @unchecked Sendable {
     ///   live node names) gives it (counts), and the twins of `twinSample` devices name their
     ///   ring owner as `node`;
     /// - group membership complete: `GET /v1/groups/all` counts every device on every node.
-    /// The names every gateway node registers for itself besides the devices: its
-    /// `gateway-node:{node}` process and its event hub's `gateway-events:{node}` process.
-    static let perNodeProcesses = 2
-
     func check(twinSample: Int) -> Check {
         var problems: [String] = []
         let alive = live
